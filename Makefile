@@ -1,0 +1,40 @@
+# lipdub: every command a developer or CI runs. Quick start: `make demo`, then `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBS := ffmpeg espeak-ng redis-server
+APT_STAMP := $(VENV)/.debs
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP) $(APT_STAMP)
+
+# Debian tools: installed only when one is missing, so a second run is instant.
+$(APT_STAMP):
+	@missing=""; for c in ffmpeg ffprobe espeak-ng redis-server; do command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(DEBS) >/dev/null; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+# Python packages: exact pins from requirements.lock (torch==2.13.0 is the local CPU wheel).
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+demo: install
+	$(BIN)/lipdub demo -o out/demo.mp4
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf out var .pytest_cache

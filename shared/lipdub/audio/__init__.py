@@ -1,0 +1,1 @@
+"""Audio stage: speech → one mouth shape per 25-fps frame."""

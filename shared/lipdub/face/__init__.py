@@ -1,0 +1,1 @@
+"""Face landmarks: the MediaPipe face mesh and the index groups every stage shares."""

@@ -1,0 +1,1 @@
+"""ffmpeg-backed media I/O: probing, frame streams, audio decoding."""

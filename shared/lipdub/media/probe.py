@@ -1,0 +1,98 @@
+"""ffprobe wrapper: what a file holds, or a clear InputError when it can't be used."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+
+from lipdub.errors import ErrorCode, InputError
+
+
+@dataclass(frozen=True)
+class VideoStream:
+    width: int
+    height: int
+    fps: float  # average frame rate
+    duration: float  # seconds
+    codec: str
+    rotation: int  # degrees from the display matrix / rotate tag (0, 90, 180, 270)
+    variable_frame_rate: bool
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    sample_rate: int
+    channels: int
+    duration: float
+    codec: str
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: Path
+    format: str
+    duration: float
+    video: VideoStream | None
+    audio: AudioStream | None
+
+
+def _rate(text: str | None) -> float:
+    if not text or text in ("0/0", "0"):
+        return 0.0
+    return float(Fraction(text))
+
+
+def _rotation(stream: dict) -> int:
+    rotate = stream.get("tags", {}).get("rotate")
+    if rotate is not None:
+        return int(float(rotate)) % 360
+    for side in stream.get("side_data_list", []):
+        if "rotation" in side:
+            return int(-float(side["rotation"])) % 360  # display matrix is counter-clockwise
+    return 0
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Describe a media file. Raises InputError (input_unreadable / empty_input) when ffprobe can't read it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(ErrorCode.input_unreadable, f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(ErrorCode.empty_input, f"{path}: the file is empty")
+    try:
+        data = ffmpeg.probe(str(path))
+    except ffmpeg.Error as exc:
+        detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        reason = detail[-1] if detail else "unknown format"
+        raise InputError(ErrorCode.input_unreadable, f"{path.name}: not a readable media file ({reason})") from exc
+    fmt = data.get("format", {})
+    container_duration = float(fmt.get("duration") or 0.0)
+    video = audio = None
+    for stream in data.get("streams", []):
+        kind = stream.get("codec_type")
+        duration = float(stream.get("duration") or container_duration or 0.0)
+        if kind == "video" and video is None and stream.get("disposition", {}).get("attached_pic", 0) == 0:
+            avg, real = _rate(stream.get("avg_frame_rate")), _rate(stream.get("r_frame_rate"))
+            fps = avg or real
+            video = VideoStream(
+                width=int(stream.get("width") or 0),
+                height=int(stream.get("height") or 0),
+                fps=fps,
+                duration=duration,
+                codec=str(stream.get("codec_name", "")),
+                rotation=_rotation(stream),
+                # avg != nominal rate is how VFR shows up in ffprobe (phones, screen recordings).
+                variable_frame_rate=bool(avg and real and not math.isclose(avg, real, rel_tol=0.01)),
+            )
+        elif kind == "audio" and audio is None:
+            audio = AudioStream(
+                sample_rate=int(stream.get("sample_rate") or 0),
+                channels=int(stream.get("channels") or 0),
+                duration=duration,
+                codec=str(stream.get("codec_name", "")),
+            )
+    return MediaInfo(path, str(fmt.get("format_name", "")), container_duration, video, audio)

@@ -1,0 +1,156 @@
+"""The geometric renderer: a landmark-driven warp of the lower face (fast CPU path and fallback).
+
+The lips and jaw are moved so that the inner-lip gap matches the target opening; a smooth displacement
+field (thin-plate spline through the moved points, pinned to zero on the upper face and around the jaw)
+backward-warps the source pixels. Where the target mouth is open wider than the source, the cavity is
+shaded dark with a hint of upper teeth. Only pixels inside a feathered lower-face mask can change, so the
+paste-back has no seam and the rest of the frame is untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.interpolate import RBFInterpolator
+
+from lipdub.face import landmarks as L
+
+GRID_STEP = 6  # px between evaluations of the displacement field (then bilinearly upsampled)
+ANCHORS = [10, 338, 297, 332, 284, 251, 389, 356, 454, 234, 127, 162, 21, 54, 103, 67, 109,
+           33, 133, 362, 263, 1, 4, 5, 195, 6, 168, 2, 98, 327, 129, 358]
+
+
+@dataclass
+class RenderedFrame:
+    image: np.ndarray
+    changed: bool
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-6)
+
+
+def target_points(points: np.ndarray, opening: float) -> tuple[np.ndarray, np.ndarray]:
+    """Move lips and jaw so that the inner-lip gap equals `opening` × inner mouth width.
+
+    Returns (indices, target xy) of the moved landmarks. The lower lip and chin carry most of the motion
+    (the jaw drops); the upper lip lifts a little; mouth corners stay put.
+    """
+    xy = points[:, :2]
+    width = float(np.linalg.norm(xy[L.MOUTH_LEFT] - xy[L.MOUTH_RIGHT]))
+    gap = float(np.linalg.norm(xy[L.UPPER_INNER_MID] - xy[L.LOWER_INNER_MID]))
+    delta = opening * width - gap
+    eyes_mid = (xy[33] + xy[263]) / 2
+    down = _unit(xy[L.CHIN] - eyes_mid)
+    across = _unit(xy[L.MOUTH_RIGHT] - xy[L.MOUTH_LEFT])
+    centre = (xy[L.MOUTH_LEFT] + xy[L.MOUTH_RIGHT]) / 2
+    half = max(width / 2, 1.0)
+
+    def falloff(idx: list[int], reach: float) -> np.ndarray:
+        u = (xy[idx] - centre) @ across / (half * reach)
+        return np.clip(1.0 - u**2, 0.0, 1.0)[:, None]
+
+    lower = sorted(set(L.LIPS_INNER_LOWER[1:-1] + L.LIPS_OUTER_LOWER[1:-1]))
+    upper = sorted(set(L.LIPS_INNER_UPPER[1:-1] + L.LIPS_OUTER_UPPER[1:-1]))
+    jaw = L.JAW[3:-3]
+    idx = lower + upper + jaw
+    moved = np.concatenate([
+        xy[lower] + 0.8 * delta * falloff(lower, 1.15) * down,
+        xy[upper] - 0.2 * delta * falloff(upper, 1.15) * down,
+        xy[jaw] + 0.55 * delta * falloff(jaw, 2.2) * down,
+    ])
+    return np.array(idx), moved
+
+
+class WarpRenderer:
+    name = "warp"
+
+    def __init__(self, feather: float = 0.08) -> None:
+        self.feather = feather
+
+    def region(self, points: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """Crop box (x0, y0, x1, y1) around the lower face with room for the jaw to drop."""
+        xy = points[:, :2]
+        lo = xy[L.FACE_OVAL].min(0)
+        hi = xy[L.FACE_OVAL].max(0)
+        pad = 0.25 * (hi - lo)
+        x0, y0 = np.floor(lo - pad).astype(int)
+        x1, y1 = np.ceil(hi + pad).astype(int)
+        y0 = int(xy[L.NOSE_TIP, 1] - 0.1 * (hi[1] - lo[1]))
+        return max(x0, 0), max(y0, 0), min(x1, shape[1]), min(y1, shape[0])
+
+    def mask(self, points: np.ndarray, box: tuple[int, int, int, int], scale: float) -> np.ndarray:
+        """Feathered weight of the lower face (below the nose, inside the jaw line grown a little)."""
+        x0, y0, x1, y1 = box
+        xy = points[:, :2] - (x0, y0)
+        jaw = xy[L.JAW]
+        centre = xy[L.JAW].mean(0)
+        grown = centre + (jaw - centre) * 1.12
+        top = xy[[L.JAW[0], 98, L.NOSE_BOTTOM, 327, L.JAW[-1]]][::-1]
+        poly = np.concatenate([grown, top]).astype(np.int32)
+        m = np.zeros((y1 - y0, x1 - x0), np.float32)
+        cv2.fillPoly(m, [poly], 1.0)
+        k = max(3, int(scale * self.feather) | 1)
+        return cv2.GaussianBlur(m, (k, k), 0)
+
+    def __call__(self, frame: np.ndarray, points: np.ndarray, opening: float) -> np.ndarray:
+        x0, y0, x1, y1 = box = self.region(points, frame.shape)
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return frame
+        crop = frame[y0:y1, x0:x1]
+        xy = points[:, :2] - (x0, y0)
+        moved_idx, moved = target_points(points, opening)
+        moved = moved - (x0, y0)
+        h, w = crop.shape[:2]
+        border = np.array([(x, y) for x in (0, w / 2, w - 1) for y in (0, h / 2, h - 1) if (x, y) != (w / 2, h / 2)])
+        anchors = np.concatenate([xy[ANCHORS], border])
+        # Control points sit at the *target* positions, carrying target→source offsets: a backward map.
+        ctrl = np.concatenate([moved, anchors])
+        offs = np.concatenate([xy[moved_idx] - moved, np.zeros_like(anchors)])
+        field = RBFInterpolator(ctrl, offs, kernel="thin_plate_spline", smoothing=1e-3)
+        gy, gx = np.mgrid[0:h + GRID_STEP:GRID_STEP, 0:w + GRID_STEP:GRID_STEP]
+        coarse = field(np.stack([gx.ravel(), gy.ravel()], 1)).reshape(*gx.shape, 2).astype(np.float32)
+        fine = cv2.resize(coarse, (gx.shape[1] * GRID_STEP, gx.shape[0] * GRID_STEP),
+                          interpolation=cv2.INTER_LINEAR)[:h, :w]
+        base_x, base_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        map_x, map_y = base_x + fine[..., 0], base_y + fine[..., 1]
+        warped = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warped = self._shade_cavity(warped, crop, xy, moved_idx, moved, map_x, map_y)
+        face = float(np.ptp(xy[L.FACE_OVAL, 1]))
+        m = self.mask(points, box, face)[..., None]
+        out = frame.copy()
+        out[y0:y1, x0:x1] = (crop * (1 - m) + warped * m + 0.5).astype(np.uint8)
+        return out
+
+    @staticmethod
+    def _shade_cavity(warped: np.ndarray, crop: np.ndarray, xy: np.ndarray, moved_idx: np.ndarray,
+                      moved: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+        """Dark mouth interior (and upper teeth) where the target opens wider than the source was open."""
+        target = xy.copy()
+        target[moved_idx] = moved
+        h, w = warped.shape[:2]
+        inner_t = np.zeros((h, w), np.float32)
+        cv2.fillPoly(inner_t, [target[L.LIPS_INNER].astype(np.int32)], 1.0)
+        if inner_t.sum() < 4:
+            return warped
+        inner_s = np.zeros((h, w), np.float32)
+        cv2.fillPoly(inner_s, [xy[L.LIPS_INNER].astype(np.int32)], 1.0)
+        # Which target pixels already show the source's own mouth interior after warping.
+        already = cv2.remap(inner_s, map_x, map_y, cv2.INTER_LINEAR)
+        need = np.clip(inner_t - already, 0, 1)
+        need = cv2.GaussianBlur(need, (3, 3), 0)
+        top = target[L.LIPS_INNER_UPPER, 1].mean()
+        bottom = target[L.LIPS_INNER_LOWER, 1].mean()
+        gap = max(bottom - top, 1.0)
+        rows = (np.arange(h, dtype=np.float32)[:, None] - top) / gap
+        lip = crop[np.clip(target[L.LIPS_OUTER, 1].astype(int), 0, h - 1),
+                   np.clip(target[L.LIPS_OUTER, 0].astype(int), 0, w - 1)].astype(np.float32).mean(0)
+        dark = lip * 0.22 + np.float32([8, 2, 4])  # shadowed interior in the lips' own hue
+        teeth = np.float32([212, 204, 194])
+        tooth_band = np.clip(1.0 - rows / 0.28, 0, 1) * (rows > -0.2) * min(1.0, gap / 6.0)
+        colour = dark[None, None] * (1 - tooth_band[..., None] * 0.75) + teeth * (tooth_band[..., None] * 0.75)
+        colour = colour * np.clip(1.15 - 0.4 * np.abs(rows - 0.5), 0.6, 1.1)[..., None]
+        a = need[..., None] * 0.92
+        return (warped * (1 - a) + colour * a).astype(np.float32)
