@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lipdub.config import Device, SyncMode, get_settings
 from lipdub.errors import LipdubError
@@ -16,7 +17,7 @@ err = Console(stderr=True)
 
 
 def _fail(exc: LipdubError) -> None:
-    err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
+    err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}")
     raise typer.Exit(2)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 
 import numpy as np
@@ -15,6 +16,9 @@ class FaceMesh:
     """
 
     def __init__(self, max_faces: int = 1, tracking: bool = True, min_confidence: float = 0.5) -> None:
+        # MediaPipe/TFLite log start-up chatter to stderr; keep the CLI's stderr for our own messages.
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import mediapipe as mp  # heavy import, only where faces are needed
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(

@@ -1,0 +1,73 @@
+"""Bad inputs get a clear error code and message from `lipdub dub` (exit status 2), never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipdub.media.audio import save_wav
+from lipdub.media.video import VideoWriter
+
+
+def run_dub(video: Path, audio: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lipdub.cli", "dub", str(video), str(audio), "-o", str(out), "-q"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_rejected(result: subprocess.CompletedProcess[str], code: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert f"[{code}]" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file(demo_inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    _, audio = demo_inputs
+    assert_rejected(run_dub(tmp_path / "missing.mp4", audio, tmp_path / "o.mp4"), "input_unreadable")
+
+
+def test_text_file_named_mp4(demo_inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    _, audio = demo_inputs
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("definitely not a video\n" * 50)
+    result = run_dub(fake, audio, tmp_path / "o.mp4")
+    assert_rejected(result, "input_unreadable")
+    assert "fake.mp4" in result.stderr
+
+
+def test_video_as_audio_without_audio_stream(demo_inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    video, _ = demo_inputs
+    assert_rejected(run_dub(video, video, tmp_path / "o.mp4"), "no_audio_stream")
+
+
+def test_audio_without_speech(demo_inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    video, _ = demo_inputs
+    hum = tmp_path / "hum.wav"
+    rng = np.random.default_rng(1)
+    save_wav(hum, 0.003 * rng.standard_normal(16000 * 3).astype(np.float32))
+    assert_rejected(run_dub(video, hum, tmp_path / "o.mp4"), "no_speech")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_video_without_a_face(demo_inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    _, audio = demo_inputs
+    blank = tmp_path / "wall.mp4"
+    with VideoWriter(blank, 160, 120) as writer:
+        for i in range(50):
+            frame = np.zeros((120, 160, 3), np.uint8)
+            frame[:, :, 1] = np.linspace(40, 200, 160)[None, :].astype(np.uint8)
+            frame[:, :, 2] = i
+            writer.write(frame)
+    assert_rejected(run_dub(blank, audio, tmp_path / "o.mp4"), "no_face")
+
+
+@pytest.mark.parametrize("option", [["--sync-mode", "sideways"], ["--device", "tpu"]])
+def test_bad_options(demo_inputs: tuple[Path, Path], tmp_path: Path, option: list[str]) -> None:
+    video, audio = demo_inputs
+    result = subprocess.run([sys.executable, "-m", "lipdub.cli", "dub", str(video), str(audio), *option],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "must be one of" in result.stderr

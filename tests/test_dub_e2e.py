@@ -1,0 +1,112 @@
+"""End to end: dub a generated talking-head clip with espeak-ng speech and check the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipdub import FPS, SAMPLES_PER_FRAME
+from lipdub.face import landmarks as L
+from lipdub.face.mesh import FaceMesh
+from lipdub.media.audio import load_audio
+from lipdub.media.probe import probe
+from lipdub.media.video import FrameReader, VideoWriter, count_frames, normalize_video
+from lipdub.pipeline import dub
+from lipdub.timeline import Timeline
+
+
+def envelope(samples: np.ndarray, n: int) -> np.ndarray:
+    """log-RMS of the 40 ms around each 25-fps frame."""
+    pad = np.pad(samples, (SAMPLES_PER_FRAME // 2, SAMPLES_PER_FRAME * 2))
+    frames = np.stack([pad[i * SAMPLES_PER_FRAME: (i + 1) * SAMPLES_PER_FRAME] for i in range(n)])
+    return np.log(np.sqrt((frames**2).mean(1)) + 1e-4)
+
+
+def read_all(path: Path) -> list[np.ndarray]:
+    info = probe(path)
+    assert info.video is not None
+    with FrameReader(path, info.video.width, info.video.height, count_frames(path)) as reader:
+        return list(reader)
+
+
+@pytest.fixture(scope="module")
+def dubbed(demo_inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
+    from lipdub.config import Settings
+
+    video, audio = demo_inputs
+    work = tmp_path_factory.mktemp("dub")
+    out = work / "out.mp4"
+    result = dub(video, audio, out, Settings(data_dir=work / "var"), sync_mode="bounce")
+    return video, audio, out, result
+
+
+def test_output_format_and_duration(dubbed) -> None:
+    _, audio, out, result = dubbed
+    info, audio_info = probe(out), probe(audio)
+    assert info.video is not None and info.audio is not None
+    assert info.video.codec == "h264" and info.audio.codec == "aac"
+    assert info.video.fps == pytest.approx(FPS)
+    assert abs(info.duration - audio_info.duration) <= 1 / FPS
+    assert count_frames(out) == result.frames
+    assert result.passed_through == 0
+
+
+def test_mouth_moves_with_the_speech_and_nothing_else_changes(dubbed, tmp_path: Path) -> None:
+    video, audio, out, result = dubbed
+    frames = read_all(out)
+    source_path = tmp_path / "source.mp4"
+    normalize_video(video, source_path)
+    source = read_all(source_path)
+    timeline = Timeline(len(source), result.frames, "bounce")
+
+    opening, face_boxes = [], []
+    with FaceMesh() as mesh:
+        for frame in frames:
+            faces = mesh(frame)
+            assert faces, "the face must stay detectable in every dubbed frame"
+            opening.append(float(L.mouth_opening(faces[0])))
+            face_boxes.append(faces[0][L.FACE_OVAL, :2])
+    opening = np.array(opening)
+    env = envelope(load_audio(audio), len(frames))
+    # The mouth follows the speech: strong correlation with the loudness envelope (within ±2 frames).
+    best = max(np.corrcoef(opening[max(0, -k): len(opening) - max(0, k)],
+                           env[max(0, k): len(env) - max(0, -k)])[0, 1] for k in range(-2, 3))
+    assert best > 0.5, f"mouth opening vs audio envelope r={best:.2f}"
+    assert opening.max() - opening.min() > 0.2
+
+    # Pixels away from the face are the source's, within encoding tolerance.
+    diffs, mouth_diffs = [], []
+    for t, frame in enumerate(frames):
+        src = source[timeline.source_index(t)]
+        lo, hi = face_boxes[t].min(0), face_boxes[t].max(0)
+        far = np.ones(frame.shape[:2], bool)
+        pad = 0.5 * (hi - lo)
+        y0, x0 = np.maximum((lo - pad)[::-1].astype(int), 0)
+        y1, x1 = (hi + pad)[::-1].astype(int)
+        far[y0:y1, x0:x1] = False
+        delta = np.abs(frame.astype(int) - src.astype(int))
+        diffs.append(delta[far].mean())
+        mx0, my0 = face_boxes[t][:, 0].min(), face_boxes[t][:, 1].max() - 0.45 * (hi - lo)[1]
+        mouth = delta[int(my0): int(hi[1]), int(mx0): int(hi[0])]
+        mouth_diffs.append(mouth.mean())
+    # Re-encoding (CRF 18 over the CRF 12 normalised source) alone moves pixels by ~2 grey levels.
+    assert max(diffs) < 3.0, f"pixels far from the face changed by {max(diffs):.2f} grey levels"
+    assert np.mean(mouth_diffs) > 2 * np.mean(diffs), "the mouth region must change far more than the rest"
+
+
+def test_face_less_stretch_passes_through(demo_inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    from lipdub.config import Settings
+
+    video, audio = demo_inputs
+    frames = read_all(video)[:75]
+    gap = range(30, 45)
+    patched = tmp_path / "gap.mp4"
+    h, w = frames[0].shape[:2]
+    with VideoWriter(patched, w, h) as writer:
+        for i, frame in enumerate(frames):
+            writer.write(np.full_like(frame, 128) if i in gap else frame)
+    result = dub(patched, audio, tmp_path / "out.mp4", Settings(data_dir=tmp_path / "var"), sync_mode="cut_off")
+    assert result.frames == 75
+    assert result.passed_through == len(gap)

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipdub.errors import ErrorCode, InputError
+from lipdub.media.audio import load_audio, save_wav
+from lipdub.media.probe import probe
+from lipdub.media.video import FrameReader, VideoWriter, count_frames
+
+
+def _ramp_video(path: Path, n: int = 60, size: tuple[int, int] = (64, 48)) -> Path:
+    w, h = size
+    with VideoWriter(path, w, h, crf=0) as writer:
+        for i in range(n):
+            frame = np.full((h, w, 3), (i * 4) % 256, np.uint8)  # each frame carries its index as grey level
+            writer.write(frame)
+    return path
+
+
+def test_writer_and_probe(tmp_path: Path) -> None:
+    video = _ramp_video(tmp_path / "ramp.mp4")
+    info = probe(video)
+    assert info.video is not None and info.audio is None
+    assert (info.video.width, info.video.height) == (64, 48)
+    assert info.video.fps == pytest.approx(25.0)
+    assert count_frames(video) == 60
+
+
+def test_reader_serves_any_order_identically(tmp_path: Path) -> None:
+    video = _ramp_video(tmp_path / "ramp.mp4")
+    reader = FrameReader(video, 64, 48, 60, block=8)
+
+    def index(i: int) -> int:  # decode the grey level back to the frame index (yuv rounding is ±1)
+        return round(float(reader[i][8:40, 8:56].mean()) / 4)
+
+    forward = [index(i) for i in range(60)]
+    backward = [index(i) for i in reversed(range(60))]
+    jumps = [index(i) for i in (50, 3, 40, 41, 7)]
+    reader.close()
+    assert forward == list(range(60))
+    assert backward == forward[::-1]
+    assert jumps == [50, 3, 40, 41, 7]
+
+
+def test_audio_roundtrip_resamples_to_16k_mono(tmp_path: Path) -> None:
+    t = np.arange(22050) / 22050
+    save_wav(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32), 22050)
+    samples = load_audio(tmp_path / "tone.wav")
+    assert samples.dtype == np.float32
+    assert len(samples) == pytest.approx(16000, abs=2)
+    assert 0.45 < np.abs(samples).max() <= 0.51
+
+
+def test_probe_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as missing:
+        probe(tmp_path / "nope.mp4")
+    assert missing.value.code == ErrorCode.input_unreadable
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(InputError) as empty:
+        probe(tmp_path / "empty.mp4")
+    assert empty.value.code == ErrorCode.empty_input
+    (tmp_path / "notes.mp4").write_text("this is not a video\n" * 20)
+    with pytest.raises(InputError) as text:
+        probe(tmp_path / "notes.mp4")
+    assert text.value.code == ErrorCode.input_unreadable
+    assert "notes.mp4" in text.value.message
