@@ -39,6 +39,37 @@ class Settings(BaseSettings):
     # Audio stage.
     min_speech_seconds: float = Field(default=0.2, ge=0, description="Less voiced audio than this is no_speech")
 
+    # Service (API + Celery workers; lipdub.service).
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0",
+                           description="Redis for the Celery broker, chord results and job status")
+    storage: Literal["s3", "local"] = Field(default="local",
+                                            description="Object storage backend: s3 (MinIO, AWS, any S3 API) "
+                                                        "or local (a directory under data_dir)")
+    s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO/moto); unset on AWS")
+    s3_bucket: str = Field(default="lipdub", description="Bucket holding assets, prep artifacts and results")
+    s3_region: str = Field(default="us-east-1", description="S3 region")
+    s3_access_key_id: str | None = Field(default=None,
+                                         description="S3 access key (unset: boto3's default credential chain)")
+    s3_secret_access_key: str | None = Field(default=None, description="S3 secret key")
+    presign_seconds: int = Field(default=900, gt=0, description="Lifetime of presigned download/upload URLs")
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest accepted asset upload")
+    multipart_part_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2,
+                                      description="Part size of presigned multipart uploads (S3 minimum 5 MiB)")
+    chunk_seconds: float = Field(default=10.0, gt=0,
+                                 description="Render chunk length: a lost worker redoes one chunk, not the job")
+    task_time_limit: int = Field(default=1800, gt=0,
+                                 description="Hard limit of one task (seconds); a render chunk must fit in it")
+    visibility_timeout: int = Field(default=3600, gt=0,
+                                    description="Seconds before Redis redelivers an unacked task; keep it "
+                                                "above task_time_limit or long tasks run twice")
+    task_max_retries: int = Field(default=5, ge=0, description="Retries of a task after a transient error")
+    task_retry_backoff_max: int = Field(default=300, gt=0, description="Cap of the retry backoff (seconds)")
+    max_task_starts: int = Field(default=3, gt=0,
+                                 description="A task started this often for one job (lost workers) fails it")
+    job_ttl_seconds: int = Field(default=30 * 86400, gt=0, description="How long job records are kept")
+    idempotency_ttl_seconds: int = Field(default=86400, gt=0, description="How long Idempotency-Keys are kept")
+    api_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the API")
+
 
 @lru_cache
 def get_settings() -> Settings:
