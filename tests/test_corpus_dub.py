@@ -1,0 +1,50 @@
+"""`lipdub dub` on real talking clips with a real speech track in another language (needs ../shared/corpus)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipdub import FPS
+from lipdub.face import landmarks as L
+from lipdub.face.mesh import FaceMesh
+from lipdub.media.audio import load_audio
+from lipdub.media.probe import probe
+from lipdub.media.video import FrameReader, count_frames
+from lipdub.pipeline import dub
+from tests.test_dub_e2e import envelope
+
+CLIPS = [
+    "OpenTalker_video-retalking__face-1.mp4",
+    "KwaiVGI_LivePortrait__d20.mp4",
+    "OpenTalker_SadTalker__WDA_AlexandriaOcasioCortez_000.mp4",
+]
+SPEECH = "ali-vilab_dreamtalk__German2.wav"
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("clip", CLIPS)
+def test_dub_real_clip_with_german_speech(corpus: Path, clip: str, tmp_path: Path) -> None:
+    from lipdub.config import Settings
+
+    video, audio = corpus / "talking" / clip, corpus / "speech" / SPEECH
+    out = tmp_path / "dubbed.mp4"
+    result = dub(video, audio, out, Settings(data_dir=tmp_path / "var"))
+    info = probe(out)
+    assert info.video is not None and info.audio is not None
+    assert abs(info.duration - probe(audio).duration) <= 1 / FPS
+
+    opening = []
+    with FaceMesh() as mesh, FrameReader(out, info.video.width, info.video.height, count_frames(out)) as frames:
+        for frame in frames:
+            faces = mesh(frame)
+            opening.append(float(L.mouth_opening(faces[0])) if faces else np.nan)
+    opening = np.array(opening)
+    env = envelope(load_audio(audio), len(opening))
+    ok = ~np.isnan(opening)
+    assert ok.mean() > 0.95
+    r = np.corrcoef(opening[ok], env[ok])[0, 1]
+    assert r > 0.4, f"{clip}: mouth opening vs German speech envelope r={r:.2f}"
+    assert result.passed_through < 0.05 * result.frames
