@@ -1,0 +1,1 @@
+"""Benchmarks: speed, memory and quality measurements whose results are recorded in BENCHMARKS.md."""
