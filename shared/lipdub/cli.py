@@ -67,5 +67,32 @@ def demo(
     err.print(f"[green]wrote[/] {result.output} ({result.frames} frames)")
 
 
+@app.command("eval")
+def evaluate(
+    videos: Annotated[Path, typer.Option(help="Folder of talking clips with their own audio (or a same-named "
+                                              "audio file beside each video)")],
+    audios: Annotated[Path, typer.Option(help="Folder of speech tracks for cross-dubbing")],
+    out: Annotated[Path, typer.Option(help="Report folder (report.json, report.md, plots/)")] = Path("report"),
+    quick: Annotated[bool, typer.Option("--quick", help="Two shortest clips, 3 s each (CI)")] = False,
+    max_seconds: Annotated[float, typer.Option(help="Cut clips and dub tracks to this length")] = 10.0,
+    cross_per_clip: Annotated[int, typer.Option(help="Speech tracks each clip is cross-dubbed with")] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output")] = False,
+) -> None:
+    """Measure lip-sync quality: ground truth, self-reenactment (reversed source) and cross-dubbing."""
+    from lipdub.eval.protocols import EvalOptions, discover_audios, discover_clips, run_evaluation
+
+    for folder, name in ((videos, "--videos"), (audios, "--audios")):
+        if not folder.is_dir():
+            raise typer.BadParameter(f"{folder} is not a folder", param_hint=name)
+    clips, tracks = discover_clips(videos, quick), discover_audios(audios)
+    if not clips:
+        raise typer.BadParameter(f"no video with a soundtrack in {videos}", param_hint="--videos")
+    options = EvalOptions(max_seconds=min(max_seconds, 3.0) if quick else max_seconds)
+    results = run_evaluation(clips, tracks, out, get_settings(), options, cross_per_clip, quiet)
+    err.print(f"[green]wrote[/] {out / 'report.md'} ({len(results)} of {len(clips)} clips evaluated)")
+    if not results:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,317 @@
+"""The three evaluation protocols and the run over a set of clips.
+
+- Ground truth: the original clip with its own audio (what real speech scores).
+- Self-reenactment with a reversed source: dub the clip *played backwards* with its own soundtrack and
+  compare the output with the original frame by frame. The reversed mouth carries no information about
+  the audio, so copying the source mouth can't pass; the reversed clip itself is the pass-through baseline.
+- Cross-dubbing: dub the clip with another speech track (another language); sync and silence against that
+  track, with the untouched clip (re-timed by the same sync-mode timeline) as baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lipdub import FPS, SAMPLE_RATE
+from lipdub.config import Settings, SyncMode
+from lipdub.errors import LipdubError
+from lipdub.eval.image import ImageStats, frame_metrics
+from lipdub.eval.lmd import landmark_distance, lip_jitter, mouth_opening_correlation
+from lipdub.eval.progress import EvalProgress
+from lipdub.eval.signals import audio_envelope, mouth_opening_signal, silence_behaviour, voice_activity
+from lipdub.eval.sync import SyncResult, estimate_offset
+from lipdub.eval.tracks import (VideoTrack, cut_audio, load_wav, open_25fps, prepare_clip, reverse_clip,
+                                 track_video)
+from lipdub.media.probe import probe
+from lipdub.timeline import Timeline
+
+CLIPS_FILE = Path(__file__).with_name("eval_clips.json")
+
+
+@dataclass(frozen=True)
+class EvalClip:
+    id: str
+    video: Path
+    audio: Path | None = None  # the clip's own soundtrack when it is a separate file (paired wav)
+
+
+@dataclass(frozen=True)
+class DubAudio:
+    id: str
+    path: Path
+    language: str = ""
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    max_seconds: float = 10.0  # clips and dub tracks are cut to this (keeps a corpus run short)
+    cross_sync_mode: SyncMode = "bounce"  # the service default
+    frame_stride: int = 1  # image metrics on every n-th frame (landmark metrics always use all frames)
+
+
+@dataclass
+class Signals:
+    """Per-frame signals kept for plots (not written to the JSON report)."""
+
+    envelope: np.ndarray
+    speech: np.ndarray
+    mouths: dict[str, np.ndarray] = field(default_factory=dict)
+    curves: dict[str, SyncResult] = field(default_factory=dict)
+
+
+@dataclass
+class ClipResult:
+    clip: str
+    frames: int
+    ground_truth: dict
+    self_reenactment: dict
+    cross_dub: list[dict]
+    self_signals: Signals | None = None
+    cross_signals: list[Signals] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("self_signals")
+        d.pop("cross_signals")
+        return d
+
+
+def load_eval_clips(corpus: Path, clips_file: Path = CLIPS_FILE) -> tuple[list[EvalClip], list[DubAudio]]:
+    """The fixed evaluation set (eval_clips.json) resolved against a corpus directory."""
+    spec = json.loads(clips_file.read_text())
+    clips = [EvalClip(c["id"], corpus / c["video"], corpus / c["audio"] if c.get("audio") else None)
+             for c in spec["clips"]]
+    audios = [DubAudio(a["id"], corpus / a["audio"], a.get("language", "")) for a in spec["cross_dub_audios"]]
+    return clips, audios
+
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".mpg", ".mpeg", ".webm", ".m4v"}
+AUDIO_SUFFIXES = {".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac"}
+
+
+def discover_clips(videos: Path, quick: bool = False) -> list[EvalClip]:
+    """Talking clips in a folder: videos with their own soundtrack, or a same-named audio file beside them.
+
+    `quick` keeps the two shortest (CI). Videos without any soundtrack are skipped: no protocol can use them.
+    """
+    clips: list[tuple[float, EvalClip]] = []
+    for path in sorted(p for p in videos.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES):
+        sidecar = next((path.with_suffix(s) for s in sorted(AUDIO_SUFFIXES) if path.with_suffix(s).is_file()),
+                       None)
+        info = probe(path)
+        if info.video is None or (info.audio is None and sidecar is None):
+            continue
+        clips.append((info.duration, EvalClip(path.stem, path, sidecar)))
+    if quick:
+        clips.sort(key=lambda c: c[0])
+        clips = clips[:2]
+    return [c for _, c in clips]
+
+
+def discover_audios(audios: Path) -> list[DubAudio]:
+    return [DubAudio(p.stem, p) for p in sorted(audios.iterdir()) if p.suffix.lower() in AUDIO_SUFFIXES]
+
+
+def signal_metrics(mouth: np.ndarray, points: np.ndarray, valid: np.ndarray, envelope: np.ndarray,
+                   speech: np.ndarray) -> tuple[dict, SyncResult]:
+    """Sync, silence and jitter of one video (its landmarks) against one audio envelope."""
+    sync = estimate_offset(mouth, envelope)
+    out = {f"sync_{k}": v for k, v in sync.summary().items()}
+    out.update(silence_behaviour(mouth, speech))
+    out["lip_jitter"] = lip_jitter(points, valid)
+    out["face_frames"] = int(valid.sum())
+    return out, sync
+
+
+def _duration_check(output: Path, dub_audio_seconds: float) -> dict:
+    info = probe(output)
+    video_s = info.video.duration if info.video else float("nan")
+    audio_s = info.audio.duration if info.audio else float("nan")
+    return {"duration_video_minus_audio_ms": (video_s - dub_audio_seconds) * 1000.0,
+            "duration_muxed_audio_minus_audio_ms": (audio_s - dub_audio_seconds) * 1000.0}
+
+
+class Evaluator:
+    """Runs the protocols for one clip at a time; every intermediate file goes under `work_dir`."""
+
+    def __init__(self, work_dir: Path, settings: Settings, options: EvalOptions, progress: EvalProgress) -> None:
+        self.work_dir, self.settings, self.options, self.progress = work_dir, settings, options, progress
+
+    def _track(self, path: Path, label: str) -> VideoTrack:
+        n = open_25fps(path)[2]
+        with self.progress.stage(f"landmarks {label}", n) as advance:
+            return track_video(path, advance)
+
+    def _dub(self, video: Path, audio: Path, out: Path, mode: SyncMode) -> tuple[float | None, str | None]:
+        from lipdub.pipeline import dub
+
+        start = time.perf_counter()
+        try:
+            dub(video, audio, out, self.settings, sync_mode=mode, progress=self.progress)
+        except LipdubError as exc:
+            return None, f"[{exc.code}] {exc.message}"
+        return time.perf_counter() - start, None
+
+    def _images(self, out: VideoTrack, src_reader_track: VideoTrack, src_index: np.ndarray,
+                gt: VideoTrack | None, label: str, rendered: bool = True) -> dict:
+        """Stream output frame t, its source frame src_index[t] (and GT frame t) through the image metrics."""
+        stats = ImageStats()
+        frames = range(0, min(out.n_frames, len(src_index)), self.options.frame_stride)
+        with out.reader() as out_r, src_reader_track.reader() as src_r, \
+                (gt.reader() if gt is not None else _NullReader()) as gt_r, \
+                self.progress.stage(f"images {label}", len(frames)) as advance:
+            for t in frames:
+                i = int(src_index[t])
+                if src_reader_track.valid[i]:
+                    gt_frame = gt_points = None
+                    if gt is not None and t < gt.n_frames and gt.valid[t]:
+                        gt_frame, gt_points = gt_r[t], gt.landmarks[t]
+                    frame_metrics(stats, out_r[t], src_r[i], src_reader_track.landmarks[i],
+                                  gt_frame, gt_points, rendered=rendered)
+                advance(1)
+        return stats.summary()
+
+    def run_clip(self, clip: EvalClip, dub_audios: list[DubAudio]) -> ClipResult:
+        work = self.work_dir / clip.id
+        opts = self.options
+        clip_mp4, own_wav = prepare_clip(clip.video, work / "input", opts.max_seconds, clip.audio)
+        gt = self._track(clip_mp4, f"{clip.id} original")
+        n = gt.n_frames
+        samples = load_wav(own_wav)
+        env = audio_envelope(samples, n)
+        speech = voice_activity(env)
+        m_gt = mouth_opening_signal(gt.landmarks, gt.valid)
+        gt_metrics, gt_sync = signal_metrics(m_gt, gt.landmarks, gt.valid, env, speech)
+        gt_metrics["speech_fraction"] = float(speech.mean()) if n else float("nan")
+        self.progress.step_done(f"{clip.id}: ground truth")
+
+        # Self-reenactment with the reversed source.
+        reversed_mp4 = reverse_clip(clip_mp4, work / "input" / "reversed.mp4")
+        rev_index = np.arange(n)[::-1].copy()
+        rev = VideoTrack(reversed_mp4, gt.width, gt.height, gt.landmarks[rev_index], gt.valid[rev_index])
+        out_path = work / "self_reenactment.mp4"
+        seconds, error = self._dub(reversed_mp4, own_wav, out_path, "cut_off")
+        self_sig = Signals(env, speech, {"ground truth": m_gt}, {"ground truth": gt_sync})
+        self_res: dict = {"dub_seconds": seconds, "error": error}
+        # Baseline: the reversed clip itself (its landmarks are the original's, reversed: same pixels).
+        m_rev = mouth_opening_signal(rev.landmarks, rev.valid)
+        base, base_sync = signal_metrics(m_rev, rev.landmarks, rev.valid, env, speech)
+        base.update(self._reference_metrics(rev, m_rev, gt, m_gt, gt_metrics, base_sync, gt_sync))
+        base.update(self._images(rev, rev, np.arange(n), gt, f"{clip.id} reversed", rendered=False))
+        self_res["baseline"] = base
+        self_sig.mouths["reversed (baseline)"] = m_rev
+        self_sig.curves["reversed (baseline)"] = base_sync
+        if error is None:
+            out = self._track(out_path, f"{clip.id} self-reenactment")
+            m_out = mouth_opening_signal(out.landmarks, out.valid)
+            k = min(out.n_frames, n)
+            res, sync = signal_metrics(m_out[:k], out.landmarks[:k], out.valid[:k], env[:k], speech[:k])
+            res.update(self._reference_metrics(out, m_out, gt, m_gt, gt_metrics, sync, gt_sync))
+            res.update(self._images(out, rev, np.arange(out.n_frames), gt, f"{clip.id} self-reenactment"))
+            res.update(_duration_check(out_path, len(samples) / SAMPLE_RATE))
+            res["realtime_factor"] = (seconds or 0.0) / max(out.n_frames / FPS, 1e-6)
+            self_res["output"] = res
+            self_sig.mouths["lipdub"] = m_out
+            self_sig.curves["lipdub"] = sync
+        self.progress.step_done(f"{clip.id}: self-reenactment")
+
+        crosses, cross_sigs = [], []
+        for audio in dub_audios:
+            cross, sig = self._cross_dub(clip, audio, clip_mp4, gt, work)
+            crosses.append(cross)
+            cross_sigs.append(sig)
+            self.progress.step_done(f"{clip.id}: cross-dub {audio.id}")
+        return ClipResult(clip.id, n, gt_metrics, self_res, crosses, self_sig, cross_sigs)
+
+    @staticmethod
+    def _reference_metrics(video: VideoTrack, mouth: np.ndarray, gt: VideoTrack, m_gt: np.ndarray,
+                           gt_metrics: dict, sync: SyncResult, gt_sync: SyncResult) -> dict:
+        """Frame-by-frame comparison with the original clip (self-reenactment)."""
+        lmd = landmark_distance(video.landmarks, video.valid, gt.landmarks, gt.valid)
+        jitter_gt = gt_metrics["lip_jitter"]
+        jitter = lip_jitter(video.landmarks, video.valid)
+        return {
+            "lmd_lips": lmd.lips, "lmd_jaw": lmd.jaw, "lmd_frames": lmd.frames, "lmd_skipped": lmd.skipped,
+            "moc": mouth_opening_correlation(mouth, m_gt),
+            "sync_offset_vs_gt": sync.offset - gt_sync.offset,
+            "jitter_ratio_vs_gt": jitter / jitter_gt if jitter_gt else float("nan"),
+        }
+
+    def _cross_dub(self, clip: EvalClip, audio: DubAudio, clip_mp4: Path, gt: VideoTrack,
+                   work: Path) -> tuple[dict, Signals]:
+        opts = self.options
+        dub_wav = work / "input" / f"dub_{audio.id}.wav"
+        cut_audio(audio.path, dub_wav, opts.max_seconds)
+        samples = load_wav(dub_wav)
+        out_path = work / f"cross_{audio.id}.mp4"
+        seconds, error = self._dub(clip_mp4, dub_wav, out_path, opts.cross_sync_mode)
+        n_audio = int(np.ceil(len(samples) / (SAMPLE_RATE // FPS)))
+        timeline = Timeline(gt.n_frames, n_audio, opts.cross_sync_mode)
+        index = np.array([timeline.source_index(t) for t in range(timeline.n_out)], int)
+        env = audio_envelope(samples, timeline.n_out)
+        speech = voice_activity(env)
+        result: dict = {"audio": audio.id, "language": audio.language, "dub_seconds": seconds, "error": error,
+                        "speech_fraction": float(speech.mean()) if len(speech) else float("nan")}
+        # Baseline: the untouched clip, re-timed by the same timeline (what the viewer would see without us).
+        untouched = gt.take(index)
+        m_base = mouth_opening_signal(untouched.landmarks, untouched.valid)
+        base, base_sync = signal_metrics(m_base, untouched.landmarks, untouched.valid, env, speech)
+        result["baseline"] = base
+        sig = Signals(env, speech, {"untouched (baseline)": m_base}, {"untouched (baseline)": base_sync})
+        if error is None:
+            out = self._track(out_path, f"{clip.id} cross-dub {audio.id}")
+            m_out = mouth_opening_signal(out.landmarks, out.valid)
+            k = min(out.n_frames, len(env))
+            res, sync = signal_metrics(m_out[:k], out.landmarks[:k], out.valid[:k], env[:k], speech[:k])
+            res["jitter_ratio_vs_source"] = (res["lip_jitter"] / base["lip_jitter"]
+                                             if base["lip_jitter"] else float("nan"))
+            res.update(self._images(out, gt, index, None, f"{clip.id} cross-dub {audio.id}"))
+            res.update(_duration_check(out_path, len(samples) / SAMPLE_RATE))
+            res["realtime_factor"] = (seconds or 0.0) / max(out.n_frames / FPS, 1e-6)
+            result["output"] = res
+            sig.mouths["lipdub"] = m_out
+            sig.curves["lipdub"] = sync
+        return result, sig
+
+
+class _NullReader:
+    def __enter__(self) -> _NullReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def run_evaluation(clips: list[EvalClip], dub_audios: list[DubAudio], out_dir: Path, settings: Settings,
+                   options: EvalOptions = EvalOptions(), cross_per_clip: int = 1,
+                   quiet: bool = False) -> list[ClipResult]:
+    """All protocols on every clip; clip i is cross-dubbed with `cross_per_clip` audios chosen round-robin.
+
+    Writes report.json, report.md and plots/ into `out_dir` (see lipdub.eval.report).
+    """
+    from lipdub.eval.report import write_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / "work"
+    pairs = []
+    for i, clip in enumerate(clips):
+        chosen = [dub_audios[(i * cross_per_clip + j) % len(dub_audios)]
+                  for j in range(min(cross_per_clip, len(dub_audios)))] if dub_audios else []
+        pairs.append((clip, chosen))
+    total = sum(2 + len(chosen) for _, chosen in pairs)
+    results: list[ClipResult] = []
+    started = time.perf_counter()
+    with EvalProgress(total, quiet) as progress:
+        evaluator = Evaluator(work, settings, options, progress)
+        for clip, chosen in pairs:
+            try:
+                results.append(evaluator.run_clip(clip, chosen))
+            except LipdubError as exc:
+                progress.log(f"[yellow]skipped[/] {clip.id}: [{exc.code}] {exc.message}")
+    write_report(results, out_dir, options, time.perf_counter() - started)
+    return results

@@ -1,0 +1,267 @@
+"""Evaluation reports: report.json (everything), report.md (per-clip tables and medians), plots/*.png."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from lipdub.eval.protocols import ClipResult, EvalOptions, Signals
+
+# (key, label, format, what "better" means) for the summary table.
+SUMMARY_METRICS: list[tuple[str, str, str, str]] = [
+    ("sync_offset", "AV offset (frames, + = video lags)", "{:+.2f}", "near ground truth"),
+    ("sync_offset_vs_gt", "offset − ground-truth offset (frames)", "{:+.2f}", "0"),
+    ("sync_peak", "sync peak r", "{:.3f}", "higher"),
+    ("sync_r_near_zero", "best r within ±2 frames", "{:.3f}", "higher"),
+    ("sync_confidence", "sync confidence (peak − median r)", "{:.3f}", "higher"),
+    ("silence_ratio", "opening in silence / in speech", "{:.2f}", "lower (real speech ≈ GT)"),
+    ("lmd_lips", "LMD lips (×100/IOD)", "{:.2f}", "lower"),
+    ("lmd_jaw", "LMD jaw (×100/IOD)", "{:.2f}", "lower"),
+    ("moc", "mouth-opening correlation with GT", "{:.3f}", "higher"),
+    ("mouth_psnr", "mouth PSNR vs GT (dB)", "{:.2f}", "higher"),
+    ("mouth_ssim", "mouth SSIM vs GT", "{:.3f}", "higher"),
+    ("outside_psnr", "outside-face PSNR vs source (dB)", "{:.2f}", "higher"),
+    ("outside_ssim", "outside-face SSIM vs source", "{:.4f}", "higher"),
+    ("sharpness_ratio", "mouth sharpness output / source", "{:.2f}", "≈1"),
+    ("lip_jitter", "lip jitter (×100/IOD per frame²)", "{:.3f}", "≈ GT"),
+    ("seam_color", "seam colour jump (grey levels)", "{:.2f}", "lower"),
+    ("seam_gradient", "seam gradient jump (grey levels)", "{:.2f}", "lower"),
+    ("duration_video_minus_audio_ms", "video − audio duration (ms)", "{:+.0f}", "within ±40"),
+    ("realtime_factor", "dub wall time / output duration", "{:.2f}", "lower"),
+]
+
+COLUMNS = [("ground truth", "gt"), ("self: lipdub", "self_out"), ("self: reversed source", "self_base"),
+           ("cross: lipdub", "cross_out"), ("cross: untouched", "cross_base")]
+
+
+def _num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def groups(results: list[ClipResult]) -> dict[str, list[dict]]:
+    """Metric dicts per column: ground truth, self-reenactment output/baseline, cross-dub output/baseline."""
+    g: dict[str, list[dict]] = {key: [] for _, key in COLUMNS}
+    for r in results:
+        g["gt"].append(r.ground_truth)
+        if "output" in r.self_reenactment:
+            g["self_out"].append(r.self_reenactment["output"])
+        g["self_base"].append(r.self_reenactment["baseline"])
+        for c in r.cross_dub:
+            if "output" in c:
+                g["cross_out"].append(c["output"])
+            g["cross_base"].append(c["baseline"])
+    return g
+
+
+def medians(rows: list[dict]) -> dict[str, float]:
+    keys = {k for row in rows for k, v in row.items() if _num(v)}
+    out = {}
+    for k in sorted(keys):
+        vals = [float(row[k]) for row in rows if _num(row.get(k))]
+        if vals:
+            out[k] = float(np.median(vals))
+    return out
+
+
+def _fmt(v: object, fmt: str = "{:.3f}") -> str:
+    return fmt.format(v) if _num(v) else "–"
+
+
+def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], meta: dict) -> str:
+    lines = ["# lipdub quality evaluation", "",
+             f"{meta['clips']} clips, {meta['cross_dubs']} cross-dubs, clips cut to {meta['max_seconds']} s, "
+             f"cross-dub sync mode `{meta['cross_sync_mode']}`, {meta['elapsed_s']:.0f} s on {meta['machine']}.",
+             "Definitions: quality_metrics.md §3.4 and lipdub/eval/*.py. Medians over clips; `–` = not applicable.",
+             "", "## Medians", "",
+             "| metric | better | " + " | ".join(label for label, _ in COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    for key, label, fmt, better in SUMMARY_METRICS:
+        cells = [_fmt(summary[col].get(key), fmt) for _, col in COLUMNS]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {label} | {better} | " + " | ".join(cells) + " |")
+
+    lines += ["", "## Self-reenactment with a reversed source (lipdub / reversed-source baseline)", "",
+              "| clip | frames | LMD lips | LMD jaw | MOC | offset − GT | sync peak | confidence | mouth PSNR | "
+              "mouth SSIM | outside PSNR | sharpness | jitter / GT | seam colour | dur. ms | error |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        o, b = r.self_reenactment.get("output", {}), r.self_reenactment["baseline"]
+
+        def pair(k: str, fmt: str = "{:.2f}") -> str:
+            return f"{_fmt(o.get(k), fmt)} / {_fmt(b.get(k), fmt)}"
+
+        lines.append(
+            f"| {r.clip} | {r.frames} | {pair('lmd_lips')} | {pair('lmd_jaw')} | {pair('moc', '{:.2f}')} | "
+            f"{pair('sync_offset_vs_gt', '{:+.1f}')} | {pair('sync_peak')} | {pair('sync_confidence')} | "
+            f"{pair('mouth_psnr', '{:.1f}')} | {pair('mouth_ssim')} | {_fmt(o.get('outside_psnr'), '{:.1f}')} | "
+            f"{_fmt(o.get('sharpness_ratio'), '{:.2f}')} | {pair('jitter_ratio_vs_gt')} | "
+            f"{_fmt(o.get('seam_color'), '{:.1f}')} | {_fmt(o.get('duration_video_minus_audio_ms'), '{:+.0f}')} | "
+            f"{r.self_reenactment.get('error') or ''} |")
+
+    lines += ["", "## Cross-dubbing (lipdub / untouched-clip baseline)", "",
+              "| clip | audio | offset | sync peak | r ±2 | confidence | silence ratio | jitter / source | "
+              "sharpness | outside PSNR | seam colour | dur. ms | error |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for c in r.cross_dub:
+            o, b = c.get("output", {}), c["baseline"]
+
+            def pair2(k: str, fmt: str = "{:.2f}") -> str:
+                return f"{_fmt(o.get(k), fmt)} / {_fmt(b.get(k), fmt)}"
+
+            lines.append(
+                f"| {r.clip} | {c['audio']} ({c['language']}) | {pair2('sync_offset', '{:+.1f}')} | "
+                f"{pair2('sync_peak')} | {pair2('sync_r_near_zero')} | {pair2('sync_confidence')} | "
+                f"{pair2('silence_ratio')} | {_fmt(o.get('jitter_ratio_vs_source'), '{:.2f}')} | "
+                f"{_fmt(o.get('sharpness_ratio'), '{:.2f}')} | {_fmt(o.get('outside_psnr'), '{:.1f}')} | "
+                f"{_fmt(o.get('seam_color'), '{:.1f}')} | "
+                f"{_fmt(o.get('duration_video_minus_audio_ms'), '{:+.0f}')} | {c.get('error') or ''} |")
+
+    lines += ["", "## Ground truth (original clip, own audio)", "",
+              "| clip | frames | offset | sync peak | r ±2 | confidence | silence ratio | speech share | "
+              "lip jitter |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        g = r.ground_truth
+        lines.append(f"| {r.clip} | {r.frames} | {_fmt(g.get('sync_offset'), '{:+.1f}')} | "
+                     f"{_fmt(g.get('sync_peak'), '{:.2f}')} | {_fmt(g.get('sync_r_near_zero'), '{:.2f}')} | "
+                     f"{_fmt(g.get('sync_confidence'), '{:.2f}')} | {_fmt(g.get('silence_ratio'), '{:.2f}')} | "
+                     f"{_fmt(g.get('speech_fraction'), '{:.2f}')} | {_fmt(g.get('lip_jitter'), '{:.3f}')} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    ok = ~np.isnan(x)
+    if ok.sum() < 2 or np.nanstd(x) < 1e-12:
+        return x - np.nanmean(x) if ok.any() else x
+    return (x - np.nanmean(x)) / np.nanstd(x)
+
+
+def _speech_spans(ax, speech: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(int), [0]])))
+    for start, stop in zip(edges[0::2], edges[1::2]):
+        ax.axvspan(start / 25.0, stop / 25.0, color="0.9", zorder=0, lw=0)
+
+
+COLOURS = {"ground truth": "tab:green", "lipdub": "tab:red", "reversed (baseline)": "tab:gray",
+           "untouched (baseline)": "tab:gray"}
+
+
+def plot_clip(result: ClipResult, path: Path) -> None:
+    """Mouth opening vs audio envelope over time (self-reenactment, first cross-dub) and r(lag) curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: list[tuple[str, Signals]] = []
+    if result.self_signals is not None:
+        panels.append(("self-reenactment (own audio)", result.self_signals))
+    for c, sig in zip(result.cross_dub, result.cross_signals):
+        panels.append((f"cross-dub: {c['audio']} ({c['language']})", sig))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(14, 3.2 * len(panels)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1]})
+    for row, (title, sig) in enumerate(panels):
+        ax, axc = axes[row]
+        t = np.arange(len(sig.envelope)) / 25.0
+        _speech_spans(ax, sig.speech)
+        ax.plot(t, _z(sig.envelope), color="tab:blue", lw=1.0, alpha=0.7, label="audio envelope")
+        for name, m in sig.mouths.items():
+            tm = np.arange(len(m)) / 25.0
+            ax.plot(tm, _z(m), color=COLOURS.get(name, "tab:orange"), lw=1.3 if name == "lipdub" else 1.0,
+                    ls="--" if "baseline" in name else "-", label=f"mouth: {name}")
+        ax.set_title(f"{result.clip} — {title}", fontsize=10)
+        ax.set_xlabel("time (s); grey = speech (VAD)")
+        ax.set_ylabel("z-score")
+        ax.legend(fontsize=7, loc="upper right", ncol=2)
+        ax.set_xlim(0, max(t[-1] if len(t) else 1.0, 1.0))
+        for name, sync in sig.curves.items():
+            if sync.curve:
+                axc.plot(sync.lags, sync.curve, color=COLOURS.get(name, "tab:orange"),
+                         ls="--" if "baseline" in name else "-", marker=".", ms=3,
+                         label=f"{name}: {sync.offset:+.1f} f, r={sync.peak:.2f}")
+        axc.axvline(0, color="0.6", lw=0.8)
+        axc.set_title("corr(mouth[t], audio[t−k])", fontsize=10)
+        axc.set_xlabel("lag k (frames, + = video lags)")
+        axc.legend(fontsize=7, loc="lower center")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_summary(summary_rows: dict[str, list[dict]], path: Path) -> None:
+    """Distribution over clips of the key metrics, one box per column (GT, outputs, baselines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("sync_peak", "sync peak r"), ("sync_offset_vs_gt", "offset − GT (frames)"),
+            ("silence_ratio", "silence / speech opening"), ("lmd_lips", "LMD lips"), ("moc", "MOC"),
+            ("lip_jitter", "lip jitter")]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    for ax, (key, title) in zip(axes.ravel(), keys):
+        data, labels = [], []
+        for label, col in COLUMNS:
+            vals = [float(r[key]) for r in summary_rows[col] if _num(r.get(key))]
+            if vals:
+                data.append(vals)
+                labels.append(label.replace(": ", ":\n"))
+        if data:
+            ax.boxplot(data, showmeans=True)
+            ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(results: list[ClipResult], out_dir: Path, options: EvalOptions, elapsed: float) -> dict:
+    rows = groups(results)
+    summary = {col: medians(rows[col]) for _, col in COLUMNS}
+    meta = {"clips": len(results), "cross_dubs": sum(len(r.cross_dub) for r in results),
+            "max_seconds": options.max_seconds, "cross_sync_mode": options.cross_sync_mode,
+            "frame_stride": options.frame_stride, "elapsed_s": elapsed,
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    report = {"meta": meta, "options": asdict(options), "medians": summary,
+              "clips": [r.to_json() for r in results]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(_finite(report), indent=2, default=_json_default))
+    (out_dir / "report.md").write_text(markdown(results, summary, meta))
+    for r in results:
+        plot_clip(r, out_dir / "plots" / f"{r.clip}.png")
+    if results:
+        plot_summary(rows, out_dir / "plots" / "summary.png")
+    return report
+
+
+def _finite(v: object) -> object:
+    """NaN/inf → null: strict JSON readers reject NaN."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def _json_default(v: object) -> object:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(type(v))
