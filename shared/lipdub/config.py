@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     job_ttl_seconds: int = Field(default=30 * 86400, gt=0, description="How long job records are kept")
     idempotency_ttl_seconds: int = Field(default=86400, gt=0, description="How long Idempotency-Keys are kept")
     api_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the API")
+    preflight_wait_seconds: float = Field(default=120.0, gt=0,
+                                          description="How long POST /v1/preflight waits for the prep stage")
 
 
 @lru_cache

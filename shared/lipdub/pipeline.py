@@ -47,3 +47,39 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
         passed = render_video(track, mouth, timeline, part, settings, progress=progress)
         mux([part], audio, timeline.n_out, out, settings, progress)
     return DubResult(out, timeline.n_out, passed, track.summary.face_coverage, torch_device)
+
+
+# --- Distributed mode: the same stages as Celery tasks (lipdub.service.celery_app routes them to queues).
+# Every task takes ids only and reads/writes deterministic storage keys; workers live in services/.
+#   probe → (prep ∥ audio) → plan → render chunk 0..n-1 (in parallel) → mux → finalize
+
+
+def render_chunks(n_frames: int, chunk_seconds: float, fps: int = 25) -> list[range]:
+    """Split the output timeline into render chunks, so a lost worker redoes one chunk, not the job."""
+    size = max(1, round(chunk_seconds * fps))
+    return [range(start, min(start + size, n_frames)) for start in range(0, n_frames, size)]
+
+
+def start_job(job_id: str, priority: int | None = None) -> None:
+    """Queue a job's first stages; `dub.plan` continues with `render_chain` once the frame count is known."""
+    from celery import chain, group
+
+    chain(_step("probe", job_id, priority=priority),
+          group(_step("prep", job_id, priority=priority), _step("audio", job_id, priority=priority)),
+          _step("plan", job_id, priority=priority)).apply_async()
+
+
+def start_render(job_id: str, n_chunks: int, priority: int | None = None) -> None:
+    """Queue the render chunks in parallel, then mux (once every chunk is stored), then finalize."""
+    from celery import chain, chord
+
+    chain(chord([_step("render", job_id, i, priority=priority) for i in range(n_chunks)],
+                _step("mux", job_id, priority=priority)),
+          _step("finalize", job_id, priority=priority)).apply_async()
+
+
+def _step(stage: str, job_id: str, *args: int, priority: int | None = None):  # type: ignore[no-untyped-def]
+    from lipdub.service.celery_app import app
+
+    options = {} if priority is None else {"priority": priority}
+    return app.signature(f"dub.{stage}", args=(job_id, *args), immutable=True, **options)

@@ -1,0 +1,1 @@
+"""The lipdub HTTP API (FastAPI)."""

@@ -1,0 +1,18 @@
+"""The API's request errors; main.py turns them (and LipdubError) into JSON error bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lipdub_api.schemas import ApiErrorCode
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: ApiErrorCode, message: str,
+                 details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, ApiErrorCode.not_found, f"{what} not found")

@@ -1,0 +1,151 @@
+"""Uploads: multipart streamed through a temp file to storage, or presigned S3 multipart for large files.
+
+Assets are content-addressed: stored under their SHA-256, so the same bytes are stored once and every job
+on them shares the prep cache.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from fastapi.concurrency import run_in_threadpool
+from python_multipart import create_form_parser
+from python_multipart.multipart import File
+
+from lipdub.media.probe import MediaInfo, probe
+from lipdub.service.status import Asset, JobStore, now
+from lipdub.service.storage import S3Storage, Storage, keys, sha256_file
+from lipdub_api.deps import SettingsDep, StorageDep, StoreDep, TenantDep
+from lipdub_api.errors import ApiError, not_found
+from lipdub_api.schemas import (ApiErrorCode, AssetPublic, ErrorResponse, UploadComplete, UploadCreate,
+                                UploadPart, UploadPublic, iso)
+
+router = APIRouter(prefix="/v1/assets", tags=["assets"],
+                   responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
+                              422: {"model": ErrorResponse}})
+
+MULTIPART_OVERHEAD = 64 * 1024  # bytes of multipart framing allowed on top of the file size cap
+
+
+def describe(info: MediaInfo) -> dict[str, Any]:
+    """The `media` field of an asset: what the jobs need to know before accepting it."""
+    media: dict[str, Any] = {"format": info.format, "duration": round(info.duration, 3),
+                             "kind": "video" if info.video else "audio" if info.audio else "unknown"}
+    if info.video:
+        media["video"] = {"width": info.video.width, "height": info.video.height,
+                          "fps": round(info.video.fps, 3), "codec": info.video.codec}
+    if info.audio:
+        media["audio"] = {"sample_rate": info.audio.sample_rate, "channels": info.audio.channels,
+                          "codec": info.audio.codec}
+    return media
+
+
+def store_asset(path: Path, tenant: str, store: JobStore, storage: Storage) -> Asset:
+    """Hash, probe and store one uploaded file (runs in a worker thread)."""
+    media = describe(probe(path))  # InputError (input_unreadable, empty_input) → 422 with its code
+    sha = sha256_file(path)
+    size = path.stat().st_size
+    if not storage.exists(keys.asset(sha)):
+        storage.put_file(keys.asset(sha), path)
+    return store.put_asset(tenant, sha, size, media)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def upload_asset(request: Request, tenant: TenantDep, store: StoreDep, storage: StorageDep,
+                       settings: SettingsDep) -> AssetPublic:
+    """Upload a video or audio file as multipart form field `file`. The body is streamed to a temporary
+    file (never held whole in memory) and stored under its SHA-256."""
+    cap = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap + MULTIPART_OVERHEAD:
+        raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to {cap} bytes")
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(415, ApiErrorCode.invalid_request, "send the file as multipart/form-data field 'file'")
+    with tempfile.TemporaryDirectory(prefix="lipdub-upload-", dir=_upload_root(settings.data_dir)) as tmp:
+        files: list[File] = []
+        parser = create_form_parser({"Content-Type": content_type.encode()}, on_field=None,
+                                    on_file=files.append,
+                                    config={"UPLOAD_DIR": tmp, "MAX_MEMORY_FILE_SIZE": 1024 * 1024,
+                                            "UPLOAD_DELETE_TMP": False})
+        received = 0
+        async for block in request.stream():
+            received += len(block)
+            if received > cap + MULTIPART_OVERHEAD:
+                raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to {cap} bytes")
+            parser.write(block)
+        parser.finalize()
+        upload = next((f for f in files if f.field_name == b"file"), None)
+        if upload is None:
+            raise ApiError(422, ApiErrorCode.invalid_request, "the form has no 'file' field")
+        if upload.size > cap:
+            raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to {cap} bytes")
+        path = Path(tmp) / "upload"
+        upload.file_object.seek(0)
+        with path.open("wb") as out:
+            while block := upload.file_object.read(1024 * 1024):
+                out.write(block)
+        upload.close()
+        asset = await run_in_threadpool(store_asset, path, tenant, store, storage)
+    return AssetPublic.of(asset)
+
+
+@router.get("/{asset_id}")
+def get_asset(asset_id: str, tenant: TenantDep, store: StoreDep) -> AssetPublic:
+    asset = store.get_asset(tenant, asset_id)
+    if asset is None:
+        raise not_found("asset")
+    return AssetPublic.of(asset)
+
+
+@router.post("/uploads", status_code=status.HTTP_201_CREATED)
+def create_upload(body: UploadCreate, tenant: TenantDep, store: StoreDep, storage: StorageDep,
+                  settings: SettingsDep) -> UploadPublic:
+    """Start a presigned S3 multipart upload for a large file: PUT each part to its URL, then call
+    `POST /v1/assets/uploads/{id}/complete` with the parts' ETags."""
+    if not isinstance(storage, S3Storage):
+        raise ApiError(400, ApiErrorCode.unsupported_storage, "presigned uploads need S3 storage; "
+                                                              "use POST /v1/assets")
+    if body.size > settings.max_upload_bytes:
+        raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to "
+                                                            f"{settings.max_upload_bytes} bytes")
+    upload_id = f"upl_{uuid.uuid4().hex}"
+    s3_upload, urls = storage.create_multipart(keys.upload(upload_id), body.size)
+    store.put_upload(upload_id, tenant, s3_upload, body.size, settings.presign_seconds)
+    return UploadPublic(id=upload_id, part_size=storage.part_bytes,
+                        parts=[UploadPart(part_number=n, url=u) for n, u in enumerate(urls, start=1)],
+                        expires_at=iso(now()) + timedelta(seconds=settings.presign_seconds))  # type: ignore[operator]
+
+
+@router.post("/uploads/{upload_id}/complete", status_code=status.HTTP_201_CREATED)
+def complete_upload(upload_id: str, body: UploadComplete, tenant: TenantDep, store: StoreDep,
+                    storage: StorageDep, settings: SettingsDep) -> AssetPublic:
+    """Finish a presigned upload; the file is then hashed, probed and stored like any other asset."""
+    record = store.get_upload(tenant, upload_id)
+    if record is None or not isinstance(storage, S3Storage):
+        raise not_found("upload")
+    key = keys.upload(upload_id)
+    storage.complete_multipart(key, record["s3_upload_id"], body.etags)
+    try:
+        size = storage.size(key)
+        if size > settings.max_upload_bytes:
+            raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to "
+                                                                f"{settings.max_upload_bytes} bytes")
+        with tempfile.TemporaryDirectory(prefix="lipdub-upload-", dir=_upload_root(settings.data_dir)) as tmp:
+            path = storage.get_file(key, Path(tmp) / "upload")
+            asset = store_asset(path, tenant, store, storage)
+    finally:
+        storage.delete(key)
+        store.delete_upload(upload_id)
+    return AssetPublic.of(asset)
+
+
+def _upload_root(data_dir: Path) -> Path:
+    root = data_dir / "uploads"
+    root.mkdir(parents=True, exist_ok=True)
+    return root

@@ -1,0 +1,169 @@
+"""Jobs: create (idempotent), read (with long-poll), list, cancel, result and quality report."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, StreamingResponse
+from starlette.responses import Response
+
+from lipdub import pipeline
+from lipdub.service.status import JobState, JobStatus, JobStore
+from lipdub.service.storage import keys
+from lipdub_api.deps import BaseUrlDep, StorageDep, StoreDep, TenantDep
+from lipdub_api.errors import ApiError, not_found
+from lipdub_api.schemas import (IDEMPOTENCY_KEY, PRIORITIES, ApiErrorCode, ErrorResponse, InputRef, JobCreate,
+                                JobList, JobPublic)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
+                   responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
+
+MAX_WAIT_SECONDS = 60.0
+POLL_SECONDS = 0.25
+
+
+def resolve_input(ref: InputRef, kind: str, tenant: str, store: JobStore) -> dict[str, str]:
+    if ref.url is not None:
+        raise ApiError(422, ApiErrorCode.url_inputs_unsupported,
+                       f"{kind}: inputs by URL are not accepted yet; upload with POST /v1/assets")
+    asset = store.get_asset(tenant, ref.asset_id or "")
+    if asset is None:
+        raise ApiError(422, ApiErrorCode.asset_not_found, f"{kind}: no asset {ref.asset_id}")
+    if kind not in asset.media:
+        code = "no_video_stream" if kind == "video" else "no_audio_stream"
+        raise ApiError(422, code, f"{kind}: asset {asset.id} has no {kind} stream")  # type: ignore[arg-type]
+    return {"asset_id": asset.id, "sha256": asset.sha256}
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, responses={409: {"model": ErrorResponse},
+                                                                   422: {"model": ErrorResponse}})
+def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: BaseUrlDep,
+               idempotency_key: Annotated[str | None, Header()] = None) -> JobPublic:
+    """Accept a dubbing job; follow it at `GET /v1/jobs/{id}`. With an `Idempotency-Key`, repeating the
+    same request returns the same job, and reusing the key for another request is a 409."""
+    spec: dict[str, Any] = {
+        "video": resolve_input(body.video, "video", tenant, store),
+        "audio": resolve_input(body.audio, "audio", tenant, store),
+        "options": body.options.model_dump(mode="json"),
+        "webhook_url": str(body.webhook_url) if body.webhook_url else None,
+        "metadata": body.metadata,
+        "priority": PRIORITIES[body.priority], "priority_name": body.priority,
+    }
+    job_id = f"job_{uuid.uuid4().hex}"
+    if idempotency_key is not None:
+        if not IDEMPOTENCY_KEY.match(idempotency_key):
+            raise ApiError(400, ApiErrorCode.invalid_idempotency_key,
+                           "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ ~ -")
+        body_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        try:
+            job_id, created = store.claim_idempotency(tenant, idempotency_key, body_hash, job_id)
+        except ValueError as exc:
+            raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
+        if not created:
+            existing = store.get_for_tenant(tenant, job_id)
+            if existing is None:  # the first request claimed the key but has not stored its job yet
+                raise ApiError(409, ApiErrorCode.request_in_progress,
+                               "a request with this Idempotency-Key is still being processed")
+            return JobPublic.of(existing, base_url)
+    job = store.create(tenant, spec, job_id=job_id)
+    try:
+        pipeline.start_job(job.id, spec["priority"])
+    except Exception as exc:  # the broker is down: don't leave a job that will never run
+        store.fail(job.id, "internal", f"could not queue the job: {exc}", retryable=True)
+        raise ApiError(503, ApiErrorCode.service_unavailable, "the job queue is unavailable; retry later") from exc
+    return JobPublic.of(job, base_url)
+
+
+@router.get("")
+def list_jobs(tenant: TenantDep, store: StoreDep, base_url: BaseUrlDep,
+              status: JobStatus | None = None, batch: str | None = None,
+              created_after: datetime | None = None, created_before: datetime | None = None,
+              cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobList:
+    """The tenant's jobs, newest first, `limit` per page; follow `next_cursor` for more."""
+    if cursor is not None and not _valid_cursor(cursor):
+        raise ApiError(422, ApiErrorCode.invalid_request, "malformed cursor")
+    jobs, next_cursor = store.list(tenant, status=status, batch=batch,
+                                   created_after=created_after.timestamp() if created_after else None,
+                                   created_before=created_before.timestamp() if created_before else None,
+                                   cursor=cursor, limit=limit)
+    return JobList(data=[JobPublic.of(j, base_url) for j in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: str, tenant: TenantDep, store: StoreDep, base_url: BaseUrlDep,
+                  wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS,
+                                               description="Long-poll: wait up to this many seconds "
+                                                           "for the job to change")] = 0) -> JobPublic:
+    job = await run_in_threadpool(store.get_for_tenant, tenant, job_id)
+    if job is None:
+        raise not_found("job")
+    deadline = time.monotonic() + wait
+    while not job.status.is_final and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_SECONDS)
+        if await run_in_threadpool(store.version, job_id) != job.version:
+            job = await run_in_threadpool(store.get_for_tenant, tenant, job_id) or job
+            break
+    return JobPublic.of(job, base_url)
+
+
+@router.post("/{job_id}/cancel", responses={409: {"model": ErrorResponse}})
+def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep, base_url: BaseUrlDep) -> JobPublic:
+    """Cancel a queued or running job; a running render stops at its next chunk."""
+    job = _job(store, tenant, job_id)
+    if job.status.is_final or not store.cancel(job_id):
+        raise ApiError(409, ApiErrorCode.job_not_cancelable, f"the job is already {job.status}")
+    return JobPublic.of(_job(store, tenant, job_id), base_url)
+
+
+@router.get("/{job_id}/result", status_code=307, response_class=Response,
+            responses={307: {"description": "Redirect to a short-lived download URL"},
+                       200: {"content": {"video/mp4": {}}, "description": "The video (local storage)"},
+                       409: {"model": ErrorResponse}})
+def get_result(job_id: str, tenant: TenantDep, store: StoreDep, storage: StorageDep) -> Response:
+    """The dubbed MP4: a redirect to a presigned URL (S3), or the file itself (local storage)."""
+    job = _succeeded(store, tenant, job_id)
+    key, filename = keys.result(job.id), f"{job.id}.mp4"
+    url = storage.download_url(key, filename)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    return StreamingResponse(storage.stream(key), media_type="video/mp4",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                      "Content-Length": str(storage.size(key))})
+
+
+@router.get("/{job_id}/report", responses={409: {"model": ErrorResponse}})
+def get_report(job_id: str, tenant: TenantDep, store: StoreDep) -> dict[str, Any]:
+    """Quality report: frames, frames passed through without a face, face coverage, stage durations."""
+    job = _succeeded(store, tenant, job_id)
+    return {"job_id": job.id, **(job.report or {}), "cache": job.cache}
+
+
+def _job(store: JobStore, tenant: str, job_id: str) -> JobState:
+    job = store.get_for_tenant(tenant, job_id)
+    if job is None:
+        raise not_found("job")
+    return job
+
+
+def _succeeded(store: JobStore, tenant: str, job_id: str) -> JobState:
+    job = _job(store, tenant, job_id)
+    if job.status != JobStatus.succeeded:
+        raise ApiError(409, ApiErrorCode.result_not_ready, f"the job is {job.status}, not succeeded")
+    return job
+
+
+def _valid_cursor(cursor: str) -> bool:
+    score, sep, job_id = cursor.partition(":")
+    try:
+        float(score)
+    except ValueError:
+        return False
+    return bool(sep and job_id)

@@ -1,0 +1,59 @@
+"""Preflight: the prep stage's summary and gate verdict for a source, and an ETA, without rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.exceptions import TimeoutError as CeleryTimeout
+from fastapi import APIRouter
+
+from lipdub.errors import InputError
+from lipdub.service.celery_app import app as celery_app
+from lipdub.service.prepcache import check_gate
+from lipdub.service.status import JobStore, Stage
+from lipdub.stages.prep import PREP_VERSION
+from lipdub_api.deps import SettingsDep, StoreDep, TenantDep
+from lipdub_api.errors import ApiError
+from lipdub_api.routes.jobs import resolve_input
+from lipdub_api.schemas import ApiErrorCode, ErrorBody, ErrorResponse, PreflightCreate, PreflightPublic
+
+router = APIRouter(prefix="/v1", tags=["preflight"], responses={401: {"model": ErrorResponse}})
+
+
+def eta_seconds(store: JobStore, n_frames: int, prep_cached: bool) -> float | None:
+    """Seconds a job on this source should take, from the mean seconds per frame of each stage so far."""
+    stats = store.stage_frame_stats()
+    if not stats:
+        return None
+    stages = [s for s in Stage if not (prep_cached and s == Stage.prep)]
+    return round(sum(stats.get(s, 0.0) for s in stages) * n_frames, 1)
+
+
+@router.post("/preflight", responses={503: {"model": ErrorResponse}})
+def preflight(body: PreflightCreate, tenant: TenantDep, store: StoreDep, settings: SettingsDep) -> PreflightPublic:
+    """Run (or reuse) the prep stage on a video: face coverage, size, frame count and the gate verdict.
+    A later job on the same video reuses this prep."""
+    video = resolve_input(body.video, "video", tenant, store)
+    pointer = store.prep_pointer(video["sha256"], PREP_VERSION)
+    if pointer is not None:
+        result: dict[str, Any] = {"verdict": "pass", "summary": pointer["summary"], "cached": True}
+        try:
+            check_gate(pointer["summary"], settings)
+        except InputError as exc:
+            result = {"verdict": "fail", "error": exc.as_dict(), "summary": pointer["summary"], "cached": True}
+    else:
+        pending = celery_app.send_task("dub.preflight", args=(video["sha256"],), priority=0)
+        try:
+            result = pending.get(timeout=settings.preflight_wait_seconds, propagate=False)
+        except CeleryTimeout as exc:
+            raise ApiError(503, ApiErrorCode.service_unavailable, "the preflight did not finish in "
+                           f"{settings.preflight_wait_seconds} s; try again (the work continues)") from exc
+        finally:
+            pending.forget()
+        if not isinstance(result, dict):
+            raise ApiError(503, ApiErrorCode.service_unavailable, f"the preflight failed: {result}")
+    summary = result.get("summary")
+    eta = eta_seconds(store, int(summary["n_frames"]), True) if summary else None
+    return PreflightPublic(verdict=result["verdict"], error=ErrorBody(**result["error"]) if result.get("error")
+                           else None, summary=summary, cached=bool(result.get("cached")), eta_seconds=eta)
+

@@ -1,0 +1,177 @@
+"""The HTTP shapes only: request bodies (…Create) and responses (…Public)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from lipdub.config import SyncMode
+from lipdub.service.status import Asset, JobState, JobStatus, Stage
+
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")  # the sync.so rule
+
+# Celery/Redis priorities: 0 is served first.
+PRIORITIES = {"high": 0, "normal": 3, "low": 6}
+
+
+class ApiErrorCode(StrEnum):
+    """Codes of request errors (4xx); job failures carry lipdub.errors.ErrorCode values instead."""
+
+    unauthorized = "unauthorized"
+    not_found = "not_found"
+    invalid_request = "invalid_request"
+    invalid_idempotency_key = "invalid_idempotency_key"
+    idempotency_conflict = "idempotency_conflict"
+    request_in_progress = "request_in_progress"
+    payload_too_large = "payload_too_large"
+    asset_not_found = "asset_not_found"
+    url_inputs_unsupported = "url_inputs_unsupported"
+    job_not_cancelable = "job_not_cancelable"
+    result_not_ready = "result_not_ready"
+    unsupported_storage = "unsupported_storage"
+    service_unavailable = "service_unavailable"
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    retryable: bool = False
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def iso(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+# --- assets --------------------------------------------------------------------------------------------
+class AssetPublic(BaseModel):
+    id: str
+    sha256: str
+    size: int
+    media: dict[str, Any] = Field(description="What ffprobe found: kind, duration, streams")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, asset: Asset) -> AssetPublic:
+        return cls(id=asset.id, sha256=asset.sha256, size=asset.size, media=asset.media,
+                   created_at=iso(asset.created_at))  # type: ignore[arg-type]
+
+
+class UploadCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(gt=0, description="Total size of the file in bytes")
+    filename: str | None = Field(default=None, max_length=255)
+
+
+class UploadPart(BaseModel):
+    part_number: int
+    url: str
+
+
+class UploadPublic(BaseModel):
+    id: str
+    part_size: int
+    parts: list[UploadPart] = Field(description="PUT each part's bytes to its URL; keep the ETag headers")
+    expires_at: datetime
+
+
+class UploadComplete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    etags: list[str] = Field(min_length=1, description="ETag of every part, in part order")
+
+
+# --- jobs ----------------------------------------------------------------------------------------------
+class InputRef(BaseModel):
+    """An uploaded asset (`asset_id`) or, in a later version, a URL to fetch."""
+
+    model_config = ConfigDict(extra="forbid")
+    asset_id: str | None = None
+    url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def one_source(self) -> InputRef:
+        if (self.asset_id is None) == (self.url is None):
+            raise ValueError("give exactly one of asset_id or url")
+        return self
+
+
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sync_mode: SyncMode = Field(default="bounce", description="How the video and audio lengths are matched")
+    target_face: Literal["auto"] = Field(default="auto",
+                                         description="Which face to dub; 'auto' = the most prominent one")
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    video: InputRef
+    audio: InputRef
+    options: JobOptions = Field(default_factory=JobOptions)
+    webhook_url: HttpUrl | None = Field(default=None, description="Stored with the job; delivered by the "
+                                                                   "webhooks worker")
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=16,
+                                     description="Up to 16 string pairs, returned with the job")
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
+class ChunksPublic(BaseModel):
+    done: int
+    total: int | None
+
+
+class JobPublic(BaseModel):
+    id: str
+    status: JobStatus
+    stage: Stage | None
+    progress: float = Field(description="0–1 over all stages")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    timings: dict[str, float] = Field(description="Seconds per stage (wall clock), plus time queued")
+    error: ErrorBody | None
+    outputs: dict[str, str] = Field(description="Result URLs of a succeeded job")
+    cache: dict[str, bool] = Field(description="prep_hit: the source's prep was reused from an earlier job")
+    chunks: ChunksPublic
+    options: dict[str, Any]
+    metadata: dict[str, str]
+    priority: str
+    batch: str | None = None
+
+    @classmethod
+    def of(cls, job: JobState, base_url: str) -> JobPublic:
+        outputs = {"video": f"{base_url}/v1/jobs/{job.id}/result",
+                   "report": f"{base_url}/v1/jobs/{job.id}/report"} if job.status == JobStatus.succeeded else {}
+        return cls(id=job.id, status=job.status, stage=job.stage, progress=job.progress,
+                   created_at=iso(job.created_at), started_at=iso(job.started_at),  # type: ignore[arg-type]
+                   finished_at=iso(job.finished_at), timings=job.timings,
+                   error=ErrorBody(**job.error) if job.error else None, outputs=outputs, cache=job.cache,
+                   chunks=ChunksPublic(done=job.chunks_done, total=job.chunks),
+                   options=job.spec.get("options", {}), metadata=job.spec.get("metadata", {}),
+                   priority=job.spec.get("priority_name", "normal"), batch=job.batch)
+
+
+class JobList(BaseModel):
+    data: list[JobPublic]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
+class PreflightCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    video: InputRef
+
+
+class PreflightPublic(BaseModel):
+    verdict: Literal["pass", "fail"]
+    error: ErrorBody | None = None
+    summary: dict[str, Any] | None = Field(default=None, description="The prep stage's track summary")
+    cached: bool = Field(description="The summary came from the prep cache (a job on this source is faster)")
+    eta_seconds: float | None = Field(default=None, description="Estimated processing time of a job on this "
+                                                                "source, from the stage timings so far")

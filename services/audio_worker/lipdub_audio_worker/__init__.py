@@ -1,0 +1,1 @@
+"""Celery worker for the audio queue: dub-audio analysis (CPU)."""

@@ -1,0 +1,20 @@
+"""`dub.audio`: the dub audio → one target mouth opening per 25-fps frame (`jobs/{id}/audio/mouth.npz`)."""
+
+from __future__ import annotations
+
+from lipdub.service.celery_app import app
+from lipdub.service.status import Stage
+from lipdub.service.storage import keys
+from lipdub.service.worker import StageTask, stage_run
+from lipdub.stages.audio import analyze_audio
+
+
+@app.task(name="dub.audio", base=StageTask)
+def audio_task(job_id: str) -> None:
+    with stage_run(job_id, Stage.audio) as run:
+        if run is None:
+            return
+        spec = run.store.get(job_id).spec  # type: ignore[union-attr]
+        audio = run.fetch(keys.asset(spec["audio"]["sha256"]), "input-audio")
+        analyze_audio(audio, run.scratch / "audio", run.settings, run.progress)
+        run.storage.put_file(keys.mouth(job_id), run.scratch / "audio" / "mouth.npz")

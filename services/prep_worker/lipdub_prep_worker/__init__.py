@@ -1,0 +1,1 @@
+"""Celery worker for the prep queue: probe and source preparation (CPU)."""

@@ -1,0 +1,67 @@
+"""`dub.probe`, `dub.prep` and `dub.preflight`: check the inputs, then track the source face once per source.
+
+Prep artifacts are stored under the source's SHA-256 (`prep/{sha256}-v{PREP_VERSION}/`), so every later job
+on the same bytes skips the work and records `cache.prep_hit`; a preflight warms the same cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lipdub.config import get_settings
+from lipdub.errors import InputError, TransientError
+from lipdub.service.celery_app import app
+from lipdub.service.prepcache import prepare_cached
+from lipdub.service.status import Stage, get_store
+from lipdub.service.storage import get_storage, keys
+from lipdub.service.worker import StageTask, stage_run
+from lipdub.stages.probe import probe_inputs
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="dub.probe", base=StageTask)
+def probe_task(job_id: str) -> None:
+    """Reject unreadable or over-long inputs before any heavy work."""
+    with stage_run(job_id, Stage.probe) as run:
+        if run is None:
+            return
+        spec = run.store.get(job_id).spec  # type: ignore[union-attr]
+        video = run.fetch(keys.asset(spec["video"]["sha256"]), "input-video")
+        audio = run.fetch(keys.asset(spec["audio"]["sha256"]), "input-audio")
+        probe_inputs(video, audio, run.settings)
+
+
+@app.task(name="dub.prep", base=StageTask)
+def prep_task(job_id: str) -> None:
+    """Normalise the source and track its face, unless this source was prepared before."""
+    with stage_run(job_id, Stage.prep) as run:
+        if run is None:
+            return
+        sha = run.store.get(job_id).spec["video"]["sha256"]  # type: ignore[union-attr]
+        _, hit = prepare_cached(sha, run.store, run.storage, run.settings, run.scratch, run.progress)
+        run.store.set_cache(job_id, prep_hit=hit)
+
+
+@app.task(name="dub.preflight", autoretry_for=(TransientError,), retry_backoff=2, max_retries=3,
+          acks_late=True, reject_on_worker_lost=True)
+def preflight_task(sha: str) -> dict[str, Any]:
+    """Prep one source outside any job: the gate verdict and the track summary (and a warm cache)."""
+    scratch = Path(tempfile.mkdtemp(prefix="lipdub-preflight-", dir=_scratch_root()))
+    try:
+        summary, hit = prepare_cached(sha, get_store(), get_storage(), get_settings(), scratch)
+        return {"verdict": "pass", "summary": summary, "cached": hit}
+    except InputError as exc:
+        return {"verdict": "fail", "error": exc.as_dict(), "cached": False}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scratch_root() -> Path:
+    root = get_settings().data_dir / "work"
+    root.mkdir(parents=True, exist_ok=True)
+    return root

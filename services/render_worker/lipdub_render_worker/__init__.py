@@ -1,0 +1,1 @@
+"""Celery worker for the render and mux queues: render chunks, mux, finalize (GPU in production)."""

@@ -1,0 +1,123 @@
+"""`dub.plan`, `dub.render` (one chunk of frames), `dub.mux` and `dub.finalize`.
+
+Render and mux are separate tasks so a mux retry never re-renders; each chunk is its own task so a lost
+worker redoes one chunk, not the job. Outputs go to deterministic keys and are skipped when present.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from lipdub import FPS
+from lipdub.audio.mouth import MouthTrack
+from lipdub.pipeline import render_chunks, start_render
+from lipdub.service.celery_app import app
+from lipdub.service.status import JobState, Stage, get_store
+from lipdub.service.storage import get_storage, keys
+from lipdub.service.worker import StageTask, stage_run
+from lipdub.stages.mux import mux
+from lipdub.stages.prep import PREP_VERSION, SourceTrack
+from lipdub.stages.render import render_video
+from lipdub.timeline import Timeline
+
+log = logging.getLogger(__name__)
+
+
+def _mode(state: JobState) -> str:
+    return str(state.spec.get("options", {}).get("sync_mode") or "bounce")
+
+
+@app.task(name="dub.plan", base=StageTask)
+def plan_task(job_id: str) -> None:
+    """Both inputs are analysed: fix the output length and queue its render chunks."""
+    store, storage = get_store(), get_storage()
+    state = store.get(job_id)
+    if state is None or state.status.is_final or state.chunks is not None:
+        return  # canceled, failed, or already planned by an earlier delivery of this task
+    pointer = store.prep_pointer(state.spec["video"]["sha256"], PREP_VERSION)
+    if pointer is None:
+        raise RuntimeError("prep finished without a prep cache pointer")
+    with tempfile.TemporaryDirectory(prefix="lipdub-plan-") as tmp:
+        mouth = MouthTrack.load(storage.get_file(keys.mouth(job_id), Path(tmp) / "mouth.npz"))
+    timeline = Timeline(int(pointer["summary"]["n_frames"]), len(mouth), _mode(state))  # type: ignore[arg-type]
+    chunk_frames = max(1, round(store.settings.chunk_seconds * FPS))
+    chunks = render_chunks(timeline.n_out, store.settings.chunk_seconds, FPS)
+    priority = state.spec.get("priority")
+    start_render(job_id, len(chunks), priority)
+    store.set_plan(job_id, timeline.n_out, len(chunks), chunk_frames)
+    log.info("planned job=%s frames=%d chunks=%d", job_id, timeline.n_out, len(chunks))
+
+
+@app.task(name="dub.render", base=StageTask)
+def render_task(job_id: str, index: int) -> None:
+    """Render output frames [index·chunk, (index+1)·chunk) to a silent H.264 part."""
+    state = get_store().get(job_id)
+    if state is None or not state.chunks or not state.chunk_frames:
+        return
+    n = state.chunks
+    with stage_run(job_id, Stage.render, f"render:{index}", (index / n, (index + 1) / n), finish=False) as run:
+        if run is None:
+            return
+        part_key = keys.part(job_id, index)
+        passed = 0
+        if not run.storage.exists(part_key):  # else: stored by an earlier delivery of this task
+            track = SourceTrack.load(run.fetch_prep(state.spec["video"]["sha256"]))
+            mouth = MouthTrack.load(run.fetch(keys.mouth(job_id), "mouth.npz"))
+            timeline = Timeline(track.summary.n_frames, len(mouth), _mode(state))  # type: ignore[arg-type]
+            start = index * state.chunk_frames
+            frames = range(start, min(start + state.chunk_frames, timeline.n_out))
+            out = run.scratch / f"part-{index:04d}.mp4"
+            passed = render_video(track, mouth, timeline, out, run.settings, frames=frames,
+                                  progress=run.progress)
+            run.storage.put_file(part_key, out, "video/mp4")
+        if run.store.mark_chunk(job_id, index, passed) >= n:
+            run.store.stage_finished(job_id, Stage.render)
+
+
+@app.task(name="dub.mux", base=StageTask)
+def mux_task(job_id: str) -> None:
+    """Join the chunks and lay the dub audio under them."""
+    with stage_run(job_id, Stage.mux) as run:
+        if run is None:
+            return
+        state = run.store.get(job_id)
+        assert state is not None and state.chunks and state.n_frames
+        if run.storage.exists(keys.result(job_id)):
+            return
+        parts = [run.fetch(keys.part(job_id, i), f"part-{i:04d}.mp4") for i in range(state.chunks)]
+        audio = run.fetch(keys.asset(state.spec["audio"]["sha256"]), "input-audio")
+        out = run.scratch / "result.mp4"
+        mux(parts, audio, state.n_frames, out, run.settings, run.progress)
+        run.storage.put_file(keys.result(job_id), out, "video/mp4")
+
+
+@app.task(name="dub.finalize", base=StageTask)
+def finalize_task(job_id: str) -> None:
+    """Record the result and the quality report; the job is succeeded from here on."""
+    with stage_run(job_id, Stage.finalize) as run:
+        if run is None:
+            return
+    store = get_store()
+    state = store.get(job_id)
+    if state is None or state.status.is_final:
+        return
+    pointer = store.prep_pointer(state.spec["video"]["sha256"], PREP_VERSION) or {}
+    summary = pointer.get("summary", {})
+    report = {
+        "frames": state.n_frames,
+        "frames_passed_through": state.passed_through,
+        "face_coverage": summary.get("face_coverage"),
+        "face_px": summary.get("face_px"),
+        "source_frames": summary.get("n_frames"),
+        "chunks": state.chunks,
+        "output_seconds": round((state.n_frames or 0) / FPS, 3),
+        "durations": state.timings,
+    }
+    if store.succeed(job_id, {"video": keys.result(job_id)}, report):
+        store.record_frames(state.n_frames or 0)
+    # Parts are only an intermediate: the result holds everything (the prep cache is kept).
+    storage = get_storage()
+    for i in range(state.chunks or 0):
+        storage.delete(keys.part(job_id, i))

@@ -1,0 +1,393 @@
+"""Job status in Redis, read and written only through `JobStore`.
+
+Keys (all under the configured Redis database):
+  job:{id}                  hash: one per job (status, stage, timings, error, outputs, cache, plan, ...)
+  jobs:status:{status}      set of job ids per status (for /metrics)
+  tenant:{tenant}:jobs      sorted set of the tenant's job ids by creation time (listing, pagination)
+  idem:{tenant}:{key}       Idempotency-Key → request hash + job id, expiring
+  asset:{id}                hash: an uploaded asset (tenant, sha256, size, media)
+  prep:{sha256}:v{version}  the prep cache pointer: summary of prep artifacts stored for that source
+  stats:stage:{stage}       hash: sum and count of stage durations (for /metrics)
+
+Celery's own result backend is used only for chord bookkeeping; nothing here depends on it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from lipdub.config import Settings, get_settings
+from lipdub.errors import ErrorCode, TransientError
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
+
+
+class Stage(StrEnum):
+    probe = "probe"
+    prep = "prep"
+    audio = "audio"
+    render = "render"
+    mux = "mux"
+    finalize = "finalize"
+
+
+# Share of the whole job each stage accounts for in `progress` (rough CPU-time shares on this machine).
+STAGE_WEIGHTS = {Stage.probe: 0.02, Stage.prep: 0.35, Stage.audio: 0.03, Stage.render: 0.5,
+                 Stage.mux: 0.08, Stage.finalize: 0.02}
+
+# Atomic status transition: final jobs never change; status sets and the version follow every write.
+_TRANSITION = """
+local job = KEYS[1]
+local cur = redis.call('HGET', job, 'status')
+if not cur then return false end
+if cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return cur end
+local new = ARGV[2]
+if new ~= '' and new ~= cur then
+  redis.call('SREM', 'jobs:status:' .. cur, ARGV[1])
+  redis.call('SADD', 'jobs:status:' .. new, ARGV[1])
+  redis.call('HSET', job, 'status', new)
+end
+for i = 3, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
+redis.call('HINCRBY', job, 'version', 1)
+return 'ok'
+"""
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+@dataclass(frozen=True)
+class JobState:
+    id: str
+    tenant: str
+    status: JobStatus
+    stage: Stage | None
+    progress: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    timings: dict[str, float]
+    error: dict[str, Any] | None
+    outputs: dict[str, str]
+    cache: dict[str, bool]
+    spec: dict[str, Any]  # the accepted request: inputs (asset ids + sha256), options, metadata, ...
+    report: dict[str, Any] | None
+    n_frames: int | None
+    chunks: int | None
+    chunks_done: int
+    chunk_frames: int | None
+    passed_through: int
+    version: int
+    batch: str | None = None
+    attempts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> JobState:
+        timings: dict[str, float] = {}
+        for stage in Stage:
+            start, end = raw.get(f"t:{stage}:start"), raw.get(f"t:{stage}:end")
+            if start and end:
+                timings[stage] = round(float(end) - float(start), 3)
+        if raw.get("started_at"):
+            timings["queued"] = round(float(raw["started_at"]) - float(raw["created_at"]), 3)
+        status = JobStatus(raw["status"])
+        progress = 1.0 if status == JobStatus.succeeded else round(
+            sum(w * float(raw.get(f"p:{s}", 0.0)) for s, w in STAGE_WEIGHTS.items()), 3)
+
+        def opt_float(name: str) -> float | None:
+            return float(raw[name]) if raw.get(name) else None
+
+        return cls(
+            id=raw["id"], tenant=raw["tenant"], status=status,
+            stage=Stage(raw["stage"]) if raw.get("stage") else None, progress=progress,
+            created_at=float(raw["created_at"]), started_at=opt_float("started_at"),
+            finished_at=opt_float("finished_at"), timings=timings,
+            error=json.loads(raw["error"]) if raw.get("error") else None,
+            outputs=json.loads(raw.get("outputs", "{}")), cache=json.loads(raw.get("cache", "{}")),
+            spec=json.loads(raw["spec"]), report=json.loads(raw["report"]) if raw.get("report") else None,
+            n_frames=int(raw["n_frames"]) if raw.get("n_frames") else None,
+            chunks=int(raw["chunks"]) if raw.get("chunks") else None,
+            chunks_done=int(raw.get("chunks_done", 0)),
+            chunk_frames=int(raw["chunk_frames"]) if raw.get("chunk_frames") else None,
+            passed_through=sum(int(v) for k, v in raw.items() if k.startswith("passed:")),
+            version=int(raw.get("version", 0)),
+            batch=raw.get("batch") or None,
+            attempts={k.removeprefix("starts:"): int(v) for k, v in raw.items() if k.startswith("starts:")})
+
+
+@dataclass(frozen=True)
+class Asset:
+    id: str
+    tenant: str
+    sha256: str
+    size: int
+    media: dict[str, Any]
+    created_at: float
+
+
+class JobStore:
+    """Verbs over job records; every status change goes through here."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.r = client
+        self.settings = settings
+        self._transition = client.register_script(_TRANSITION)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobStore:
+        return cls(redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10,
+                                        socket_connect_timeout=5, health_check_interval=30), settings)
+
+    def ping(self) -> None:
+        try:
+            self.r.ping()
+        except redis.RedisError as exc:
+            raise TransientError(ErrorCode.storage_unavailable, f"Redis: {exc}") from exc
+
+    # --- jobs -------------------------------------------------------------------------------------
+    def create(self, tenant: str, spec: dict[str, Any], batch: str | None = None,
+               job_id: str | None = None) -> JobState:
+        job_id = job_id or f"job_{uuid.uuid4().hex}"
+        created = now()
+        key = f"job:{job_id}"
+        pipe = self.r.pipeline()
+        pipe.hset(key, mapping={"id": job_id, "tenant": tenant, "status": JobStatus.queued,
+                                "created_at": created, "spec": json.dumps(spec), "version": 0,
+                                "batch": batch or ""})
+        pipe.expire(key, self.settings.job_ttl_seconds)
+        pipe.sadd(f"jobs:status:{JobStatus.queued}", job_id)
+        pipe.zadd(f"tenant:{tenant}:jobs", {job_id: created})
+        pipe.execute()
+        state = self.get(job_id)
+        assert state is not None
+        return state
+
+    def get(self, job_id: str) -> JobState | None:
+        raw = self.r.hgetall(f"job:{job_id}")
+        return JobState.from_hash(raw) if raw else None
+
+    def get_for_tenant(self, tenant: str, job_id: str) -> JobState | None:
+        """The job, or None when it does not exist or belongs to another tenant (both read as 404)."""
+        state = self.get(job_id)
+        return state if state is not None and state.tenant == tenant else None
+
+    def list(self, tenant: str, *, status: JobStatus | None = None, batch: str | None = None,
+             created_after: float | None = None, created_before: float | None = None,
+             cursor: str | None = None, limit: int = 20) -> tuple[list[JobState], str | None]:
+        """Newest first. The cursor is `{created_at}:{job_id}` of the last job of the previous page."""
+        index = f"tenant:{tenant}:jobs"
+        top: float | str = created_before if created_before is not None else "+inf"
+        after_id = None
+        if cursor:
+            score, _, after_id = cursor.partition(":")
+            top = float(score)
+        bottom: float | str = created_after if created_after is not None else "-inf"
+        out: list[JobState] = []
+        offset = 0
+        while len(out) < limit:
+            batch_ids = self.r.zrevrangebyscore(index, top, bottom, start=offset, num=limit * 2,
+                                                withscores=True)
+            if not batch_ids:
+                break
+            offset += len(batch_ids)
+            for job_id, score in batch_ids:
+                # Ties in score come in reverse lexicographic order; skip up to the cursor's job.
+                if after_id is not None and cursor and score == float(cursor.partition(":")[0]) \
+                        and job_id >= after_id:
+                    continue
+                state = self.get(job_id)
+                if state is None:
+                    self.r.zrem(index, job_id)  # the record expired; drop it from the index
+                    continue
+                if (status and state.status != status) or (batch and state.batch != batch):
+                    continue
+                out.append(state)
+                if len(out) == limit:
+                    break
+        next_cursor = f"{out[-1].created_at}:{out[-1].id}" if len(out) == limit else None
+        return out, next_cursor
+
+    def _apply(self, job_id: str, status: JobStatus | None, fields: dict[str, Any]) -> bool:
+        """Write `fields` (and the status) unless the job is final; True when applied."""
+        args: list[Any] = [job_id, status.value if status else ""]
+        for name, value in fields.items():
+            args += [name, value]
+        return bool(self._transition(keys=[f"job:{job_id}"], args=args) == "ok")
+
+    def stage_started(self, job_id: str, stage: Stage, attempt_key: str | None = None) -> int | None:
+        """Mark `stage` running. Returns how often this task (attempt_key, default the stage) has started
+        for the job, counting this start, or None when the job is final (canceled): skip the work."""
+        ts = now()
+        if not self._apply(job_id, JobStatus.running, {"stage": stage}):
+            return None
+        key = f"job:{job_id}"
+        self.r.hsetnx(key, "started_at", ts)
+        self.r.hsetnx(key, f"t:{stage}:start", ts)
+        return int(self.r.hincrby(key, f"starts:{attempt_key or stage}", 1))
+
+    def stage_progress(self, job_id: str, stage: Stage, fraction: float) -> None:
+        self._apply(job_id, None, {f"p:{stage}": round(min(1.0, max(0.0, fraction)), 4)})
+
+    def stage_finished(self, job_id: str, stage: Stage, busy_seconds: float | None = None) -> None:
+        self._apply(job_id, None, {f"t:{stage}:end": now(), f"p:{stage}": 1.0})
+        if busy_seconds is not None:
+            self.record_busy(stage, busy_seconds)
+
+    def record_busy(self, stage: Stage, seconds: float) -> None:
+        """Add one task's working time to the stage's totals (exported by /metrics)."""
+        pipe = self.r.pipeline()
+        pipe.hincrbyfloat(f"stats:stage:{stage}", "sum", seconds)
+        pipe.hincrby(f"stats:stage:{stage}", "count", 1)
+        pipe.execute()
+
+    def set_plan(self, job_id: str, n_frames: int, chunks: int, chunk_frames: int) -> None:
+        self._apply(job_id, None, {"n_frames": n_frames, "chunks": chunks, "chunk_frames": chunk_frames})
+
+    def mark_chunk(self, job_id: str, index: int, passed_through: int) -> int:
+        """Count render chunk `index` as done (a re-run chunk counts once); returns chunks done."""
+        pipe = self.r.pipeline()
+        pipe.sadd(f"job:{job_id}:chunks", index)
+        pipe.expire(f"job:{job_id}:chunks", self.settings.job_ttl_seconds)
+        pipe.scard(f"job:{job_id}:chunks")
+        pipe.hget(f"job:{job_id}", "chunks")
+        *_, done, total = pipe.execute()
+        fields: dict[str, Any] = {"chunks_done": int(done), f"passed:{index}": passed_through}
+        if total:
+            fields[f"p:{Stage.render}"] = round(int(done) / int(total), 4)
+        self._apply(job_id, None, fields)
+        return int(done)
+
+    def set_cache(self, job_id: str, **hits: bool) -> None:
+        raw = self.r.hget(f"job:{job_id}", "cache")
+        cache = json.loads(raw) if raw else {}
+        cache.update(hits)
+        self._apply(job_id, None, {"cache": json.dumps(cache)})
+
+    def succeed(self, job_id: str, outputs: dict[str, str], report: dict[str, Any]) -> bool:
+        return self._apply(job_id, JobStatus.succeeded, {
+            "finished_at": now(), "outputs": json.dumps(outputs), "report": json.dumps(report),
+            "stage": Stage.finalize})
+
+    def fail(self, job_id: str, code: str, message: str, retryable: bool = False) -> bool:
+        error = {"code": code, "message": message, "retryable": retryable}
+        return self._apply(job_id, JobStatus.failed, {"finished_at": now(), "error": json.dumps(error)})
+
+    def cancel(self, job_id: str) -> bool:
+        """Queued jobs never start; running ones stop at their next task or render chunk."""
+        return self._apply(job_id, JobStatus.canceled, {"finished_at": now()})
+
+    def is_final(self, job_id: str) -> bool:
+        status = self.r.hget(f"job:{job_id}", "status")
+        return status is None or JobStatus(status).is_final
+
+    def version(self, job_id: str) -> int:
+        return int(self.r.hget(f"job:{job_id}", "version") or 0)
+
+    # --- idempotency ----------------------------------------------------------------------------
+    def claim_idempotency(self, tenant: str, key: str, body_hash: str, job_id: str) -> tuple[str, bool]:
+        """Claim `key` for a new job. Returns (job id, created): the claimed id and True, or the id of the
+        job an earlier request with this key made and False. Raises ValueError for the same key with a
+        different body."""
+        name = f"idem:{tenant}:{key}"
+        record = json.dumps({"body": body_hash, "job": job_id})
+        if self.r.set(name, record, nx=True, ex=self.settings.idempotency_ttl_seconds):
+            return job_id, True
+        existing = json.loads(self.r.get(name) or "{}")
+        if not existing:  # expired between SET and GET: claim again
+            return self.claim_idempotency(tenant, key, body_hash, job_id)
+        if existing["body"] != body_hash:
+            raise ValueError("the Idempotency-Key was used with a different request body")
+        return str(existing["job"]), False
+
+    # --- assets -----------------------------------------------------------------------------------
+    def put_asset(self, tenant: str, sha256: str, size: int, media: dict[str, Any]) -> Asset:
+        """Assets are content-addressed per tenant: uploading the same bytes again returns the same id."""
+        import hashlib
+
+        asset_id = "ast_" + hashlib.sha256(f"{tenant}:{sha256}".encode()).hexdigest()[:32]
+        created = now()
+        self.r.hset(f"asset:{asset_id}", mapping={"id": asset_id, "tenant": tenant, "sha256": sha256,
+                                                  "size": size, "media": json.dumps(media),
+                                                  "created_at": created})
+        return Asset(asset_id, tenant, sha256, size, media, created)
+
+    def get_asset(self, tenant: str, asset_id: str) -> Asset | None:
+        raw = self.r.hgetall(f"asset:{asset_id}")
+        if not raw or raw["tenant"] != tenant:
+            return None
+        return Asset(raw["id"], raw["tenant"], raw["sha256"], int(raw["size"]), json.loads(raw["media"]),
+                     float(raw["created_at"]))
+
+    def put_upload(self, upload_id: str, tenant: str, s3_upload_id: str, size: int, ttl: int) -> None:
+        """A presigned multipart upload in progress (expires with its URLs)."""
+        name = f"upload:{upload_id}"
+        self.r.hset(name, mapping={"tenant": tenant, "s3_upload_id": s3_upload_id, "size": size})
+        self.r.expire(name, ttl * 2)
+
+    def get_upload(self, tenant: str, upload_id: str) -> dict[str, str] | None:
+        raw = self.r.hgetall(f"upload:{upload_id}")
+        return raw if raw and raw.get("tenant") == tenant else None
+
+    def delete_upload(self, upload_id: str) -> None:
+        self.r.delete(f"upload:{upload_id}")
+
+    # --- prep cache pointers ----------------------------------------------------------------------
+    def prep_pointer(self, sha256: str, version: int) -> dict[str, Any] | None:
+        raw = self.r.get(f"prep:{sha256}:v{version}")
+        return json.loads(raw) if raw else None
+
+    def set_prep_pointer(self, sha256: str, version: int, record: dict[str, Any]) -> None:
+        self.r.set(f"prep:{sha256}:v{version}", json.dumps(record))
+
+    # --- metrics ----------------------------------------------------------------------------------
+    def status_counts(self) -> dict[str, int]:
+        pipe = self.r.pipeline()
+        for status in JobStatus:
+            pipe.scard(f"jobs:status:{status}")
+        return dict(zip([s.value for s in JobStatus], (int(n) for n in pipe.execute())))
+
+    def stage_stats(self) -> dict[str, tuple[float, int]]:
+        out = {}
+        for stage in Stage:
+            raw = self.r.hgetall(f"stats:stage:{stage}")
+            if raw:
+                out[stage.value] = (float(raw.get("sum", 0)), int(raw.get("count", 0)))
+        return out
+
+    def record_frames(self, n_frames: int) -> None:
+        """Count the output frames of a finished job (the denominator of `stage_frame_stats`)."""
+        self.r.incrby("stats:frames", n_frames)
+
+    def stage_frame_stats(self) -> dict[str, float]:
+        """Rough working seconds per output frame of each stage, over all jobs so far (for ETAs)."""
+        frames = int(self.r.get("stats:frames") or 0)
+        if frames == 0:
+            return {}
+        return {stage: total / frames for stage, (total, _) in self.stage_stats().items()}
+
+    def queue_depth(self, queue: str) -> int:
+        return int(self.r.llen(queue))
+
+
+@lru_cache(maxsize=1)
+def get_store() -> JobStore:
+    return JobStore.from_settings(get_settings())

@@ -1,0 +1,118 @@
+"""What every worker task shares: the StageTask base (retries, failure recording) and `stage_run`, which
+marks a stage started/finished in JobStore, stops canceled jobs, and gives the task a scratch directory."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Task
+
+from lipdub.config import Settings, get_settings
+from lipdub.errors import ErrorCode, LipdubError, TransientError
+from lipdub.progress import CallbackProgress
+from lipdub.service.status import JobStore, Stage, get_store
+from lipdub.service.storage import MissingObject, Storage, get_storage, keys
+from lipdub.stages.prep import PREP_VERSION
+
+log = logging.getLogger(__name__)
+_settings = get_settings()
+
+
+class StageTask(Task):  # type: ignore[misc]
+    """Base of every `dub.*` task: retry transient errors (storage, network) with capped exponential
+    backoff, never bad input; record the final failure on the job."""
+
+    autoretry_for = (TransientError,)
+    dont_autoretry_for = ()
+    retry_backoff = 2  # seconds before the first retry; doubles each time
+    retry_backoff_max = _settings.task_retry_backoff_max
+    retry_jitter = True
+    max_retries = _settings.task_max_retries
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   einfo: Any) -> None:
+        job_id = str(args[0]) if args else "?"
+        if isinstance(exc, LipdubError):
+            code, message, retryable = str(exc.code), exc.message, exc.retryable
+        else:
+            code, message, retryable = ErrorCode.internal.value, f"{type(exc).__name__}: {exc}", False
+        log.warning("task %s failed job=%s code=%s: %s", self.name, job_id, code, message)
+        get_store().fail(job_id, code, message, retryable)
+
+
+@dataclass
+class StageRun:
+    job_id: str
+    stage: Stage
+    scratch: Path
+    store: JobStore
+    storage: Storage
+    settings: Settings
+    progress: CallbackProgress
+
+    def fetch(self, key: str, name: str) -> Path:
+        return self.storage.get_file(key, self.scratch / name)
+
+    def fetch_prep(self, sha256: str, name: str = "prep") -> Path:
+        """Download a source's prep artifacts (as listed by its cache pointer) into scratch/name."""
+        pointer = self.store.prep_pointer(sha256, PREP_VERSION)
+        if pointer is None:
+            raise MissingObject(keys.prep(sha256, PREP_VERSION, "track.json"))
+        dest = self.scratch / name
+        for file in pointer["files"]:
+            self.storage.get_file(keys.prep(sha256, PREP_VERSION, file), dest / file)
+        return dest
+
+
+@contextmanager
+def stage_run(job_id: str, stage: Stage, attempt_key: str | None = None,
+              progress_span: tuple[float, float] = (0.0, 1.0), finish: bool = True) -> Iterator[StageRun | None]:
+    """Run one stage of a job. Yields None when the job is already final (canceled or failed elsewhere),
+    in which case the task does nothing. `progress_span` maps the stage functions' fractions into this
+    task's share of the stage (a render chunk is one slice of the render stage); with finish=False the
+    caller marks the stage finished itself (the last render chunk does)."""
+    store, storage = get_store(), get_storage()
+    starts = store.stage_started(job_id, stage, attempt_key)
+    if starts is None:
+        log.info("skip %s job=%s: the job is final", stage, job_id)
+        yield None
+        return
+    if starts > _settings.max_task_starts:
+        # Redis has no redelivery counter: a task that kills its worker (OOM) would loop forever.
+        store.fail(job_id, ErrorCode.internal, f"{attempt_key or stage} was started {starts} times "
+                                               "(its worker was lost each time)", retryable=True)
+        yield None
+        return
+    lo, hi = progress_span
+
+    def report(_: str, fraction: float) -> None:
+        store.stage_progress(job_id, stage, lo + (hi - lo) * fraction)
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"lipdub-{stage}-", dir=_scratch_root()))
+    started = time.perf_counter()
+    try:
+        yield StageRun(job_id, stage, scratch, store, storage, _settings, CallbackProgress(report))
+        busy = time.perf_counter() - started
+        if finish:
+            store.stage_finished(job_id, stage, busy)
+        else:
+            store.record_busy(stage, busy)
+        log.info("%s done job=%s in %.1fs", attempt_key or stage, job_id, time.perf_counter() - started)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scratch_root() -> Path:
+    root = _settings.data_dir / "work"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
