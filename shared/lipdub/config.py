@@ -71,6 +71,39 @@ class Settings(BaseSettings):
     api_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the API")
     preflight_wait_seconds: float = Field(default=120.0, gt=0,
                                           description="How long POST /v1/preflight waits for the prep stage")
+    # Webhooks, batches, tenancy limits and outbound URLs (lipdub.service.webhooks/batches/limits/urls).
+    webhook_timeout: float = Field(default=10.0, gt=0,
+                                   description="A webhook answered with 2xx within this many seconds is delivered")
+    webhook_retry_schedule: list[int] = Field(
+        default=[5, 30, 120, 600, 3600, 21600, 43200],
+        description="Seconds to wait before each retry of a failed webhook delivery (about 19 h in all)")
+    webhook_secret_grace_seconds: int = Field(
+        default=86400, ge=0, description="After a secret rotation the old secret keeps signing this long, so "
+                                         "receivers can switch without rejecting deliveries")
+    batch_max_lines: int = Field(default=50_000, gt=0, description="Most lines (items) in one batch manifest")
+    batch_max_inline_items: int = Field(default=1000, gt=0,
+                                        description="Most items sent inline in POST /v1/batches (use a "
+                                                    "manifest asset for more)")
+    batch_max_manifest_bytes: int = Field(default=64 * 1024**2, gt=0, description="Largest batch manifest")
+    batch_running_per_tenant: int = Field(
+        default=4, gt=0, description="Batch items of one tenant queued or running at once; the rest wait in "
+                                     "the batch, so one catalog cannot fill the queues")
+    rate_limit_per_minute: int = Field(default=600, gt=0, description="Requests per minute per API key")
+    rate_limit_burst: int = Field(default=60, gt=0, description="Requests per API key allowed in a burst")
+    tenant_max_concurrent_jobs: int = Field(
+        default=20, gt=0, description="Default per-tenant cap of interactive jobs queued or running "
+                                      "(override per tenant with `lipdub admin set-quota`)")
+    tenant_max_video_seconds: float = Field(default=1800.0, gt=0,
+                                            description="Default per-tenant cap of a source video's length")
+    tenant_max_file_bytes: int = Field(default=2 * 1024**3, gt=0,
+                                       description="Default per-tenant cap of one input file's size")
+    outbound_allow_networks: list[str] = Field(
+        default=[], description="CIDR networks that input URLs and webhook targets may reach although they "
+                                "are loopback/private/link-local (default none; e.g. [\"127.0.0.0/8\"] in tests)")
+    outbound_connect_timeout: float = Field(default=5.0, gt=0, description="Connect timeout of outbound HTTP")
+    download_timeout: float = Field(default=300.0, gt=0, description="Time limit of one input URL download")
+    download_max_bytes: int = Field(default=2 * 1024**3, gt=0, description="Size limit of one input URL download")
+    download_max_redirects: int = Field(default=3, ge=0, description="Redirects followed by input downloads")
 
 
 @lru_cache
