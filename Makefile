@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBS := ffmpeg espeak-ng redis-server
+DEBS := ffmpeg espeak-ng redis-server docker-compose
 APT_STAMP := $(VENV)/.debs
 
 .PHONY: install demo test bench clean
@@ -13,7 +13,7 @@ install: $(STAMP) $(APT_STAMP)
 
 # Debian tools: installed only when one is missing, so a second run is instant.
 $(APT_STAMP):
-	@missing=""; for c in ffmpeg ffprobe espeak-ng redis-server; do command -v $$c >/dev/null || missing=1; done; \
+	@missing=""; for c in ffmpeg ffprobe espeak-ng redis-server docker-compose; do command -v $$c >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(DEBS) >/dev/null; \
