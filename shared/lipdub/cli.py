@@ -94,5 +94,35 @@ def evaluate(
         raise typer.Exit(1)
 
 
+train_app = typer.Typer(no_args_is_help=True, help="Train the models that ship with lipdub.")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("audio")
+def train_audio(
+    corpus: Annotated[Path, typer.Option(help="The real-clip corpus (manifest.csv)")] = Path("../shared/corpus"),
+    weights: Annotated[Path | None, typer.Option(help="Where to write the weights and card "
+                                                 "(default: the package's lipdub/audio/weights)")] = None,
+    runs: Annotated[Path, typer.Option(help="TensorBoard log root")] = Path("runs"),
+    student_minutes: Annotated[float, typer.Option(help="Wall-clock budget of the student's training")] = 30.0,
+    synthetic: Annotated[int, typer.Option(help="espeak-ng utterances added to the distillation data")] = 250,
+    seed: Annotated[int, typer.Option(help="Seed of splits, augmentation and training")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
+) -> None:
+    """Fit the audio-to-mouth teacher (Whisper features + ridge) and distill the fbank+LSTM student from it."""
+    import json
+    import logging
+
+    from lipdub.audio.models import weights_dir
+    from lipdub.audio.recipe import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = get_settings()
+    report = run(corpus, settings.data_dir / "audio_model", weights or weights_dir(), runs,
+                 encoder_path=settings.audio_encoder, student_minutes=student_minutes, n_synthetic=synthetic,
+                 seed=seed, threads=threads)
+    err.print(json.dumps(report["card"]["metrics"], indent=1))
+
+
 if __name__ == "__main__":
     app()

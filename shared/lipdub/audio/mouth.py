@@ -13,23 +13,36 @@ from lipdub.audio.features import mel_band
 
 @dataclass
 class MouthTrack:
-    """Per 25-fps audio frame: mouth opening above rest (inner-lip gap / inner mouth width) and voice activity."""
+    """Per 25-fps audio frame: mouth opening above rest (inner-lip gap / inner mouth width) and voice activity.
+
+    The learned models also give the full lip shape: `coeffs` are the PCA coefficients of the mouth motion
+    (lipdub.audio.shape.MouthBasis, normalised units) and `lips` the displacement of the mouth points
+    (shape.MOUTH_POINTS, canonical frontal head, inter-ocular distance = 1) from the speaker's neutral shape.
+    `opening` is derived from that shape; the energy model has only `opening`.
+    """
 
     opening: np.ndarray  # [T] float32
     speech: np.ndarray  # [T] bool
+    coeffs: np.ndarray | None = None  # [T, K] float32
+    lips: np.ndarray | None = None  # [T, P, 3] float32
+    model: str = "energy"
 
     def __len__(self) -> int:
         return len(self.opening)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, opening=self.opening, speech=self.speech)
+        extra = {k: v for k, v in (("coeffs", self.coeffs), ("lips", self.lips)) if v is not None}
+        np.savez_compressed(tmp, opening=self.opening, speech=self.speech, model=np.array(self.model), **extra)
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> MouthTrack:
         with np.load(path) as data:
-            return cls(opening=data["opening"], speech=data["speech"])
+            return cls(opening=data["opening"], speech=data["speech"],
+                       coeffs=data["coeffs"] if "coeffs" in data else None,
+                       lips=data["lips"] if "lips" in data else None,
+                       model=str(data["model"]) if "model" in data else "energy")
 
 
 class EnergyMouthModel:

@@ -1,12 +1,12 @@
-"""audio: dub audio → fbank features → one target mouth opening per 25-fps frame."""
+"""audio: dub audio → one target mouth shape per 25-fps frame, from the model chosen by settings.audio_model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from lipdub import FPS
-from lipdub.audio.features import fbank
-from lipdub.audio.mouth import EnergyMouthModel, MouthTrack
+from lipdub.audio.models import load_model
+from lipdub.audio.mouth import MouthTrack
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
 from lipdub.media.audio import load_audio
@@ -18,9 +18,9 @@ def analyze_audio(audio: Path, out_dir: Path, settings: Settings, progress: Prog
     samples = load_audio(audio)
     if samples.size == 0:
         raise InputError(ErrorCode.empty_input, f"{audio.name}: the audio has no samples")
-    model = EnergyMouthModel()
+    model = load_model(settings.audio_model, settings.audio_encoder, settings.audio_threads)
     with progress.stage("audio", 1) as advance:
-        track = model(fbank(samples))
+        track = model(samples)
         advance(1)
     voiced = float(track.speech.sum()) / FPS
     if voiced < settings.min_speech_seconds:

@@ -1,0 +1,182 @@
+"""Distilling the teacher into the student: teacher-labelled speech, augmented, and a seeded CPU training loop."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lipdub.audio.augment import augment
+from lipdub.audio.features import fbank
+from lipdub.audio.student import LOOKAHEAD, Audio2Feature
+from lipdub.media.audio import load_audio
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Source:
+    """Clean speech and the teacher's [T, K] labels for it (resting mouth where silence was inserted)."""
+
+    name: str
+    samples: np.ndarray
+    labels: np.ndarray
+    group: str  # corpus / speech / synthetic
+
+
+def speech_files(corpus: Path) -> list[Path]:
+    with open(corpus / "manifest.csv", newline="") as f:
+        return [corpus / "speech" / r["file"] for r in csv.DictReader(f) if r["folder"] == "speech"]
+
+
+def label_silence(labels: np.ndarray, pre: int, post: int, rest: np.ndarray, ramp: int = 3) -> np.ndarray:
+    """Resting mouth over inserted silence, easing into the teacher's labels over `ramp` frames at the joins."""
+    w = np.ones(len(labels), np.float32)
+    w[:pre] = 0.0
+    if post:
+        w[len(labels) - post:] = 0.0
+    kernel = np.ones(2 * ramp + 1) / (2 * ramp + 1)
+    w = np.minimum(w, np.convolve(w, kernel, mode="same"))
+    return (w[:, None] * labels + (1 - w[:, None]) * rest[None]).astype(np.float32)
+
+
+@dataclass
+class Dataset:
+    rows: list[np.ndarray]  # per item [2T, 80] fbank
+    labels: list[np.ndarray]  # per item [T, K]
+
+    @property
+    def frames(self) -> int:
+        return sum(len(x) for x in self.labels)
+
+
+def build_dataset(sources: list[Source], n_augmented: int, seed: int,
+                  babble: np.ndarray | None = None) -> Dataset:
+    """Each source once clean and `n_augmented` times degraded (different random draws)."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for src in sources:
+        versions = [(src.samples, src.labels)]
+        versions += [augment(src.samples, src.labels, rng, babble) for _ in range(n_augmented)]
+        for x, y in versions:
+            f = fbank(x)
+            t = min(len(f) // 2, len(y))
+            rows.append(f[: 2 * t])
+            labels.append(y[:t])
+    return Dataset(rows, labels)
+
+
+def feature_stats(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    pairs = np.concatenate([r.reshape(-1, 160) for r in data.rows])
+    return pairs.mean(0).astype(np.float32), (pairs.std(0) + 1e-3).astype(np.float32)
+
+
+def sample_batch(data: Dataset, rng: np.random.Generator, batch: int, window: int,
+                 lookahead: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch` windows of `window` target frames; inputs run `lookahead` frames further (edge-padded)."""
+    lengths = np.array([len(y) for y in data.labels])
+    items = rng.choice(len(lengths), size=batch, p=lengths / lengths.sum())
+    xs, ys = [], []
+    for i in items:
+        n = lengths[i]
+        start = int(rng.integers(0, max(1, n - window)))
+        y = data.labels[i][start: start + window]
+        x = data.rows[i][2 * start: 2 * (start + window + lookahead)]
+        if len(y) < window:
+            y = np.concatenate([y, np.repeat(y[-1:], window - len(y), 0)])
+        need = 2 * (window + lookahead)
+        if len(x) < need:
+            x = np.concatenate([x, np.repeat(x[-1:], need - len(x), 0)])
+        xs.append(x)
+        ys.append(y)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+@dataclass
+class TrainConfig:
+    minutes: float = 35.0
+    max_steps: int = 20000
+    batch: int = 32
+    window: int = 100  # target frames per sequence (4 s)
+    warmup: int = 10  # first frames of each window left out of the loss (the LSTM state is still cold)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int = 1
+    eval_every: int = 250
+
+
+def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray, cfg: TrainConfig,
+                  log_dir: Path | None = None) -> tuple[Audio2Feature, dict]:
+    """Adam with cosine decay on a time budget; keeps the weights with the best dev loss."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    net = Audio2Feature(n_out=n_out)
+    mean, std = feature_stats(train)
+    net.feat_mean.copy_(torch.from_numpy(mean))
+    net.feat_std.copy_(torch.from_numpy(std))
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    w = torch.from_numpy(weights.astype(np.float32))
+    writer = None
+    if log_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(log_dir))
+    dev_rng = np.random.default_rng(cfg.seed + 1)
+    dev_batches = [sample_batch(dev, dev_rng, cfg.batch, cfg.window, LOOKAHEAD) for _ in range(6)]
+
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out, _ = net(x)
+        pred = out[:, LOOKAHEAD:][:, cfg.warmup:]
+        err = nn.functional.smooth_l1_loss(pred, y[:, cfg.warmup:], reduction="none", beta=0.5)
+        return (err * w).mean()
+
+    budget = cfg.minutes * 60.0
+    start = time.monotonic()
+    best = (float("inf"), None, 0)
+    history = []
+    step = 0
+    while step < cfg.max_steps and time.monotonic() - start < budget:
+        frac = min(1.0, (time.monotonic() - start) / budget)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * frac)))
+        net.train()
+        x, y = sample_batch(train, rng, cfg.batch, cfg.window, LOOKAHEAD)
+        loss = loss_of(x, y)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if writer is not None:
+            writer.add_scalar("train/loss", float(loss), step)
+        if step % cfg.eval_every == 0:
+            net.eval()
+            with torch.no_grad():
+                dev_loss = float(np.mean([float(loss_of(bx, by)) for bx, by in dev_batches]))
+            history.append({"step": step, "train": float(loss), "dev": dev_loss,
+                            "seconds": round(time.monotonic() - start)})
+            log.info("step %d train %.4f dev %.4f (%.0f s)", step, float(loss), dev_loss, time.monotonic() - start)
+            if writer is not None:
+                writer.add_scalar("dev/loss", dev_loss, step)
+                writer.add_scalar("lr", opt.param_groups[0]["lr"], step)
+            if dev_loss < best[0]:
+                best = (dev_loss, {k: v.clone() for k, v in net.state_dict().items()}, step)
+    if best[1] is not None:
+        net.load_state_dict(best[1])
+    net.eval()
+    if writer is not None:
+        writer.close()
+    return net, {"steps": step, "best_step": best[2], "best_dev_loss": best[0], "history": history,
+                 "seconds": round(time.monotonic() - start)}
+
+
+def load_speech(path: Path) -> np.ndarray:
+    return load_audio(path)

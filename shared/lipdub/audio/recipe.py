@@ -1,0 +1,178 @@
+"""`lipdub train audio`: the full recipe, corpus → shipped weights + card + held-out metrics.
+
+1. Paired corpus clips (face mesh cached under the data dir) and Whisper features.
+2. Audio/video offset check per clip (cross-validated teacher), corrected or dropped for training only.
+3. Ridge strength by identity-grouped cross-validation inside split 0's training identities.
+4. Teacher metrics on split 0 and random identity splits (pooled), with the energy baseline.
+5. The shipped teacher: basis + head fit on split 0's training identities.
+6. Student distilled from it on corpus + speech/ + espeak-ng audio with augmentation; evaluated on split 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lipdub import __version__
+from lipdub.audio.distill import Source, TrainConfig, build_dataset, label_silence, speech_files, train_student
+from lipdub.audio.features import fbank
+from lipdub.audio.models import BASIS_FILE, CARD_FILE, STUDENT_FILE, TEACHER_FILE, LearnedMouthModel
+from lipdub.audio.mouth import EnergyMouthModel
+from lipdub.audio.splits import identity_splits
+from lipdub.audio.student import StudentModel
+from lipdub.audio.synthetic import synthetic_utterances
+from lipdub.audio.teacher import TeacherModel, WhisperEncoder
+from lipdub.audio.training import (
+    check_offsets, correct_offsets, energy_opening, evaluate_split, fit_teacher, load_paired, median_iqr,
+    pearson, select_alpha, silence_ratio,
+)
+from lipdub.media.audio import load_audio
+
+log = logging.getLogger(__name__)
+
+ALPHAS = (1.0, 3.0, 10.0)
+
+
+def _summary(values: list[float]) -> dict:
+    med, q25, q75 = median_iqr(values)
+    return {"median": round(med, 3), "q25": round(q25, 3), "q75": round(q75, 3),
+            "n": int(np.sum(~np.isnan(values)))}
+
+
+def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
+        student_minutes: float = 30.0, n_synthetic: int = 250, n_augmented: int = 2, seed: int = 0,
+        threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4) -> dict:
+    t0 = time.monotonic()
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    encoder = WhisperEncoder(encoder_path, threads=threads)
+    ident = encoder.identity
+    paired = load_paired(corpus, cache, encoder)
+    log.info("%d paired clips, %d frames (%.0f s)", len(paired), sum(len(p.opening) for p in paired),
+             time.monotonic() - t0)
+    splits = identity_splits([p.clip for p in paired], n_random=n_random_splits, seed=seed)
+    split0 = splits[0]
+
+    # 2. offsets: every clip is checked by a teacher that never saw its identity.
+    checks = check_offsets(paired, ident, alpha=3.0, seed=seed)
+    corrected, offsets = correct_offsets(checks)
+    by_name = {p.clip.name: p for p in corrected}
+    log.info("offsets: %s", [o for o in offsets if o["action"] != "keep"])
+
+    # 3. ridge strength, inside split 0's training identities only.
+    train0 = [p for p in corrected if not split0.is_test(p.clip)]
+    alpha, alpha_scores, gain = select_alpha(train0, ident, alphas, seed=seed)
+
+    # 4. held-out metrics: train on corrected clips, test on clips as recorded.
+    results = [evaluate_split(corrected, paired, sp, ident, alpha) for sp in splits]
+    teacher0 = results[0]["fit"]
+
+    # 5. the shipped teacher = split 0's fit.
+    head = teacher0.head
+    basis = teacher0.basis
+    basis.gain = gain.astype(np.float32)
+    weights.mkdir(parents=True, exist_ok=True)
+    basis.save(weights / BASIS_FILE)
+    teacher = TeacherModel(head, encoder)
+    head.card = {"encoder": asdict(ident), "alpha": alpha}
+    head.save(weights / TEACHER_FILE)
+
+    # 6. distillation sources, labelled by the shipped teacher on clean audio.
+    sources: list[Source] = []
+    for p in paired:
+        if not split0.is_test(p.clip):
+            sources.append(Source(p.clip.name, p.samples, teacher.coeffs(p.samples), "corpus"))
+    for path in speech_files(corpus):
+        x = load_audio(path)
+        sources.append(Source(path.name, x, teacher.coeffs(x), "speech"))
+    for desc, x, pre, post in synthetic_utterances(n_synthetic, seed=seed):
+        sources.append(Source(desc, x, label_silence(teacher.coeffs(x), pre, post, basis.rest), "synthetic"))
+    log.info("distillation sources: %d (%.1f min), labelled at %.0f s", len(sources),
+             sum(len(s.samples) for s in sources) / 16000 / 60, time.monotonic() - t0)
+    rng = np.random.default_rng(seed)
+    dev_idx = set(rng.choice(len(sources), size=max(4, len(sources) // 20), replace=False).tolist())
+    babble = np.concatenate([s.samples for s in sources if s.group == "speech"][:20])
+    train_data = build_dataset([s for i, s in enumerate(sources) if i not in dev_idx], n_augmented, seed, babble)
+    dev_data = build_dataset([s for i, s in enumerate(sources) if i in dev_idx], 1, seed + 7, babble)
+    log.info("student data: %d train frames, %d dev frames (%.0f s)", train_data.frames, dev_data.frames,
+             time.monotonic() - t0)
+    k = basis.n_components
+    loss_weights = 0.5 + 0.5 * k * basis.explained / basis.explained.sum()
+    run_dir = runs / f"audio-student-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    net, train_info = train_student(train_data, dev_data, k, loss_weights,
+                                    TrainConfig(minutes=student_minutes, seed=seed, threads=threads), run_dir)
+    student = StudentModel(net)
+    student.save(weights / STUDENT_FILE)
+
+    # Held-out evaluation of all three on split 0, plus silence behaviour (gated as shipped, and raw).
+    vad = EnergyMouthModel()
+    test0 = [p for p in paired if split0.is_test(p.clip)]
+    rows, tracks = [], {"teacher": [], "student": [], "energy": [], "teacher_raw": [], "student_raw": []}
+    models = {"teacher": LearnedMouthModel(teacher, basis), "student": LearnedMouthModel(student, basis)}
+    raw = {"teacher": LearnedMouthModel(teacher, basis, gate=False),
+           "student": LearnedMouthModel(student, basis, gate=False)}
+    for p in test0:
+        n = len(p.opening)
+        row = {"clip": p.clip.name, "frames": int(p.valid.sum())}
+        for name in ("teacher", "student"):
+            tr = models[name](p.samples)
+            row[name] = pearson(basis.opening(tr.coeffs[:n]), p.opening[: len(tr.coeffs)])
+            row[f"{name}_ungated"] = pearson(basis.opening(raw[name].model.coeffs(p.samples)[:n]),
+                                             p.opening)
+            tracks[name].append((tr.opening, tr.speech))
+            rt = raw[name](p.samples)
+            tracks[f"{name}_raw"].append((rt.opening, rt.speech))
+        row["energy"] = pearson(energy_opening(p), p.opening)
+        et = vad(fbank(p.samples))
+        tracks["energy"].append((et.opening, et.speech))
+        rows.append(row)
+    silence = {name: round(silence_ratio(t), 3) for name, t in tracks.items()}
+
+    pooled_teacher = [c["teacher"] for r in results for c in r["clips"]]
+    pooled_energy = [c["energy"] for r in results for c in r["clips"]]
+    metrics = {
+        "split0": {name: _summary([r[name] for r in rows])
+                   for name in ("teacher", "student", "energy", "teacher_ungated", "student_ungated")},
+        "pooled_teacher_fit_per_split": {"teacher": _summary(pooled_teacher), "energy": _summary(pooled_energy),
+                                         "splits": [r["split"] for r in results]},
+        "per_split": {r["split"]: {"teacher": _summary([c["teacher"] for c in r["clips"]]),
+                                   "energy": _summary([c["energy"] for c in r["clips"]])} for r in results},
+        "silence_opening_ratio": silence,
+        "split0_clips": rows,
+    }
+    card = {
+        "version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": seed,
+        "representation": {"components": k, "explained_variance": [round(float(v), 4) for v in basis.explained],
+                           "points": "MediaPipe lips (40) + lower jaw (13), canonical frontal head",
+                           "rest_opening": round(basis.rest_opening(), 4),
+                           "amplitude_gain": [round(float(g), 3) for g in gain]},
+        "teacher": {"encoder": asdict(ident), "encoder_path_hint": str(encoder.path.name), "alpha": alpha,
+                    "alpha_cv": {str(a): round(s, 3) for a, s in alpha_scores.items()},
+                    "lags": list(head.lags), "file": TEACHER_FILE},
+        "student": {"architecture": "DH_live Audio2Feature (pair-stacking, MLP 160-80, LSTM 2x192, MLP head)",
+                    "lookahead_frames": student.lookahead, "file": STUDENT_FILE,
+                    "train_frames": train_data.frames, "dev_frames": dev_data.frames,
+                    "sources": {g: sum(1 for s in sources if s.group == g) for g in ("corpus", "speech", "synthetic")},
+                    "source_minutes": {g: round(sum(len(s.samples) for s in sources if s.group == g) / 16000 / 60, 1)
+                                       for g in ("corpus", "speech", "synthetic")},
+                    "augmented_copies": n_augmented, **{k_: v for k_, v in train_info.items() if k_ != "history"}},
+        "data": {"corpus_clips": len(paired), "train_clips_split0": len(train0),
+                 "held_out_identities": sorted(split0.held_out),
+                 "offsets": [o for o in offsets if o["action"] != "keep"]},
+        "metrics": {k_: v for k_, v in metrics.items() if k_ != "split0_clips"},
+        "basis_file": BASIS_FILE,
+    }
+    (weights / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
+    report = {"card": card, "metrics": metrics, "offsets": offsets, "history": train_info["history"],
+              "seconds": round(time.monotonic() - t0)}
+    (cache / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    return report
