@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from lipdub.service import processes
@@ -52,6 +53,18 @@ def check_face_model() -> str:
     return "face mesh model loaded"
 
 
+def check_audio_model() -> str:
+    """The audio stage's mouth model named by the settings, with the weights shipped inside lipdub."""
+    if importlib.util.find_spec("lipdub.audio.models") is None:
+        return "audio models: lipdub.audio.models not in this version"
+    from lipdub.audio.models import load_model
+    from lipdub.config import get_settings
+
+    settings = get_settings()
+    model = load_model(settings.audio_model, settings.audio_encoder, settings.audio_threads)
+    return f"audio model {model.name} loaded"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--torch", choices=("cpu", "cuda", "any"), default="any")
@@ -62,6 +75,7 @@ def main() -> None:
             print(f"ok {process.name}: import {module}")
     print("ok", check_torch(args.torch))
     print("ok", check_face_model())
+    print("ok", check_audio_model())
 
 
 if __name__ == "__main__":

@@ -102,3 +102,8 @@ def service_processes() -> Iterator[Any]:
 def k8s_name(process_name: str) -> str:
     """processes.py name → Deployment name: render_worker → lipdub-render-worker."""
     return "lipdub-" + process_name.replace("_", "-")
+
+
+def deployment_container(docs: list[Doc], name: str) -> Doc:
+    (container,) = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"]
+    return container
