@@ -30,8 +30,10 @@ def python_modules(process: Process) -> list[str]:
 
 def service_processes() -> list[Process]:
     """The processes the images run (the local stack's infrastructure, redis and s3, is not among them)."""
-    return [p for p in processes.stack() if python_modules(p)] + (
-        [processes.webhooks()] if hasattr(processes, "webhooks") else [])  # issue 8 adds the webhooks worker
+    found = {p.name: p for p in processes.stack() if python_modules(p)}
+    if hasattr(processes, "webhooks"):  # the webhooks worker (issue 8)
+        found.setdefault("webhooks", processes.webhooks())
+    return list(found.values())
 
 
 def check_torch(flavour: str) -> str:

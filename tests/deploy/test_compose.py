@@ -18,7 +18,8 @@ from lipdub.service import processes
 
 from .conftest import K8S, ROOT, env_file, need_tool, service_processes
 
-LIPDUB_SERVICES = {"api", "prep_worker", "audio_worker", "render_worker", "render_worker_cpu"}
+# Compose services are named after processes.py's processes, plus the CPU variant of the render worker.
+LIPDUB_SERVICES = {p.name for p in service_processes()} | {"render_worker_cpu"}
 DESIGN = LIPDUB_SERVICES | {"redis", "minio", "minio-init", "flower", "prometheus"}
 SECRETS = {"LIPDUB_S3_ACCESS_KEY_ID": "lipdub-test", "LIPDUB_S3_SECRET_ACCESS_KEY": "not-a-real-secret",
            "FLOWER_BASIC_AUTH": "admin:not-a-real-secret"}
