@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +22,15 @@ class VideoStream:
     codec: str
     rotation: int  # degrees from the display matrix / rotate tag (0, 90, 180, 270)
     variable_frame_rate: bool
+    pix_fmt: str = ""
+    sample_aspect: float = 1.0  # pixel width / height (anamorphic sources ≠ 1)
+    nominal_fps: float = 0.0  # r_frame_rate: the container's base rate
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as shown: square pixels, rotation applied."""
+        w, h = round(self.width * self.sample_aspect), self.height
+        return (h, w) if self.rotation % 180 == 90 else (w, h)
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,13 @@ def _rate(text: str | None) -> float:
     if not text or text in ("0/0", "0"):
         return 0.0
     return float(Fraction(text))
+
+
+def _aspect(text: str | None) -> float:
+    try:
+        return float(Fraction(str(text).replace(":", "/"))) or 1.0
+    except (ValueError, ZeroDivisionError):
+        return 1.0
 
 
 def _rotation(stream: dict) -> int:
@@ -87,6 +104,9 @@ def probe(path: str | Path) -> MediaInfo:
                 rotation=_rotation(stream),
                 # avg != nominal rate is how VFR shows up in ffprobe (phones, screen recordings).
                 variable_frame_rate=bool(avg and real and not math.isclose(avg, real, rel_tol=0.01)),
+                pix_fmt=str(stream.get("pix_fmt", "")),
+                sample_aspect=_aspect(stream.get("sample_aspect_ratio")),
+                nominal_fps=real,
             )
         elif kind == "audio" and audio is None:
             audio = AudioStream(
@@ -96,3 +116,28 @@ def probe(path: str | Path) -> MediaInfo:
                 codec=str(stream.get("codec_name", "")),
             )
     return MediaInfo(path, str(fmt.get("format_name", "")), container_duration, video, audio)
+
+
+@dataclass(frozen=True)
+class PacketTimes:
+    """Presentation times of the video packets in display order, and the largest keyframe gap."""
+
+    pts: list[float]
+    max_keyframe_gap: int  # packets between consecutive keyframes (or to the end)
+
+
+def packet_times(path: str | Path) -> PacketTimes:
+    """Read packet timestamps without decoding (fast even for long files)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags",
+         "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        parts = line.strip().split(",")
+        if len(parts) >= 2 and parts[0] not in ("", "N/A"):
+            rows.append((float(parts[0]), "K" in parts[1]))
+    keys = [i for i, (_, k) in enumerate(rows) if k] + [len(rows)]
+    gap = max((b - a for a, b in zip(keys, keys[1:])), default=len(rows))
+    if not keys[:-1]:
+        gap = len(rows)
+    return PacketTimes(sorted(t for t, _ in rows), gap)

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty, Queue
 from types import TracebackType
 
 import numpy as np
 
 from lipdub import FPS
 from lipdub.errors import ErrorCode, InputError
-from lipdub.media.probe import probe
+from lipdub.media.probe import MediaInfo, PacketTimes, probe
 
 # All-frames-seekable normalized source: H.264 with a keyframe every second, so a seek decodes at most
 # FPS frames. Near-lossless (CRF 12) because it is re-encoded once more at the end.
+MIN_SOURCE_FPS = 5.0  # below this a "video" is a slideshow: nothing to lip-sync
 NORMALIZED_ARGS = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "12", "-g", str(FPS), "-pix_fmt", "yuv420p"]
 
 
@@ -177,3 +181,181 @@ class VideoWriter:
             self._proc.kill()
             self._proc.wait()
             self._tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Prep normalization: one ffmpeg pass writes the normalised source and streams small analysis frames.
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a source becomes the constant-25-fps, upright, even-sized H.264 file the stages read."""
+
+    width: int  # normalised size
+    height: int
+    analysis_width: int  # size of the frames the face tracker sees
+    analysis_height: int
+    copy: bool  # the source already qualifies: remux without re-encoding
+    changes: tuple[str, ...]  # what normalisation fixes: fps, vfr, rotation, odd_size, scale, aspect, codec, gop
+
+
+def _even(x: float) -> int:
+    return max(2, int(round(x / 2)) * 2)
+
+
+def plan_normalization(info: MediaInfo, max_height: int, analysis_height: int,
+                       packets: PacketTimes | None = None) -> Normalization:
+    """Decide the normalised and analysis sizes, and whether a plain remux is enough.
+
+    Raises InputError(unsupported_video) for what ffmpeg can't normalise: no decodable video stream, a
+    rotation that is not a multiple of 90°, or a frame rate so low (a slideshow) that there is no motion
+    to keep.
+    """
+    v = info.video
+    name = info.path.name
+    if v is None or v.width <= 0 or v.height <= 0:
+        raise InputError(ErrorCode.unsupported_video, f"{name}: no decodable video stream")
+    if v.rotation % 90 != 0:
+        raise InputError(ErrorCode.unsupported_video,
+                         f"{name}: rotated by {v.rotation}°; only multiples of 90° can be normalised")
+    if 0 < v.fps < MIN_SOURCE_FPS:
+        raise InputError(ErrorCode.unsupported_video,
+                         f"{name}: {v.fps:.2f} frames/s is a slideshow, not a video (at least {MIN_SOURCE_FPS})")
+    dw, dh = v.display_size
+    height = min(max_height, dh - dh % 2)
+    width = _even(dw * height / dh)
+    a_height = min(height, analysis_height)
+    a_width = _even(width * a_height / height)
+    changes = []
+    if v.variable_frame_rate:
+        changes.append("vfr")
+    if not (abs(v.fps - FPS) < 0.01 and abs((v.nominal_fps or v.fps) - FPS) < 0.01):
+        changes.append("fps")
+    if v.rotation:
+        changes.append("rotation")
+    if dw % 2 or dh % 2:
+        changes.append("odd_size")
+    if height < dh - dh % 2:
+        changes.append("scale")
+    if abs(v.sample_aspect - 1.0) > 1e-3:
+        changes.append("aspect")
+    if v.codec != "h264" or v.pix_fmt != "yuv420p":
+        changes.append("codec")
+    if packets is not None and (packets.max_keyframe_gap > 2 * FPS or not packets.pts
+                                or abs(packets.pts[0]) > 1e-3):
+        changes.append("gop")  # long GOPs make the render stage's backward seeks slow; odd start times shift them
+    copy = packets is not None and not changes
+    return Normalization(width, height, a_width, a_height, copy, tuple(changes))
+
+
+def source_timeline(pts: list[float], n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each 25-fps output frame: the index of the source frame shown and its time (s from the start).
+
+    The fps filter fills each 25-fps slot with the source frame nearest in time (dropping or repeating
+    frames), so the same nearest-timestamp rule maps the normalised timeline back to the source.
+    """
+    times = np.asarray(sorted(pts), np.float64)
+    if times.size == 0:
+        return np.zeros(n_frames, np.int32), np.arange(n_frames, dtype=np.float32) / FPS
+    times -= times[0]
+    slots = np.arange(n_frames) / FPS
+    right = np.clip(np.searchsorted(times, slots), 1, max(1, times.size - 1))
+    left = right - 1
+    nearest = np.where(np.abs(times[np.minimum(right, times.size - 1)] - slots) < np.abs(times[left] - slots),
+                       np.minimum(right, times.size - 1), left)
+    return nearest.astype(np.int32), times[nearest].astype(np.float32)
+
+
+class NormalizingStream:
+    """Write the normalised source to `dst` and yield the analysis frames (RGB) of the same pass.
+
+    Re-encoding sources decode once: ffmpeg splits the filtered stream into the encoder and the analysis
+    pipe. Qualifying sources are remuxed (no re-encode) and the copy is decoded for analysis. A reader
+    thread keeps a few frames queued so decoding overlaps the tracking instead of waiting on the pipe.
+    Memory stays constant: at most `queue` analysis frames exist at once.
+    """
+
+    def __init__(self, src: Path, dst: Path, plan: Normalization, queue: int = 6) -> None:
+        self.src, self.dst, self.plan = src, dst, plan
+        self._tmp = dst.with_suffix(".tmp" + dst.suffix)
+        self._queue: Queue[bytes | None] = Queue(maxsize=queue)
+        self._frame_bytes = plan.analysis_width * plan.analysis_height * 3
+        self.frames = 0
+        self._ended = False
+        p = plan
+        analysis_scale = (f"scale={p.analysis_width}:{p.analysis_height}:flags=area"
+                          if (p.analysis_width, p.analysis_height) != (p.width, p.height) else "null")
+        if p.copy:
+            self._run_copy()
+            cmd = ["ffmpeg", "-v", "error", "-i", str(self._tmp), "-map", "0:v:0", "-vf", analysis_scale,
+                   "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+        else:
+            graph = (f"[0:v:0]fps={FPS},scale={p.width}:{p.height}:flags=bicubic,setsar=1,split=2[out][a];"
+                     f"[a]{analysis_scale}[ana]")
+            cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-filter_complex", graph,
+                   "-map", "[out]", "-an", *NORMALIZED_ARGS, "-movflags", "+faststart", str(self._tmp),
+                   "-map", "[ana]", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._stderr = b""
+        self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._err_thread.start()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _run_copy(self) -> None:
+        result = subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(self.src), "-map", "0:v:0", "-an",
+                                 "-c", "copy", "-movflags", "+faststart", str(self._tmp)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise InputError(ErrorCode.unsupported_video,
+                             f"{self.src.name}: ffmpeg could not remux the video ({result.stderr.strip()[-300:]})")
+
+    def _drain_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        self._stderr = self._proc.stderr.read()
+
+    def _pump(self) -> None:
+        assert self._proc.stdout is not None
+        try:
+            while True:
+                buf = self._proc.stdout.read(self._frame_bytes)
+                if len(buf) < self._frame_bytes:
+                    break
+                self._queue.put(buf)
+        finally:
+            self._queue.put(None)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        p = self.plan
+        while not self._ended:
+            buf = self._queue.get()
+            if buf is None:
+                self._ended = True  # the pump's end marker comes once: later iterations yield nothing
+                break
+            self.frames += 1
+            yield np.frombuffer(buf, np.uint8).reshape(p.analysis_height, p.analysis_width, 3)
+
+    def finish(self) -> int:
+        """Wait for ffmpeg, move the file into place, return the frame count; raises unsupported_video."""
+        for _ in self:  # drain whatever the caller did not consume
+            pass
+        code = self._proc.wait()
+        self._thread.join()
+        self._err_thread.join()
+        if code != 0 or self.frames == 0:
+            self._tmp.unlink(missing_ok=True)
+            detail = self._stderr.decode(errors="replace").strip()[-300:] or "no frames decoded"
+            raise InputError(ErrorCode.unsupported_video, f"{self.src.name}: ffmpeg could not decode the video "
+                                                          f"({detail})")
+        self._tmp.replace(self.dst)
+        return self.frames
+
+    def abort(self) -> None:
+        self._proc.kill()
+        while self._thread.is_alive():  # unblock the pump if it waits on a full queue
+            try:
+                self._queue.get_nowait()
+            except Empty:
+                self._thread.join(0.05)
+        self._proc.wait()
+        self._err_thread.join()
+        self._tmp.unlink(missing_ok=True)

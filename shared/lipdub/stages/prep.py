@@ -1,108 +1,218 @@
-"""prep: normalise the source video to 25 fps and track the face mesh in every frame.
+"""prep: normalise the source video to 25 fps and turn it into a reusable source track.
 
-Writes into `out_dir`: `video.mp4` (the normalised, seekable source), `track.npz` (landmarks, validity)
-and `track.json` (summary). The render stage reads only these.
+One streaming pass: ffmpeg writes `video.mp4` (constant 25 fps, upright, even-sized H.264; remuxed when
+the source already qualifies) and hands small analysis frames to the face tracker. Then, on landmarks
+only: target-face choice, quality gate, head pose, jitter removal, crop boxes, mouth opening, reference
+frames and the speaker's neutral mouth. Writes `video.mp4`, `track.npz` and `track.json` into `out_dir`
+(see lipdub.prep.track). Use lipdub.prep.cache.prepare_cached to prep each source only once.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import convolve1d
 
 from lipdub import FPS
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
 from lipdub.face import landmarks as L
-from lipdub.face.mesh import FaceMesh
-from lipdub.media.video import FrameReader, normalize_video
+from lipdub.media.probe import MediaInfo, PacketTimes, packet_times, probe
+from lipdub.media.video import Normalization, NormalizingStream, plan_normalization, source_timeline
+from lipdub.prep import gate
+from lipdub.prep.analysis import FaceAnalysis, analyze_faces
+from lipdub.prep.pose import Pose, fit_pose
+from lipdub.prep.smoothing import smooth_landmarks
+from lipdub.prep.track import PREP_VERSION, SourceTrack, TrackSummary
+from lipdub.prep.tracking import Target, candidate_tracks, pick_by_target, track_score
 from lipdub.progress import SILENT, Progress
 
-PREP_VERSION = 1  # bump when the track format or the tracking changes: old caches are then ignored
+__all__ = ["PREP_VERSION", "SourceTrack", "Target", "TrackSummary", "prepare_source"]
 
-SMOOTH = np.array([0.1, 0.8, 0.1], np.float32)  # zero-phase: removes jitter without lag
-
-
-@dataclass
-class TrackSummary:
-    version: int
-    width: int
-    height: int
-    n_frames: int
-    fps: int
-    face_coverage: float
-    face_px: float  # median side of the face-mesh bounding box
-    rest_opening: float  # the speaker's mouth opening at rest (10th percentile): audio motion adds to it
+N_REFERENCES = 5
+CROP_MARGIN = 1.2  # crop side = margin · larger side of the face-oval box (DH_live's crop_face rule)
+CROP_SIGMA = 3.0  # frames: the crop box moves more calmly than the face
 
 
 @dataclass
-class SourceTrack:
-    dir: Path
+class Assembled:
+    """The target face's per-frame data, before it is written anywhere."""
+
+    verdict: gate.Verdict
     summary: TrackSummary
-    landmarks: np.ndarray  # [N, 478, 3] float32 pixels
-    valid: np.ndarray  # [N] bool
-
-    @property
-    def video(self) -> Path:
-        return self.dir / "video.mp4"
-
-    def reader(self) -> FrameReader:
-        s = self.summary
-        return FrameReader(self.video, s.width, s.height, s.n_frames)
-
-    @classmethod
-    def load(cls, out_dir: Path) -> SourceTrack:
-        summary = TrackSummary(**json.loads((out_dir / "track.json").read_text()))
-        with np.load(out_dir / "track.npz") as data:
-            return cls(out_dir, summary, data["landmarks"], data["valid"])
+    arrays: dict[str, np.ndarray]
 
 
-def smooth_landmarks(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Zero-phase temporal smoothing inside each run of valid frames (never across a face-less gap)."""
-    out = points.copy()
+def read_packets(video: Path) -> PacketTimes:
+    try:
+        return packet_times(video)
+    except subprocess.CalledProcessError as exc:
+        raise InputError(ErrorCode.unsupported_video, f"{video.name}: ffprobe could not read the video packets "
+                                                      f"({(exc.stderr or '').strip()[-200:]})") from exc
+
+
+def check_length(info: MediaInfo, settings: Settings) -> None:
+    """Fail fast (before decoding) when the source is obviously too short."""
+    duration = max(info.video.duration if info.video else 0.0, info.duration)
+    if 0 < duration and round(duration * FPS) < settings.min_video_frames - 1:
+        raise InputError(ErrorCode.video_too_short, f"{info.path.name}: {duration:.2f} s; at least "
+                                                    f"{settings.min_video_frames} frames at {FPS} fps are needed")
+
+
+def prepare_source(video: Path, out_dir: Path, settings: Settings, progress: Progress = SILENT,
+                   target: Target | None = None) -> SourceTrack:
+    """Prep `video` into `out_dir`; raises InputError with a gate code when the source can't be dubbed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = probe(video)
+    check_length(info, settings)
+    packets = read_packets(video)
+    plan = plan_normalization(info, settings.max_height, settings.prep_analysis_height, packets)
+    estimate = max(1, round(max(info.duration, info.video.duration if info.video else 0) * FPS))
+    stream = NormalizingStream(video, out_dir / "video.mp4", plan)
+    try:
+        with progress.stage("prep", estimate) as advance:
+            faces = analyze_faces(stream, plan.width, plan.height, round(settings.face_track_gap_s * FPS), advance)
+        n = stream.finish()
+    except BaseException:
+        stream.abort()
+        raise
+    source_index, source_time = source_timeline(packets.pts, n)
+    result = assemble(video.name, faces, plan, info, settings, target)
+    result.verdict.raise_for_code()
+    track = SourceTrack(out_dir, result.summary, source_index=source_index, source_time=source_time,
+                        **result.arrays)
+    track.save()
+    return track
+
+
+def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInfo, settings: Settings,
+             target: Target | None) -> Assembled:
+    """Choose the target face, judge the source, and derive everything the track holds."""
+    n, width, height = faces.n_frames, plan.width, plan.height
+    summary = TrackSummary(PREP_VERSION, width, height, n, FPS, 0.0, 0.0, 0.0,
+                           normalization=list(plan.changes), source=source_facts(info))
+    if n < settings.min_video_frames:
+        return Assembled(gate.judge(name, n, np.zeros(n, bool), np.zeros(n, np.uint8), np.zeros(n), settings),
+                         summary, {})
+    candidates = candidate_tracks(faces.tracker.tracks, settings.min_video_frames)
+    summary.n_faces = len(candidates)
+    if not candidates:
+        return Assembled(gate.Verdict(ErrorCode.no_face, f"{name}: no face was found"), summary, {})
+    if target is not None:
+        assert info.video is not None
+        chosen = pick_by_target(candidates, target.scaled(width / info.video.display_size[0]))
+        if chosen is None:
+            return Assembled(gate.Verdict(ErrorCode.no_face, f"{name}: no face at the chosen point/box "
+                                                             f"at {target.time:.2f} s"), summary, {})
+        summary.target_source = "user"
+    else:
+        ranked = sorted(candidates, key=lambda t: -track_score(t, n, width, height))
+        chosen = ranked[0]
+        if len(ranked) > 1:
+            best, second = (track_score(t, n, width, height) for t in ranked[:2])
+            if best < settings.face_dominance * second:
+                return Assembled(gate.multiple_faces(name, len(ranked), best, second), summary, {})
+            summary.flags.append("multiple_faces_dominant_chosen")
+    summary.target_id = chosen.id
+    present = np.zeros(n, bool)
+    raw = np.zeros((n, 478, 3), np.float32)
+    present[chosen.frames] = True
+    raw[chosen.frames] = np.stack(chosen.landmarks)
+    pose = fit_pose(raw[present])
+    full = Pose(np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3)), np.ones(n))
+    full.rotation[present], full.translation[present], full.scale[present] = pose.rotation, pose.translation, \
+        pose.scale
+    angles = np.zeros((n, 3))
+    angles[present] = pose.angles()
+    face_px = np.zeros(n)
+    face_px[present] = np.ptp(raw[present][:, L.FACE_OVAL, :2], axis=1).max(axis=1)
+    flags = gate.frame_flags(present, angles, face_px, settings)
+    verdict = gate.judge(name, n, present, flags, face_px, settings)
+    summary.face_coverage = float(present.mean())
+    summary.face_px = float(np.median(face_px[present]))
+    if not verdict.ok:
+        return Assembled(verdict, summary, {})
+    landmarks, smooth_pose, shape = smooth_landmarks(raw, full, present)
+    valid = flags == 0
+    angles_s = np.zeros((n, 3))
+    angles_s[present] = smooth_pose.angles()[present]
+    opening = np.zeros(n, np.float32)
+    opening[present] = L.mouth_opening(landmarks[present])
+    rest = float(np.percentile(opening[valid], 10)) if valid.any() else 0.0
+    refs = reference_frames(opening, valid)
+    summary.rest_opening = rest
+    summary.usable_share = float(valid.mean())
+    summary.pass_through = int((~valid).sum())
+    summary.yaw, summary.pitch = distribution(angles_s[present, 0]), distribution(angles_s[present, 1])
+    summary.reference_frames = refs.tolist()
+    if (flags & gate.NOT_FRONTAL).any():
+        summary.flags.append("brief_turns_passed_through")
+    if (flags & gate.NO_FACE).any():
+        summary.flags.append("faceless_frames_passed_through")
+    arrays = {
+        "landmarks": landmarks, "valid": valid, "present": present, "frame_flags": flags,
+        "rotation": smooth_pose.rotation.astype(np.float32), "translation": smooth_pose.translation.astype(np.float32),
+        "scale": smooth_pose.scale.astype(np.float32), "angles": angles_s.astype(np.float32),
+        "crop": crop_boxes(landmarks, present, width, height), "mouth_opening": opening,
+        "reference_frames": refs, "neutral_shape": neutral_shape(shape, opening, valid),
+    }
+    return Assembled(verdict, summary, arrays)
+
+
+def source_facts(info: MediaInfo) -> dict[str, object]:
+    v = info.video
+    if v is None:
+        return {}
+    return {"width": v.width, "height": v.height, "fps": round(v.fps, 3), "rotation": v.rotation,
+            "codec": v.codec, "duration": round(max(v.duration, info.duration), 3),
+            "variable_frame_rate": v.variable_frame_rate}
+
+
+def distribution(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {}
+    p5, p50, p95 = np.percentile(values, [5, 50, 95])
+    return {"p5": round(float(p5), 2), "p50": round(float(p50), 2), "p95": round(float(p95), 2),
+            "max_abs": round(float(np.abs(values).max()), 2)}
+
+
+def reference_frames(opening: np.ndarray, valid: np.ndarray, k: int = N_REFERENCES) -> np.ndarray:
+    """`k` usable frames with diverse mouth openings from the more open half (as DH_live picks its
+    references): evenly spaced quantiles of the opening among frames above the median."""
     idx = np.flatnonzero(valid)
     if idx.size == 0:
-        return out
-    runs = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
-    for run in runs:
-        if run.size >= 3:
-            out[run] = convolve1d(points[run], SMOOTH, axis=0, mode="nearest")
-    return out
+        return np.zeros(0, np.int32)
+    order = idx[np.argsort(opening[idx], kind="stable")]
+    upper = order[len(order) // 2:]
+    picks = upper[np.unique(np.linspace(0, len(upper) - 1, min(k, len(upper))).round().astype(int))]
+    return np.sort(picks).astype(np.int32)
 
 
-def prepare_source(video: Path, out_dir: Path, settings: Settings, progress: Progress = SILENT) -> SourceTrack:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    width, height, n = normalize_video(video, out_dir / "video.mp4", settings.max_height)
-    if n < settings.min_video_frames:
-        raise InputError(ErrorCode.video_too_short,
-                         f"{video.name}: {n} frames at {FPS} fps; at least {settings.min_video_frames} are needed")
-    landmarks = np.zeros((n, 478, 3), np.float32)
-    valid = np.zeros(n, bool)
-    with FaceMesh() as mesh, FrameReader(out_dir / "video.mp4", width, height, n) as frames, \
-            progress.stage("prep", n) as advance:
-        for i, frame in enumerate(frames):
-            faces = mesh(frame)
-            if faces:
-                landmarks[i], valid[i] = faces[0], True
-            advance(1)
-    coverage = float(valid.mean())
-    if coverage < settings.min_face_coverage:
-        raise InputError(ErrorCode.no_face,
-                         f"{video.name}: a face was found in {coverage:.0%} of frames; "
-                         f"at least {settings.min_face_coverage:.0%} are needed")
-    sides = np.ptp(landmarks[valid][:, L.FACE_OVAL, :2], axis=1).max(axis=1)
-    face_px = float(np.median(sides))
-    if face_px < settings.min_face_px:
-        raise InputError(ErrorCode.face_too_small,
-                         f"{video.name}: the face is {face_px:.0f} px; at least {settings.min_face_px} px are needed")
-    landmarks = smooth_landmarks(landmarks, valid)
-    rest = float(np.percentile(L.mouth_opening(landmarks[valid]), 10))
-    summary = TrackSummary(PREP_VERSION, width, height, n, FPS, coverage, face_px, rest)
-    tmp = out_dir / "track.tmp.npz"
-    np.savez_compressed(tmp, landmarks=landmarks, valid=valid)
-    tmp.replace(out_dir / "track.npz")
-    (out_dir / "track.json").write_text(json.dumps(asdict(summary), indent=2))
-    return SourceTrack(out_dir, summary, landmarks, valid)
+def neutral_shape(shape: np.ndarray, opening: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The speaker's face at rest in canonical space: mean pose-normalised shape over the most closed-mouth
+    tenth of the usable frames (the identity's neutral mouth for the renderer)."""
+    idx = np.flatnonzero(valid)
+    if idx.size == 0:
+        return np.zeros((478, 3), np.float32)
+    closed = idx[opening[idx] <= np.percentile(opening[idx], 10)]
+    return shape[closed].mean(0).astype(np.float32)
+
+
+def crop_boxes(landmarks: np.ndarray, present: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Square face box per frame (x0, y0, x1, y1), clipped to the frame: centred on the face oval, side
+    CROP_MARGIN · its larger side, centre and side smoothed over time so the crop never shakes."""
+    from lipdub.prep.smoothing import _smooth, runs
+
+    boxes = np.zeros((len(landmarks), 4), np.int32)
+    oval = landmarks[:, L.FACE_OVAL, :2]
+    lo, hi = oval.min(1), oval.max(1)
+    centre = (lo + hi) / 2
+    side = CROP_MARGIN * (hi - lo).max(1)
+    for run in runs(present):
+        c, s = _smooth(centre[run], CROP_SIGMA), _smooth(side[run], CROP_SIGMA)
+        x0, y0 = c[:, 0] - s / 2, c[:, 1] - s / 2
+        boxes[run] = np.stack([np.clip(x0, 0, width), np.clip(y0, 0, height),
+                               np.clip(x0 + s, 0, width), np.clip(y0 + s, 0, height)], 1).round()
+    return boxes

@@ -1,0 +1,56 @@
+"""The streaming face pass: every analysis frame goes through the face mesh once and is dropped.
+
+Single-face video (the common case) runs MediaPipe's one-face mesh in tracking mode, which re-detects
+only when it loses the face. Every `DETECT_EVERY` frames a full-range face detector counts the faces;
+while it sees more than one, a multi-face mesh takes over so every face gets landmarks and a track.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lipdub import FPS
+from lipdub.face.detect import FaceDetector
+from lipdub.face.mesh import FaceMesh
+from lipdub.prep.tracking import FaceTracker
+
+DETECT_EVERY = 5  # frames between face counts (5 per second)
+MULTI_HOLD = 2 * FPS  # frames the multi-face mesh stays on after the last multi-face count
+MAX_FACES = 4
+
+
+@dataclass
+class FaceAnalysis:
+    tracker: FaceTracker
+    n_frames: int
+    width: int  # frame size the landmarks are expressed in (the normalised video)
+    height: int
+    multi_face_frames: int  # frames analysed with the multi-face mesh
+
+
+def analyze_faces(frames: Iterable[np.ndarray], width: int, height: int, max_gap: int,
+                  advance: Callable[[int], None] | None = None) -> FaceAnalysis:
+    """Track faces through analysis frames; landmarks are returned in `width`×`height` pixels."""
+    tracker = FaceTracker(max_gap)
+    n = multi_frames = 0
+    multi_until = -1
+    with FaceMesh(max_faces=1) as single, FaceMesh(max_faces=MAX_FACES) as multi, FaceDetector() as detect:
+        for i, frame in enumerate(frames):
+            if i % DETECT_EVERY == 0 and len(detect(frame)) > 1:
+                multi_until = i + MULTI_HOLD
+            if i <= multi_until:
+                faces = multi(frame)
+                multi_frames += 1
+            else:
+                faces = single(frame)
+            scale = width / frame.shape[1]
+            if scale != 1.0:
+                faces = [f * scale for f in faces]  # x, y and z (z is in units of the frame width)
+            tracker.update(i, faces)
+            n = i + 1
+            if advance is not None:
+                advance(1)
+    return FaceAnalysis(tracker, n, width, height, multi_frames)
