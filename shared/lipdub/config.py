@@ -35,6 +35,18 @@ class Settings(BaseSettings):
     min_face_coverage: float = Field(default=0.5, ge=0, le=1, description="Share of frames that need a face")
     min_face_px: int = Field(default=64, gt=0, description="Smallest usable face (mesh bounding-box side)")
     min_video_frames: int = Field(default=13, gt=0, description="Shortest usable source (25-fps frames)")
+    max_yaw_deg: float = Field(default=35.0, gt=0, le=90,
+                               description="Frames turned further left/right than this pass through unchanged")
+    max_pitch_deg: float = Field(default=30.0, gt=0, le=90,
+                                 description="Frames tilted further up/down than this pass through unchanged")
+    face_dominance: float = Field(default=1.5, ge=1.0,
+                                  description="Without a chosen target, the best face track must score this "
+                                              "many times the next one, else the source is multiple_faces")
+    face_track_gap_s: float = Field(default=2.0, ge=0,
+                                    description="A face unseen for up to this long keeps its track ID")
+    prep_analysis_height: int = Field(default=720, gt=0,
+                                      description="Prep tracks faces on frames scaled down to this height")
+    preflight_seconds: float = Field(default=3.0, gt=0, description="Seconds of video a preflight samples")
 
     # Audio stage.
     min_speech_seconds: float = Field(default=0.2, ge=0, description="Less voiced audio than this is no_speech")
