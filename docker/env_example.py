@@ -16,9 +16,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from pydantic.fields import FieldInfo
-
 from lipdub.config import Settings
+from pydantic.fields import FieldInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / ".env.example"
@@ -36,7 +35,7 @@ COMPOSE_VALUES = {
 }
 NOTES = {
     "data_dir": "Compose: scratch space inside the containers (the lipdub-data volume).",
-    "device": "Compose sets cuda or cpu on each render worker; auto picks CUDA when the container sees a GPU.",
+    "device": "Compose sets cuda or cpu on each render worker; auto picks CUDA when a GPU is visible.",
     "redis_url": "Compose: the redis service. A managed Redis: rediss://:PASSWORD@HOST:6379/0 (then SECRET).",
     "s3_endpoint_url": "Compose: the minio service. AWS S3: comment the line out. Clients download results "
                        "from presigned URLs on this endpoint, so it must be reachable from them too.",
@@ -130,7 +129,8 @@ def main(argv: list[str]) -> int:
     text = render()
     if "--check" in argv:
         if TARGET.read_text() != text:
-            print(f"{TARGET.name} is out of date: run .venv/bin/python docker/env_example.py", file=sys.stderr)
+            print(f"{TARGET.name} is out of date: run .venv/bin/python docker/env_example.py",
+                  file=sys.stderr)
             return 1
         return 0
     TARGET.write_text(text)

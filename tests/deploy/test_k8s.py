@@ -11,12 +11,11 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import SchemaNotFoundError
-
 from lipdub.config import Settings
 from lipdub.service import processes
 from lipdub.service.celery_app import queue_lists
 
-from .conftest import (OVERLAYS, Doc, by_kind, containers, env_file, k8s_name, K8S, service_processes)
+from .conftest import K8S, OVERLAYS, Doc, by_kind, containers, env_file, k8s_name, service_processes
 
 # The oldest Kubernetes we claim (autoscaling/v2, policy/v1 and batch/v1 Job TTLs are all GA there) and
 # the newest the schema package knows.
@@ -109,7 +108,8 @@ def test_api_probes_health_endpoints_and_is_autoscaled(rendered, target):
     service = by_kind(docs, "Service")["lipdub-api"]
     assert service["spec"]["selector"].items() <= api["spec"]["template"]["metadata"]["labels"].items()
     hpa = by_kind(docs, "HorizontalPodAutoscaler")["lipdub-api"]
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "lipdub-api"}
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": "lipdub-api"}
     assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
 
 
@@ -198,7 +198,8 @@ def test_gpu_overlay_puts_only_the_render_worker_on_gpu_nodes(rendered):
             assert limits["nvidia.com/gpu"] == 1
             assert requests.get("nvidia.com/gpu", 1) == 1  # GPUs: limits only, or requests equal to them
             assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+            toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            assert toleration in pod["tolerations"]
             assert c["image"].endswith(":cuda")
             assert {"name": "LIPDUB_DEVICE", "value": "cuda"} in c["env"]
         else:

@@ -11,43 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from lipdub.service import processes
 
 from .conftest import ROOT, deployment_container, need_tool
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    need_tool("redis-server")
-    port = free_port()
-    proc = subprocess.Popen(list(processes.redis_server(port, str(tmp_path)).argv), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-                time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def process_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
@@ -59,7 +29,7 @@ def process_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 def run_probe(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_startup_probe_passes_only_once_the_worker_consumes_then_sigterm_is_a_warm_shutdown(
@@ -74,8 +44,8 @@ def test_startup_probe_passes_only_once_the_worker_consumes_then_sigterm_is_a_wa
     assert before.returncode != 0, before.stdout
 
     log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen([shutil.which(process.argv[0], path=env["PATH"]) or process.argv[0],
-                               *process.argv[1:]], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    argv = [shutil.which(process.argv[0], path=env["PATH"]) or process.argv[0], *process.argv[1:]]
+    worker = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         # As the kubelet does: probe until it passes (the worker imports its tasks first).
         deadline = time.monotonic() + 120
