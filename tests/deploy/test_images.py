@@ -149,7 +149,8 @@ def test_build_check_passes_and_imports_only_packages_the_image_installs(tmp_pat
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")}
     # The energy model needs no weights files; the image build loads the configured (default) model.
-    env.update(PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in processes.SERVICE_PATHS),
+    paths = [str(ROOT / p) for p in processes.SERVICE_PATHS] + [p for p in [env.get("PYTHONPATH")] if p]
+    env.update(PYTHONPATH=os.pathsep.join(paths),
                LIPDUB_AUDIO_MODEL="energy", LIPDUB_DATA_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-c", script], check=False, cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
