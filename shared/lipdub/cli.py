@@ -124,5 +124,29 @@ def train_audio(
     err.print(json.dumps(report["card"]["metrics"], indent=1))
 
 
+admin_app = typer.Typer(no_args_is_help=True, help="Administer the service (tenants' API keys).")
+app.add_typer(admin_app, name="admin")
+
+
+@admin_app.command("create-key")
+def create_key(
+    tenant: Annotated[str, typer.Option(help="Tenant the key belongs to (letters, digits, - and _)")],
+) -> None:
+    """Print a new API key for TENANT (stored hashed in Redis at LIPDUB_REDIS_URL; shown only once)."""
+    import redis
+
+    from lipdub.service.auth import ApiKeys
+
+    client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
+    try:
+        key = ApiKeys(client).create(tenant)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tenant") from exc
+    except redis.RedisError as exc:
+        err.print(f"[bold red]error[/] Redis at {get_settings().redis_url} is not reachable: {exc}")
+        raise typer.Exit(1) from exc
+    print(key)
+
+
 if __name__ == "__main__":
     app()
