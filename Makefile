@@ -36,5 +36,16 @@ test: install
 bench: install
 	$(BIN)/python -m bench
 
+# The service without Docker: redis-server, moto's S3 server, the API and one Celery worker per queue,
+# as background processes (pids and logs in .stack/). Commands: lipdub/service/processes.py.
+STACK_PORTS ?= --api-port 8000 --redis-port 6379 --s3-port 9000
+
+.PHONY: stack stack-stop
+stack: install  ## start the local service stack; prints the API URL and a dev API key
+	$(BIN)/python -m lipdub.service.stack start --root .stack $(STACK_PORTS)
+
+stack-stop:  ## stop exactly the processes `make stack` started
+	$(BIN)/python -m lipdub.service.stack stop --root .stack
+
 clean:
 	rm -rf out var .pytest_cache
