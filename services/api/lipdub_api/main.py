@@ -12,7 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lipdub import __version__
 from lipdub.errors import InputError, LipdubError, TransientError
 from lipdub_api.errors import ApiError
-from lipdub_api.routes import assets, health, jobs, preflight
+from lipdub_api.ratelimit import rate_limit
+from lipdub_api.routes import assets, batches, health, jobs, preflight, webhooks
 from lipdub_api.schemas import ApiErrorCode, ErrorBody, ErrorResponse
 
 log = logging.getLogger("lipdub_api")
@@ -20,8 +21,9 @@ log = logging.getLogger("lipdub_api")
 app = FastAPI(title="lipdub", version=__version__,
               description="Lip-sync dubbing: upload a video and a speech track, get the video back with "
                           "the mouth re-animated to the new speech.")
-for module in (health, assets, jobs, preflight):
+for module in (health, assets, jobs, preflight, batches, webhooks):
     app.include_router(module.router)
+app.middleware("http")(rate_limit)
 
 
 def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:

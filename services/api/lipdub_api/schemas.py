@@ -34,6 +34,13 @@ class ApiErrorCode(StrEnum):
     result_not_ready = "result_not_ready"
     unsupported_storage = "unsupported_storage"
     service_unavailable = "service_unavailable"
+    # Batches, webhooks and tenancy limits (issue 8).
+    rate_limited = "rate_limited"
+    concurrency_limit_reached = "concurrency_limit_reached"
+    input_too_long = "input_too_long"
+    url_not_allowed = "url_not_allowed"
+    manifest_not_found = "manifest_not_found"
+    batch_not_cancelable = "batch_not_cancelable"
 
 
 class ErrorBody(BaseModel):

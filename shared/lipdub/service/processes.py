@@ -24,7 +24,8 @@ QUEUES = (PREP_QUEUE, AUDIO_QUEUE, RENDER_QUEUE, MUX_QUEUE, WEBHOOKS_QUEUE)
 
 # Where each service package lives, relative to the repository root. Processes run with these on
 # PYTHONPATH (images copy them to the same relative paths under their workdir).
-SERVICE_PATHS = ("services/api", "services/prep_worker", "services/audio_worker", "services/render_worker")
+SERVICE_PATHS = ("services/api", "services/prep_worker", "services/audio_worker", "services/render_worker",
+                 "services/webhooks_worker")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,15 @@ def render_worker() -> Process:
     return celery_worker("render_worker", "lipdub_render_worker.tasks", (RENDER_QUEUE, MUX_QUEUE))
 
 
+def webhooks() -> Process:
+    """Webhook deliveries, job events and batch bookkeeping: short I/O-bound tasks, so a thread pool (one
+    slow receiver must not hold up the others) instead of the solo pool of the stage workers."""
+    return Process("webhooks", ("celery", "-A", "lipdub_webhooks_worker.tasks", "worker", "-Q", WEBHOOKS_QUEUE,
+                                "-n", "webhooks@%h", "--pool=threads", "--concurrency=8",
+                                "--prefetch-multiplier=1", "--without-gossip", "--without-mingle", "-l", "INFO"),
+                   (WEBHOOKS_QUEUE,))
+
+
 def redis_server(port: int = 6379, data_dir: str = ".") -> Process:
     """Job status lives in Redis: AOF persistence so it survives a restart, and no eviction, because an
     evicted broker list or job hash is lost work (celery's Redis notes)."""
@@ -78,4 +88,4 @@ def stack(api_port: int = 8000, redis_port: int = 6379, s3_port: int = 9000,
           data_dir: str = ".") -> list[Process]:
     """Everything `make stack` runs, in start order (infrastructure first)."""
     return [redis_server(redis_port, data_dir), s3_server(port=s3_port), api("127.0.0.1", api_port),
-            prep_worker(), audio_worker(), render_worker()]
+            prep_worker(), audio_worker(), render_worker(), webhooks()]

@@ -26,6 +26,7 @@ import redis
 
 from lipdub.config import Settings, get_settings
 from lipdub.errors import ErrorCode, TransientError
+from lipdub.service import events
 
 
 class JobStatus(StrEnum):
@@ -283,17 +284,25 @@ class JobStore:
         self._apply(job_id, None, {"cache": json.dumps(cache)})
 
     def succeed(self, job_id: str, outputs: dict[str, str], report: dict[str, Any]) -> bool:
-        return self._apply(job_id, JobStatus.succeeded, {
+        return self._finished(job_id, self._apply(job_id, JobStatus.succeeded, {
             "finished_at": now(), "outputs": json.dumps(outputs), "report": json.dumps(report),
-            "stage": Stage.finalize})
+            "stage": Stage.finalize}))
 
     def fail(self, job_id: str, code: str, message: str, retryable: bool = False) -> bool:
         error = {"code": code, "message": message, "retryable": retryable}
-        return self._apply(job_id, JobStatus.failed, {"finished_at": now(), "error": json.dumps(error)})
+        return self._finished(job_id, self._apply(job_id, JobStatus.failed,
+                                                  {"finished_at": now(), "error": json.dumps(error)}))
 
     def cancel(self, job_id: str) -> bool:
         """Queued jobs never start; running ones stop at their next task or render chunk."""
-        return self._apply(job_id, JobStatus.canceled, {"finished_at": now()})
+        return self._finished(job_id, self._apply(job_id, JobStatus.canceled, {"finished_at": now()}))
+
+    def _finished(self, job_id: str, applied: bool) -> bool:
+        """The job just became final: the webhooks worker sends its webhook and does its batch's
+        bookkeeping (lipdub.service.events)."""
+        if applied:
+            events.job_finished(job_id)
+        return applied
 
     def is_final(self, job_id: str) -> bool:
         status = self.r.hget(f"job:{job_id}", "status")

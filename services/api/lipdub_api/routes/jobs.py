@@ -16,7 +16,9 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.responses import Response
 
 from lipdub import pipeline
+from lipdub.service.limits import QuotaExceeded, Quotas
 from lipdub.service.status import JobState, JobStatus, JobStore
+from lipdub.service.urls import UrlRejected, check_url
 from lipdub.service.storage import keys
 from lipdub_api.deps import BaseUrlDep, StorageDep, StoreDep, TenantDep
 from lipdub_api.errors import ApiError, not_found
@@ -43,6 +45,24 @@ def resolve_input(ref: InputRef, kind: str, tenant: str, store: JobStore) -> dic
     return {"asset_id": asset.id, "sha256": asset.sha256}
 
 
+def admit(spec: dict[str, Any], tenant: str, store: JobStore) -> None:
+    """The tenant's quotas (concurrent jobs, video length, file size) and a safe webhook target."""
+    if spec["webhook_url"]:
+        try:
+            check_url(spec["webhook_url"], store.settings, resolve=False)  # resolved again on delivery
+        except UrlRejected as exc:
+            raise ApiError(422, ApiErrorCode.url_not_allowed, f"webhook_url: {exc.message}") from exc
+    video, audio = (store.get_asset(tenant, spec[k]["asset_id"]) for k in ("video", "audio"))
+    try:
+        Quotas(store.r, store.settings).admit_job(
+            tenant, float(video.media.get("duration") or 0) if video else None,
+            [a.size for a in (video, audio) if a is not None])
+    except QuotaExceeded as exc:
+        status_code = 429 if exc.retry_after is not None else 422
+        raise ApiError(status_code, ApiErrorCode(exc.code), exc.message,
+                       headers={"Retry-After": str(exc.retry_after)} if exc.retry_after else None) from exc
+
+
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses={409: {"model": ErrorResponse},
                                                                    422: {"model": ErrorResponse}})
 def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: BaseUrlDep,
@@ -57,6 +77,7 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
         "metadata": body.metadata,
         "priority": PRIORITIES[body.priority], "priority_name": body.priority,
     }
+    admit(spec, tenant, store)
     job_id = f"job_{uuid.uuid4().hex}"
     if idempotency_key is not None:
         if not IDEMPOTENCY_KEY.match(idempotency_key):

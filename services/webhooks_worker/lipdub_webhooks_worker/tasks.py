@@ -1,0 +1,316 @@
+"""The light, I/O-bound tasks of the `webhooks` queue (a thread-pool worker, so one slow receiver does not
+hold up the others):
+
+  webhooks.deliver        one signed delivery attempt (lipdub.service.webhooks)
+  events.job_finished     a job reached succeeded/failed/canceled: its webhook, its batch's bookkeeping,
+                          and the release of the tenant's next batch items
+  batches.expand          validate a batch manifest, fetch URL inputs, group items by source, queue one
+                          preflight per unprepared source
+  batches.source_ready    a source's preflight finished: release (or fail) the items waiting for it
+  batches.source_failed   the preflight itself crashed: fail the items waiting for it
+  batches.settle          cancel / finish a batch (after POST /v1/batches/{id}/cancel, and when items end)
+
+Payloads carry the job or batch exactly as the API returns it (lipdub_api.schemas.JobPublic), so this
+worker runs with the API package on its path.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from lipdub import pipeline
+from lipdub.errors import InputError, TransientError
+from lipdub.service import webhooks
+from lipdub.service.batches import BatchStatus, BatchStore, Item, jsonl_lines, validate_manifest
+from lipdub.service.celery_app import app
+from lipdub.service.limits import BATCH_PRIORITY
+from lipdub.service.processes import WEBHOOKS_QUEUE
+from lipdub.service.status import JobState, JobStatus, get_store
+from lipdub.service.storage import get_storage
+from lipdub.service.urls import FetchFailed, UrlRejected, fetch_to_file
+from lipdub.service.webhooks import EventType
+from lipdub.stages.prep import PREP_VERSION
+from lipdub_api.routes.assets import store_asset
+from lipdub_api.schemas import JobOptions, JobPublic
+
+log = logging.getLogger(__name__)
+
+__all__ = ["app", "webhooks"]
+
+_JOB_EVENTS = {JobStatus.succeeded: EventType.job_succeeded, JobStatus.failed: EventType.job_failed,
+               JobStatus.canceled: EventType.job_canceled}
+_BATCH_EVENTS = {BatchStatus.completed: EventType.batch_completed, BatchStatus.failed: EventType.batch_failed,
+                 BatchStatus.cancelled: EventType.batch_canceled}
+
+
+def manifest_key(batch_id: str) -> str:
+    return f"batches/{batch_id}/input.jsonl"
+
+
+def output_key(batch_id: str, which: str) -> str:
+    return f"batches/{batch_id}/{which}.jsonl"
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return JobOptions.model_validate(options).model_dump(mode="json")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"options.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
+
+
+def job_public(job: JobState) -> dict[str, Any]:
+    return JobPublic.of(job, get_store().settings.api_url).model_dump(mode="json")
+
+
+# --- job events --------------------------------------------------------------------------------------
+@app.task(name="events.job_finished", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+          autoretry_for=(TransientError, ConnectionError), retry_backoff=2, max_retries=5)
+def job_finished(job_id: str) -> None:
+    """Everything that follows a job's final state. Safe to run twice (redelivery): the webhook has a
+    stable id and is stored once, the batch counts each job once."""
+    store = get_store()
+    job = store.get(job_id)
+    if job is None or not job.status.is_final:
+        return
+    public = job_public(job)
+    url = job.spec.get("webhook_url")
+    if url:
+        webhooks.emit(store, job.tenant, job.id, _JOB_EVENTS[job.status], url, public,
+                      msg_id=f"msg_{job.id.removeprefix('job_')}_{job.status}")
+    if job.batch:
+        record_batch_job(job)
+        settle(job.batch)
+        pump(job.tenant)
+
+
+def record_batch_job(job: JobState) -> None:
+    """Count a final batch job in its batch (once) and free its slot in the tenant's running cap."""
+    store = get_store()
+    result_url = f"{store.settings.api_url}/v1/jobs/{job.id}/result" if job.status == JobStatus.succeeded else None
+    assert job.batch is not None
+    BatchStore(store).job_item_finished(job.id, job.batch, job.status, job.error, result_url)
+    store.r.srem(f"tenant:{job.tenant}:batch_active", job.id)
+
+
+# --- batches -----------------------------------------------------------------------------------------
+@app.task(name="batches.expand", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def expand(batch_id: str) -> None:
+    """Validate the whole manifest, then queue its items (the API returned long before)."""
+    store, storage = get_store(), get_storage()
+    batches = BatchStore(store)
+    state = batches.get(batch_id)
+    if state is None or state.status not in (BatchStatus.validating, BatchStatus.cancelling):
+        return
+    try:
+        items, errors = validate_manifest(jsonl_lines(storage.stream(state.manifest)), state.tenant, store,
+                                          store.settings, check_options)
+    except (TransientError, OSError) as exc:
+        from lipdub.service.batches import LineError
+
+        batches.fail(batch_id, [LineError(0, "internal", f"could not read the manifest: {exc}")])
+        notify_batch(batch_id)
+        return
+    if errors:
+        batches.fail(batch_id, errors)
+        log.info("batch %s invalid: %d line errors", batch_id, len(errors))
+        notify_batch(batch_id)
+        return
+    items = _fetch_urls(batch_id, state.tenant, items, batches)
+    needing = batches.accept_items(batch_id, state.tenant, items,
+                                   prepared=lambda sha: store.prep_pointer(sha, PREP_VERSION) is not None)
+    for sha in needing:
+        # Prep once per source: the preflight warms the prep cache, then its items are released.
+        app.signature("dub.preflight", args=(sha,), priority=BATCH_PRIORITY).apply_async(
+            link=app.signature("batches.source_ready", args=(batch_id, sha), queue=WEBHOOKS_QUEUE),
+            link_error=app.signature("batches.source_failed", args=(batch_id, sha), immutable=True,
+                                     queue=WEBHOOKS_QUEUE))
+    log.info("batch %s accepted: %d items, %d sources to prepare", batch_id, len(items), len(needing))
+    settle(batch_id)
+    pump(state.tenant)
+
+
+def _fetch_urls(batch_id: str, tenant: str, items: list[Item], batches: BatchStore) -> list[Item]:
+    """Download URL inputs into assets (once per URL); items whose download fails are failed."""
+    store, storage = get_store(), get_storage()
+    fetched: dict[str, dict[str, Any]] = {}
+    out: list[Item] = []
+    with tempfile.TemporaryDirectory(prefix="lipdub-batch-") as tmp:
+        for item in items:
+            refs: dict[str, dict[str, Any]] = {}
+            error: dict[str, str] | None = None
+            for kind in ("video", "audio"):
+                ref = getattr(item, kind)
+                if "url" not in ref:
+                    refs[kind] = ref
+                    continue
+                url = ref["url"]
+                if url not in fetched:
+                    fetched[url] = _fetch_asset(url, tenant, Path(tmp), store, storage)
+                got = fetched[url]
+                if "code" in got:
+                    error = {"code": got["code"], "message": f"{kind}: {got['message']}"}
+                elif kind not in got["media"]:
+                    error = {"code": f"no_{kind}_stream", "message": f"{kind}: {url} has no {kind} stream"}
+                if error is not None:
+                    break
+                refs[kind] = {"asset_id": got["asset_id"], "sha256": got["sha256"]}
+            if error is not None:
+                batches.item_finished(batch_id, item.line, item.custom_id, None, "failed", error)
+                continue
+            out.append(Item(item.line, item.custom_id, refs["video"], refs["audio"], item.options, item.metadata))
+    return out
+
+
+def _fetch_asset(url: str, tenant: str, tmp: Path, store: Any, storage: Any) -> dict[str, Any]:
+    """The asset for `url` ({asset_id, sha256, media}), or the error ({code, message})."""
+    try:
+        got = fetch_to_file(url, tmp / "download", store.settings)
+        asset = store_asset(got.path, tenant, store, storage)
+        return {"asset_id": asset.id, "sha256": asset.sha256, "media": asset.media}
+    except (UrlRejected, FetchFailed, InputError) as exc:
+        return {"code": str(exc.code), "message": exc.message}
+    finally:
+        (tmp / "download").unlink(missing_ok=True)
+
+
+@app.task(name="batches.source_ready", acks_late=True, ignore_result=True)
+def source_ready(result: dict[str, Any], batch_id: str, sha: str) -> None:
+    """The preflight of one source finished: release its items, or fail them with the gate's code."""
+    store = get_store()
+    batches = BatchStore(store)
+    state = batches.get(batch_id)
+    if state is None:
+        return
+    if result.get("verdict") == "pass":
+        batches.source_ready(batch_id, state.tenant, sha)
+    else:
+        error = result.get("error") or {"code": "internal", "message": "preflight failed"}
+        batches.drop_waiting(batch_id, sha, str(error.get("code")), str(error.get("message")))
+    settle(batch_id)
+    pump(state.tenant)
+
+
+@app.task(name="batches.source_failed", ignore_result=True)
+def source_failed(batch_id: str, sha: str) -> None:
+    store = get_store()
+    batches = BatchStore(store)
+    batches.drop_waiting(batch_id, sha, "internal", "preparing the source failed; see the service logs")
+    settle(batch_id)
+    state = batches.get(batch_id)
+    if state is not None:
+        pump(state.tenant)
+
+
+@app.task(name="batches.settle", acks_late=True, ignore_result=True)
+def settle_task(batch_id: str) -> None:
+    state = BatchStore(get_store()).get(batch_id)
+    settle(batch_id)
+    if state is not None:
+        pump(state.tenant)
+
+
+def settle(batch_id: str) -> None:
+    """Carry out a cancel request, and finish the batch once every item is final."""
+    store = get_store()
+    batches = BatchStore(store)
+    state = batches.get(batch_id)
+    if state is None or state.status.is_final:
+        return
+    if state.status == BatchStatus.cancelling:
+        batches.drop_waiting(batch_id, None, "canceled", "the batch was canceled before this item started")
+        for job_id in batches.job_ids(batch_id):
+            job = store.get(job_id)
+            if job is not None and not job.status.is_final:
+                store.cancel(job_id)  # a running render stops at its next chunk
+            job = store.get(job_id)
+            if job is not None and job.status.is_final:
+                record_batch_job(job)
+        state = batches.get(batch_id)
+        assert state is not None
+        if state.done >= state.total and _finish_once(batch_id):
+            _write_outputs(batch_id)
+            batches.move(batch_id, BatchStatus.cancelled)
+            notify_batch(batch_id)
+        return
+    if state.status == BatchStatus.in_progress and state.done >= state.total:
+        if batches.move(batch_id, BatchStatus.finalizing):
+            _write_outputs(batch_id)
+            batches.move(batch_id, BatchStatus.completed)
+            notify_batch(batch_id)
+
+
+def _finish_once(batch_id: str) -> bool:
+    return bool(get_store().r.set(f"batch:{batch_id}:finishing", 1, nx=True, ex=3600))
+
+
+def _write_outputs(batch_id: str) -> None:
+    """The output and error JSONL files, one row per item (custom_id → job id, result URL or error)."""
+    batches, storage = BatchStore(get_store()), get_storage()
+    fields: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="lipdub-batch-out-") as tmp:
+        for which, name in (("out", "output"), ("err", "errors")):
+            path = Path(tmp) / f"{name}.jsonl"
+            with path.open("w") as out:
+                n = 0
+                for row in batches.rows(batch_id, which):
+                    out.write(row + "\n")
+                    n += 1
+            if n:
+                storage.put_file(output_key(batch_id, name), path, "application/jsonl")
+                fields["output_key" if which == "out" else "error_key"] = output_key(batch_id, name)
+    if fields:
+        batches.r.hset(f"batch:{batch_id}", mapping=fields)
+
+
+def notify_batch(batch_id: str) -> None:
+    store = get_store()
+    batches = BatchStore(store)
+    state = batches.get(batch_id)
+    if state is None or state.status not in _BATCH_EVENTS or not state.webhook_url:
+        return
+    webhooks.emit(store, state.tenant, state.id, _BATCH_EVENTS[state.status], state.webhook_url,
+                  batches.public(state, store.settings.api_url, running=0),
+                  msg_id=f"msg_{state.id.removeprefix('batch_')}_{state.status}")
+
+
+def pump(tenant: str) -> int:
+    """Release the tenant's next batch items as jobs while fewer than `batch_running_per_tenant` of its
+    batch jobs are queued or running. Returns how many were released."""
+    store = get_store()
+    batches = BatchStore(store)
+    cap = store.settings.batch_running_per_tenant
+    released = 0
+    # One pump per tenant at a time, or two events could both see a free slot and overshoot the cap.
+    with store.r.lock(f"tenant:{tenant}:pump", timeout=120, blocking_timeout=60):
+        active_ids, final_ids = batches.active_jobs(tenant)
+        for job_id in final_ids:  # normally recorded by their events already (then this is a no-op)
+            job = store.get(job_id)
+            if job is None:
+                store.r.srem(f"tenant:{tenant}:batch_active", job_id)
+            elif job.batch:
+                record_batch_job(job)
+                settle(job.batch)
+        active = len(active_ids)
+        while active < cap:
+            nxt = batches.next_ready(tenant)
+            if nxt is None:
+                break
+            batch_id, item = nxt
+            spec = {"video": item.video, "audio": item.audio, "options": item.options, "webhook_url": None,
+                    "metadata": {**item.metadata, "custom_id": item.custom_id}, "priority": BATCH_PRIORITY,
+                    "priority_name": "low"}
+            job = store.create(tenant, spec, batch=batch_id)
+            batches.bind_job(batch_id, tenant, item, job.id)
+            try:
+                pipeline.start_job(job.id, BATCH_PRIORITY)
+            except Exception as exc:  # noqa: BLE001 - the broker is down: the item fails, visibly
+                store.fail(job.id, "internal", f"could not queue the job: {exc}", retryable=True)
+            active += 1
+            released += 1
+    return released

@@ -1,0 +1,513 @@
+"""Catalog batches: a JSONL manifest of (source video, dub audio) pairs, run as jobs with source dedup.
+
+Life of a batch (the OpenAI Batch status enum):
+  validating   the API stored the manifest and returned; a background task validates every line
+               (per-line errors {line, code, message}; any error fails the whole batch, nothing runs)
+  in_progress  items wait in the batch and are released as jobs at most `batch_running_per_tenant` at a
+               time per tenant, on the low-priority lane (lipdub.service.limits)
+  finalizing   every item is final: the output and error JSONL files are written
+  completed    (individual items may still have failed: read the error file)
+  failed       the manifest was invalid, or the batch could not be run
+  cancelling → cancelled   waiting items are dropped, released jobs are canceled (a running render stops
+               at its next chunk)
+
+Source dedup: items are grouped by the SHA-256 of their video. A source with no prep in the cache gets
+one preflight (the prep stage, on the prep queue); its items are released only after it, so all of them
+hit the prep cache and N languages of one source run prep once. A source that fails the prep gate fails
+its items with the gate's code without running them.
+
+Redis keys (besides the job records, which JobStore owns):
+  batch:{id}                 hash: the batch record (status, timestamps, counts, errors, ...)
+  batch:{id}:ready           list of item JSON ready to become jobs, in manifest order
+  batch:{id}:wait:{sha}      list of item JSON waiting for their source's preflight
+  batch:{id}:jobs            hash: manifest line → job id
+  batch:{id}:out / :err      lists of output / error JSONL rows, written as items finish
+  tenant:{t}:batches         sorted set of the tenant's batch ids by creation time
+  tenant:{t}:batches:ready   list of the tenant's batch ids with ready items (round robin)
+  tenant:{t}:batch_active    set of the tenant's released batch jobs not yet seen final
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lipdub.config import Settings
+from lipdub.service.limits import Quotas
+from lipdub.service.status import Asset, JobStatus, JobStore, now
+from lipdub.service.urls import UrlRejected, check_url
+
+MAX_REPORTED_ERRORS = 1000  # manifest errors kept in the batch record (the count is always exact)
+
+
+class BatchStatus(StrEnum):
+    validating = "validating"
+    in_progress = "in_progress"
+    finalizing = "finalizing"
+    completed = "completed"
+    failed = "failed"
+    cancelling = "cancelling"
+    cancelled = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (BatchStatus.completed, BatchStatus.failed, BatchStatus.cancelled)
+
+
+# --- the manifest ------------------------------------------------------------------------------------
+class ItemInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    asset_id: str | None = None
+    url: str | None = Field(default=None, max_length=2048)
+
+    @model_validator(mode="after")
+    def one_source(self) -> ItemInput:
+        if (self.asset_id is None) == (self.url is None):
+            raise ValueError("give exactly one of asset_id or url")
+        return self
+
+
+class ManifestLine(BaseModel):
+    """One line of the manifest: `{custom_id, video, audio, options?, metadata?}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    custom_id: str = Field(min_length=1, max_length=128)
+    video: ItemInput
+    audio: ItemInput
+    options: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int  # 1-based
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Item:
+    line: int
+    custom_id: str
+    video: dict[str, Any]  # {asset_id, sha256} or {url}
+    audio: dict[str, Any]
+    options: dict[str, Any]
+    metadata: dict[str, str]
+
+    def to_json(self) -> str:
+        return json.dumps({"line": self.line, "custom_id": self.custom_id, "video": self.video,
+                           "audio": self.audio, "options": self.options, "metadata": self.metadata})
+
+    @classmethod
+    def from_json(cls, raw: str) -> Item:
+        return cls(**json.loads(raw))
+
+
+OptionsCheck = Callable[[dict[str, Any]], dict[str, Any]]  # validated options, or raises ValueError
+
+
+def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settings: Settings,
+                      check_options: OptionsCheck) -> tuple[list[Item], list[LineError]]:
+    """Check every line (not stopping at the first error): JSON, schema, unique custom_id, assets of the
+    tenant with the right streams, URLs allowed, options valid, inputs within the tenant's quotas."""
+    quota = Quotas(store.r, settings).for_tenant(tenant)
+    items: list[Item] = []
+    errors: list[LineError] = []
+    seen: dict[str, int] = {}
+    assets: dict[str, Asset | None] = {}
+    count = 0
+    for count, text in enumerate(lines, start=1):
+        if count > settings.batch_max_lines:
+            errors.append(LineError(count, "too_many_lines", f"a manifest has at most "
+                                                             f"{settings.batch_max_lines} lines"))
+            break
+        if not text.strip():
+            errors.append(LineError(count, "empty_line", "empty line"))
+            continue
+        try:
+            parsed = ManifestLine.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_line"
+            errors.append(LineError(count, code, f"{where}: {first.get('msg')}" if where else first["msg"]))
+            continue
+        if parsed.custom_id in seen:
+            errors.append(LineError(count, "duplicate_custom_id",
+                                    f"custom_id {parsed.custom_id!r} is already used on line {seen[parsed.custom_id]}"))
+            continue
+        seen[parsed.custom_id] = count
+        line_errors: list[LineError] = []
+        refs: dict[str, dict[str, Any]] = {}
+        for kind, ref in (("video", parsed.video), ("audio", parsed.audio)):
+            if ref.url is not None:
+                try:
+                    check_url(ref.url, settings, resolve=False)  # the lookup happens at download time
+                except UrlRejected as exc:
+                    line_errors.append(LineError(count, exc.code, f"{kind}: {exc.message}"))
+                refs[kind] = {"url": ref.url}
+                continue
+            asset_id = ref.asset_id or ""
+            if asset_id not in assets:
+                assets[asset_id] = store.get_asset(tenant, asset_id)
+            asset = assets[asset_id]
+            if asset is None:
+                line_errors.append(LineError(count, "asset_not_found", f"{kind}: no asset {asset_id}"))
+                continue
+            if kind not in asset.media:
+                line_errors.append(LineError(count, f"no_{kind}_stream", f"{kind}: asset {asset_id} has no "
+                                                                         f"{kind} stream"))
+                continue
+            if asset.size > quota.max_file_bytes:
+                line_errors.append(LineError(count, "payload_too_large", f"{kind}: {asset.size} bytes, more "
+                                                                         f"than the {quota.max_file_bytes} allowed"))
+            duration = float(asset.media.get("duration") or 0)
+            if kind == "video" and duration > quota.max_video_seconds:
+                line_errors.append(LineError(count, "input_too_long", f"video: {duration:.1f} s, more than "
+                                                                      f"the {quota.max_video_seconds:g} s allowed"))
+            refs[kind] = {"asset_id": asset.id, "sha256": asset.sha256}
+        try:
+            options = check_options(parsed.options)
+        except ValueError as exc:
+            line_errors.append(LineError(count, "invalid_options", str(exc).splitlines()[0]
+                                         if str(exc) else "invalid options"))
+            options = {}
+        if line_errors:
+            errors.extend(line_errors)
+            continue
+        items.append(Item(count, parsed.custom_id, refs["video"], refs["audio"], options, parsed.metadata))
+    if count == 0:
+        errors.append(LineError(1, "empty_manifest", "the manifest has no lines"))
+    return items, errors
+
+
+def jsonl_lines(chunks: Iterable[bytes], max_line_bytes: int = 1 << 20) -> Iterator[str]:
+    """Lines of a JSONL stream (any chunking), decoded; a trailing newline adds no empty line."""
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for raw in complete:
+            yield raw.decode("utf-8", errors="replace").rstrip("\r")
+        if len(buffer) > max_line_bytes:
+            yield buffer[:max_line_bytes].decode("utf-8", errors="replace")  # reported as invalid JSON
+            buffer = b""
+    if buffer.strip():
+        yield buffer.decode("utf-8", errors="replace").rstrip("\r")
+
+
+# --- the batch record --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchState:
+    id: str
+    tenant: str
+    status: BatchStatus
+    created_at: float
+    timestamps: dict[str, float]  # in_progress_at, finalizing_at, completed_at, failed_at, ...
+    total: int
+    counts: dict[str, int]  # succeeded, failed, canceled (final items)
+    errors: list[dict[str, Any]]
+    errors_total: int
+    webhook_url: str | None
+    metadata: dict[str, str]
+    defaults: dict[str, Any]
+    manifest: str  # storage key of the manifest JSONL
+    output_key: str | None
+    error_key: str | None
+    sources: int  # distinct source videos
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> BatchState:
+        stamps = {k: float(v) for k, v in raw.items() if k.endswith("_at") and k != "created_at" and v}
+        return cls(id=raw["id"], tenant=raw["tenant"], status=BatchStatus(raw["status"]),
+                   created_at=float(raw["created_at"]), timestamps=stamps, total=int(raw.get("total", 0)),
+                   counts={k: int(raw.get(f"n:{k}", 0)) for k in ("succeeded", "failed", "canceled")},
+                   errors=json.loads(raw.get("errors") or "[]"), errors_total=int(raw.get("errors_total", 0)),
+                   webhook_url=raw.get("webhook_url") or None, metadata=json.loads(raw.get("metadata") or "{}"),
+                   defaults=json.loads(raw.get("defaults") or "{}"), manifest=raw.get("manifest", ""),
+                   output_key=raw.get("output_key") or None, error_key=raw.get("error_key") or None,
+                   sources=int(raw.get("sources", 0)))
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+
+def batch_keys(batch_id: str) -> dict[str, str]:
+    return {"record": f"batch:{batch_id}", "ready": f"batch:{batch_id}:ready", "jobs": f"batch:{batch_id}:jobs",
+            "out": f"batch:{batch_id}:out", "err": f"batch:{batch_id}:err"}
+
+
+# Status changes are one atomic script: final batches never change, and only listed moves happen.
+_MOVE = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return false end
+for i = 3, #ARGV do
+  if ARGV[i] == cur then
+    redis.call('HSET', KEYS[1], 'status', ARGV[1], ARGV[1] .. '_at', ARGV[2])
+    redis.call('HINCRBY', KEYS[1], 'version', 1)
+    return 'ok'
+  end
+end
+return cur
+"""
+
+_ALLOWED_FROM: dict[BatchStatus, tuple[BatchStatus, ...]] = {
+    BatchStatus.in_progress: (BatchStatus.validating,),
+    BatchStatus.finalizing: (BatchStatus.in_progress,),
+    BatchStatus.completed: (BatchStatus.finalizing,),
+    BatchStatus.failed: (BatchStatus.validating, BatchStatus.in_progress, BatchStatus.finalizing),
+    BatchStatus.cancelling: (BatchStatus.validating, BatchStatus.in_progress),
+    BatchStatus.cancelled: (BatchStatus.cancelling,),
+}
+
+
+class BatchStore:
+    """The batch records and their item queues; every batch status change goes through `move`."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.jobs = store
+        self.r: redis.Redis = store.r
+        self.settings = store.settings
+        self._move = self.r.register_script(_MOVE)
+
+    def create(self, tenant: str, manifest_key: str, webhook_url: str | None, metadata: dict[str, str],
+               defaults: dict[str, Any], batch_id: str | None = None) -> BatchState:
+        batch_id = batch_id or f"batch_{uuid.uuid4().hex}"
+        created = now()
+        ttl = self.settings.job_ttl_seconds
+        pipe = self.r.pipeline()
+        pipe.hset(f"batch:{batch_id}", mapping={
+            "id": batch_id, "tenant": tenant, "status": BatchStatus.validating, "created_at": created,
+            "manifest": manifest_key, "webhook_url": webhook_url or "", "metadata": json.dumps(metadata),
+            "defaults": json.dumps(defaults), "version": 0})
+        pipe.expire(f"batch:{batch_id}", ttl)
+        pipe.zadd(f"tenant:{tenant}:batches", {batch_id: created})
+        pipe.execute()
+        state = self.get(batch_id)
+        assert state is not None
+        return state
+
+    def get(self, batch_id: str) -> BatchState | None:
+        raw = self.r.hgetall(f"batch:{batch_id}")
+        return BatchState.from_hash(raw) if raw.get("tenant") else None
+
+    def get_for_tenant(self, tenant: str, batch_id: str) -> BatchState | None:
+        state = self.get(batch_id)
+        return state if state is not None and state.tenant == tenant else None
+
+    def list(self, tenant: str, cursor: str | None = None, limit: int = 20) -> tuple[list[BatchState], str | None]:
+        """Newest first; the cursor is the created_at of the last batch of the previous page."""
+        top = f"({cursor}" if cursor else "+inf"
+        ids = self.r.zrevrangebyscore(f"tenant:{tenant}:batches", top, "-inf", start=0, num=limit)
+        out = [b for b in (self.get(i) for i in ids) if b is not None]
+        return out, (repr(out[-1].created_at) if len(ids) == limit and out else None)
+
+    def version(self, batch_id: str) -> int:
+        return int(self.r.hget(f"batch:{batch_id}", "version") or 0)
+
+    def move(self, batch_id: str, to: BatchStatus, **fields: Any) -> bool:
+        result = self._move(keys=[f"batch:{batch_id}"],
+                            args=[to.value, now(), *[s.value for s in _ALLOWED_FROM[to]]])
+        if result == "ok" and fields:
+            self.r.hset(f"batch:{batch_id}", mapping=fields)
+        return bool(result == "ok")
+
+    def fail(self, batch_id: str, errors: list[LineError], errors_total: int | None = None) -> bool:
+        reported = [e.as_dict() for e in errors[:MAX_REPORTED_ERRORS]]
+        return self.move(batch_id, BatchStatus.failed, errors=json.dumps(reported),
+                         errors_total=errors_total if errors_total is not None else len(errors))
+
+    # --- items ---------------------------------------------------------------------------------------
+    def accept_items(self, batch_id: str, tenant: str, items: list[Item], prepared: Callable[[str], bool]
+                     ) -> list[str]:
+        """Queue valid items: those whose source is prepared (or fetched by URL later) are ready, the
+        rest wait per source. Returns the source hashes that need a preflight. Moves the batch to
+        in_progress."""
+        waiting: dict[str, list[Item]] = {}
+        ready: list[Item] = []
+        sources: set[str] = set()
+        for item in items:
+            sha = item.video.get("sha256")
+            if sha is None:  # a URL source: hashed once downloaded, when the item is released
+                ready.append(item)
+                continue
+            sources.add(sha)
+            if sha in waiting or not prepared(sha):
+                waiting.setdefault(sha, []).append(item)
+            else:
+                ready.append(item)
+        ttl = self.settings.job_ttl_seconds
+        pipe = self.r.pipeline()
+        for start in range(0, len(ready), 1000):
+            pipe.rpush(f"batch:{batch_id}:ready", *[i.to_json() for i in ready[start:start + 1000]])
+        pipe.expire(f"batch:{batch_id}:ready", ttl)
+        for sha, group in waiting.items():
+            for start in range(0, len(group), 1000):
+                pipe.rpush(f"batch:{batch_id}:wait:{sha}", *[i.to_json() for i in group[start:start + 1000]])
+            pipe.expire(f"batch:{batch_id}:wait:{sha}", ttl)
+        pipe.hset(f"batch:{batch_id}", mapping={"total": len(items), "sources": len(sources) +
+                                                sum(1 for i in items if "sha256" not in i.video)})
+        pipe.execute()
+        self.move(batch_id, BatchStatus.in_progress)
+        if ready:
+            self.r.rpush(f"tenant:{tenant}:batches:ready", batch_id)
+        return list(waiting)
+
+    def source_ready(self, batch_id: str, tenant: str, sha: str) -> int:
+        """The source's prep is cached: its waiting items become ready. Returns how many."""
+        name = f"batch:{batch_id}:wait:{sha}"
+        moved = 0
+        while True:
+            raws = self.r.lpop(name, 1000)
+            if not raws:
+                break
+            self.r.rpush(f"batch:{batch_id}:ready", *raws)
+            moved += len(raws)
+        if moved:
+            self.r.rpush(f"tenant:{tenant}:batches:ready", batch_id)
+        return moved
+
+    def drop_waiting(self, batch_id: str, sha: str | None, code: str, message: str) -> int:
+        """Fail (or cancel, code 'canceled') the items waiting for `sha` (None: every ready and waiting
+        item). Returns how many."""
+        names = [f"batch:{batch_id}:wait:{sha}"] if sha else \
+            [f"batch:{batch_id}:ready", *self.r.scan_iter(f"batch:{batch_id}:wait:*", count=1000)]
+        dropped = 0
+        for name in names:
+            while True:
+                raws = self.r.lpop(name, 1000)
+                if not raws:
+                    break
+                for raw in raws:
+                    item = Item.from_json(raw)
+                    self.item_finished(batch_id, item.line, item.custom_id, None,
+                                       "canceled" if code == "canceled" else "failed",
+                                       {"code": code, "message": message})
+                dropped += len(raws)
+        return dropped
+
+    def item_finished(self, batch_id: str, line: int, custom_id: str, job_id: str | None, outcome: str,
+                      error: dict[str, Any] | None = None, result_url: str | None = None) -> int:
+        """Count one final item (outcome succeeded|failed|canceled) and write its output or error row.
+        Returns how many items are final now."""
+        row: dict[str, Any] = {"custom_id": custom_id, "line": line, "job_id": job_id, "status": outcome}
+        if outcome == "succeeded":
+            row["result_url"] = result_url
+        else:
+            row["error"] = error
+        pipe = self.r.pipeline()
+        pipe.rpush(f"batch:{batch_id}:{'out' if outcome == 'succeeded' else 'err'}", json.dumps(row))
+        pipe.hincrby(f"batch:{batch_id}", f"n:{outcome}", 1)
+        pipe.hincrby(f"batch:{batch_id}", "version", 1)
+        pipe.hmget(f"batch:{batch_id}", "n:succeeded", "n:failed", "n:canceled")
+        counts = pipe.execute()[-1]
+        return sum(int(c or 0) for c in counts)
+
+    def job_item_finished(self, job_id: str, batch_id: str, job_status: JobStatus, error: dict[str, Any] | None,
+                          result_url: str | None) -> bool:
+        """Record the final state of a batch job once (events may be delivered twice). True if recorded."""
+        if not self.r.sadd(f"batch:{batch_id}:final", job_id):
+            return False
+        self.r.expire(f"batch:{batch_id}:final", self.settings.job_ttl_seconds)
+        item = self.r.hget(f"batch:{batch_id}:job_items", job_id)
+        line, custom_id = (json.loads(item) if item else [0, ""])
+        outcome = {JobStatus.succeeded: "succeeded", JobStatus.failed: "failed"}.get(job_status, "canceled")
+        self.item_finished(batch_id, line, custom_id, job_id, outcome, error, result_url)
+        return True
+
+    def next_ready(self, tenant: str) -> tuple[str, Item] | None:
+        """The next item of the tenant's batches, taking batches in turn (round robin)."""
+        for _ in range(int(self.r.llen(f"tenant:{tenant}:batches:ready")) + 1):
+            batch_id = self.r.lpop(f"tenant:{tenant}:batches:ready")
+            if batch_id is None:
+                return None
+            state = self.get(batch_id)
+            if state is None or state.status != BatchStatus.in_progress:
+                continue
+            raw = self.r.lpop(f"batch:{batch_id}:ready")
+            if raw is None:
+                continue
+            if self.r.llen(f"batch:{batch_id}:ready"):
+                self.r.rpush(f"tenant:{tenant}:batches:ready", batch_id)
+            return batch_id, Item.from_json(raw)
+        return None
+
+    def bind_job(self, batch_id: str, tenant: str, item: Item, job_id: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.hset(f"batch:{batch_id}:jobs", str(item.line), job_id)
+        pipe.hset(f"batch:{batch_id}:job_items", job_id, json.dumps([item.line, item.custom_id]))
+        for name in (f"batch:{batch_id}:jobs", f"batch:{batch_id}:job_items"):
+            pipe.expire(name, self.settings.job_ttl_seconds)
+        pipe.sadd(f"tenant:{tenant}:batch_active", job_id)
+        pipe.execute()
+
+    def active_jobs(self, tenant: str) -> tuple[list[str], list[str]]:
+        """The tenant's released batch jobs: (not final, final). The caller records the final ones (their
+        event may have been lost) and removes them from the set, so a lost event never stalls a batch."""
+        members = list(self.r.smembers(f"tenant:{tenant}:batch_active"))
+        if not members:
+            return [], []
+        pipe = self.r.pipeline()
+        for job_id in members:
+            pipe.hget(f"job:{job_id}", "status")
+        active, final = [], []
+        for job_id, status in zip(members, pipe.execute()):
+            (final if status is None or JobStatus(status).is_final else active).append(job_id)
+        return active, final
+
+    def job_ids(self, batch_id: str) -> list[str]:
+        return list(self.r.hvals(f"batch:{batch_id}:jobs"))
+
+    def rows(self, batch_id: str, which: str) -> Iterator[str]:
+        """Output ('out') or error ('err') rows, in the order items finished."""
+        name = f"batch:{batch_id}:{which}"
+        start = 0
+        while True:
+            chunk = self.r.lrange(name, start, start + 999)
+            if not chunk:
+                return
+            yield from chunk
+            start += len(chunk)
+
+    def public(self, state: BatchState, base_url: str, running: int | None = None) -> dict[str, Any]:
+        """The batch as the API returns it (and batch webhooks carry)."""
+        running = running if running is not None else self.running(state)
+        done = state.done
+        counts = {"total": state.total, "queued": max(0, state.total - done - running), "running": running,
+                  **state.counts}
+        stamps = {k: _iso(v) for k, v in sorted(state.timestamps.items())}
+        return {
+            "id": state.id, "object": "batch", "status": state.status, "created_at": _iso(state.created_at),
+            **stamps, "request_counts": counts, "sources": state.sources,
+            "errors": {"data": state.errors, "total": state.errors_total} if state.errors_total else None,
+            "output_url": f"{base_url}/v1/batches/{state.id}/output" if state.output_key else None,
+            "error_url": f"{base_url}/v1/batches/{state.id}/errors" if state.error_key else None,
+            "webhook_url": state.webhook_url, "metadata": state.metadata,
+        }
+
+    def running(self, state: BatchState) -> int:
+        if state.status.is_final or state.status == BatchStatus.validating:
+            return 0
+        members = self.r.smembers(f"tenant:{state.tenant}:batch_active")
+        if not members:
+            return 0
+        pipe = self.r.pipeline()
+        for job_id in members:
+            pipe.hmget(f"job:{job_id}", "status", "batch")
+        return sum(1 for status, batch in pipe.execute() if batch == state.id and status == JobStatus.running)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
