@@ -234,6 +234,11 @@ def test_in_cluster_redis_and_minio_only_where_asked(rendered, secret_template):
     assert endpoint.hostname in service and endpoint.port in [p["port"] for p in service[endpoint.hostname][
         "spec"]["ports"]]
     assert "lipdub-minio-bucket" in by_kind(cpu, "Job")
+    # The password-less in-cluster Redis is fenced to lipdub's pods and KEDA.
+    policy = by_kind(cpu, "NetworkPolicy")["lipdub-redis"]["spec"]
+    redis_labels = stateful["lipdub-redis"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= redis_labels.items()
+    assert policy["ingress"][0]["ports"] == [{"port": url.port, "protocol": "TCP"}]
     assert not by_kind(gpu, "StatefulSet") and not by_kind(gpu, "Job")
     assert "LIPDUB_S3_ENDPOINT_URL" not in config_map(gpu)  # AWS S3: boto3's own endpoint
 
