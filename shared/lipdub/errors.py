@@ -35,6 +35,10 @@ class LipdubError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        # Picklable with code and message intact: Celery round-trips task exceptions through pickle.
+        return (type(self), (self.code, self.message))
+
     def as_dict(self) -> dict[str, object]:
         return {"code": str(self.code), "message": self.message, "retryable": self.retryable}
 
