@@ -69,6 +69,8 @@ def lagged_correlation(mouth: np.ndarray, envelope: np.ndarray, max_lag: int = M
     lags = np.arange(-max_lag, max_lag + 1)
     r = np.full(lags.size, np.nan)
     for j, k in enumerate(lags):
+        if abs(k) >= n:
+            continue
         if k >= 0:
             a, b, v = m[k:], e[: n - k], vm[k:] & ve[: n - k]
         else:

@@ -83,8 +83,11 @@ def prepare_clip(video: Path, out_dir: Path, max_seconds: float | None, audio: P
     out_dir.mkdir(parents=True, exist_ok=True)
     clip, wav = out_dir / "clip.mp4", out_dir / "audio.wav"
     span = ["-ss", f"{start:.3f}"] + (["-t", f"{max_seconds:.3f}"] if max_seconds else [])
-    run_ffmpeg([*span, "-i", str(video), "-map", "0:v:0", "-an", "-vf", f"fps={FPS},scale=trunc(iw/2)*2:trunc(ih/2)*2,"
-             "setsar=1", *NORMALIZED_ARGS, str(clip)], f"{video.name}: could not cut the clip")
+    # -frames:v as well as -t: the fps filter would otherwise emit the frame at exactly t = max_seconds too.
+    count = ["-frames:v", str(round(max_seconds * FPS))] if max_seconds else []
+    vf = f"fps={FPS},scale=trunc(iw/2)*2:trunc(ih/2)*2,setsar=1"
+    run_ffmpeg([*span, "-i", str(video), "-map", "0:v:0", "-an", "-vf", vf, *count, *NORMALIZED_ARGS, str(clip)],
+               f"{video.name}: could not cut the clip")
     source = audio or video
     run_ffmpeg([*span, "-i", str(source), "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), str(wav)],
             f"{source.name}: could not extract the audio")
