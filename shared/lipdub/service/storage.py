@@ -32,6 +32,9 @@ class MissingObject(LipdubError):
         super().__init__(ErrorCode.internal, f"storage object {key} is missing")
         self.key = key
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return (MissingObject, (self.key,))
+
 
 class keys:  # noqa: N801 - a namespace of key builders, read as keys.asset(...)
     """Every storage key the service writes. Prep artifacts are keyed by source content, so every job

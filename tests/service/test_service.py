@@ -1,0 +1,224 @@
+"""The distributed service end to end: HTTP API → Celery chains on Redis → workers → S3 → result."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from lipdub.service.stack import StackConfig
+from tests.service.conftest import MAX_UPLOAD, create_job, upload, wait_for
+
+
+@pytest.fixture(scope="module")
+def assets(api: httpx.Client, service_media: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    return {name: upload(api, service_media[name]) for name in ("face", "face2", "speech", "noface")}
+
+
+@pytest.fixture(scope="module")
+def finished_job(api: httpx.Client, assets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    job = create_job(api, assets["face"], assets["speech"], metadata={"title": "e2e"})
+    assert job["status"] == "queued"
+    return wait_for(api, job["id"])
+
+
+def test_assets_are_content_addressed(api: httpx.Client, assets: dict[str, dict[str, Any]],
+                                      service_media: dict[str, Path]) -> None:
+    face = assets["face"]
+    assert face["sha256"] == hashlib.sha256(service_media["face"].read_bytes()).hexdigest()
+    assert face["size"] == service_media["face"].stat().st_size
+    assert face["media"]["kind"] == "video" and face["media"]["video"]["width"] == 512
+    assert assets["speech"]["media"]["kind"] == "audio"
+    again = upload(api, service_media["face"])
+    assert again["id"] == face["id"]
+    assert api.get(f"/v1/assets/{face['id']}").json()["sha256"] == face["sha256"]
+
+
+def test_job_from_upload_to_downloaded_result(api: httpx.Client, finished_job: dict[str, Any],
+                                              tmp_path: Path) -> None:
+    job = finished_job
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"] == 1.0 and job["error"] is None
+    assert job["metadata"] == {"title": "e2e"}
+    assert job["chunks"]["total"] >= 2 and job["chunks"]["done"] == job["chunks"]["total"]
+    for stage in ("probe", "prep", "audio", "render", "mux", "finalize", "queued"):
+        assert job["timings"][stage] >= 0, stage
+    assert job["started_at"] <= job["finished_at"]
+
+    response = api.get(f"/v1/jobs/{job['id']}/result")
+    assert response.status_code == 307  # S3: a presigned URL, the bytes never pass through the API
+    video = httpx.get(response.headers["location"], timeout=60)
+    assert video.status_code == 200
+    out = tmp_path / "result.mp4"
+    out.write_bytes(video.content)
+    streams = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name",
+                              "-show_entries", "format=duration", "-of", "csv=p=0", str(out)],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert "h264" in streams and "aac" in streams
+
+    report = api.get(f"/v1/jobs/{job['id']}/report").json()
+    assert report["chunks"] == job["chunks"]["total"] and report["frames"] > 25
+    assert abs(float(streams[-1]) - report["frames"] / 25) < 0.1
+    assert report["face_coverage"] > 0.9
+    assert report["frames_passed_through"] == 0
+    assert set(report["durations"]) >= {"prep", "render", "mux"}
+
+
+def test_same_source_reuses_prep(api: httpx.Client, assets: dict[str, dict[str, Any]],
+                                 redis_client: redis.Redis) -> None:
+    first = wait_for(api, create_job(api, assets["face2"], assets["speech"])["id"])
+    second = wait_for(api, create_job(api, assets["face2"], assets["speech"],
+                                      options={"sync_mode": "loop"})["id"])
+    assert first["status"] == second["status"] == "succeeded"
+    assert first["cache"] == {"prep_hit": False}
+    assert second["cache"] == {"prep_hit": True}
+    assert second["timings"]["prep"] < first["timings"]["prep"]
+    assert redis_client.keys(f"prep:{assets['face2']['sha256']}:v*")
+
+
+def test_failing_stage_fails_the_job_with_its_code(api: httpx.Client, assets: dict[str, dict[str, Any]]) -> None:
+    job = wait_for(api, create_job(api, assets["noface"], assets["speech"])["id"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "no_face"
+    assert job["error"]["retryable"] is False
+    assert job["stage"] == "prep" or job["stage"] == "audio"  # prep and audio run in parallel
+    assert api.get(f"/v1/jobs/{job['id']}/result").json()["error"]["code"] == "result_not_ready"
+
+
+def test_cancel(api: httpx.Client, assets: dict[str, dict[str, Any]]) -> None:
+    job = create_job(api, assets["face"], assets["speech"])
+    canceled = api.post(f"/v1/jobs/{job['id']}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    again = api.post(f"/v1/jobs/{job['id']}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_not_cancelable"
+    # Queues are FIFO: once a later job has gone through every queue, the canceled job's tasks ran too.
+    later = wait_for(api, create_job(api, assets["face"], assets["speech"])["id"])
+    assert later["status"] == "succeeded"
+    final = api.get(f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "canceled"
+    assert final["chunks"]["done"] == 0
+    assert api.get(f"/v1/jobs/{job['id']}/result").status_code == 409
+
+
+def test_idempotency(api: httpx.Client, assets: dict[str, dict[str, Any]]) -> None:
+    body = {"video": {"asset_id": assets["face"]["id"]}, "audio": {"asset_id": assets["speech"]["id"]}}
+    headers = {"Idempotency-Key": "order-42.v1"}
+    first = api.post("/v1/jobs", json=body, headers=headers)
+    second = api.post("/v1/jobs", json=body, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    other = api.post("/v1/jobs", json={**body, "options": {"sync_mode": "cut_off"}}, headers=headers)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
+    bad = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "no spaces allowed"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_idempotency_key"
+    api.post(f"/v1/jobs/{first.json()['id']}/cancel")  # the work itself is not under test here
+
+
+def test_tenant_isolation(api: httpx.Client, other_tenant: httpx.Client, finished_job: dict[str, Any],
+                          assets: dict[str, dict[str, Any]]) -> None:
+    job_id = finished_job["id"]
+    for method, path in (("GET", f"/v1/jobs/{job_id}"), ("GET", f"/v1/jobs/{job_id}/result"),
+                         ("GET", f"/v1/jobs/{job_id}/report"), ("POST", f"/v1/jobs/{job_id}/cancel"),
+                         ("GET", f"/v1/assets/{assets['face']['id']}")):
+        response = other_tenant.request(method, path)
+        assert response.status_code == 404, (method, path)
+        assert response.json()["error"]["code"] == "not_found"
+    assert job_id not in [j["id"] for j in other_tenant.get("/v1/jobs").json()["data"]]
+    stolen = other_tenant.post("/v1/jobs", json={"video": {"asset_id": assets["face"]["id"]},
+                                                 "audio": {"asset_id": assets["speech"]["id"]}})
+    assert stolen.status_code == 422 and stolen.json()["error"]["code"] == "asset_not_found"
+    assert api.get(f"/v1/jobs/{job_id}").status_code == 200
+
+
+def test_list_jobs_with_filters_and_cursor(api: httpx.Client, finished_job: dict[str, Any]) -> None:
+    page = api.get("/v1/jobs", params={"limit": 1}).json()
+    assert len(page["data"]) == 1 and page["next_cursor"]
+    following = api.get("/v1/jobs", params={"limit": 1, "cursor": page["next_cursor"]}).json()
+    assert following["data"][0]["id"] != page["data"][0]["id"]
+    succeeded = api.get("/v1/jobs", params={"status": "succeeded", "limit": 100}).json()["data"]
+    assert finished_job["id"] in [j["id"] for j in succeeded]
+    assert all(j["status"] == "succeeded" for j in succeeded)
+    later = api.get("/v1/jobs", params={"created_after": finished_job["finished_at"]}).json()["data"]
+    assert finished_job["id"] not in [j["id"] for j in later]
+
+
+@pytest.mark.parametrize("case", ["no_key", "bad_key", "bad_json", "bad_option", "url_input", "unknown_asset",
+                                  "audio_as_video", "unknown_job", "not_media", "too_large"])
+def test_bad_requests_get_4xx_with_codes(case: str, api: httpx.Client, anonymous: httpx.Client,
+                                         assets: dict[str, dict[str, Any]], service_media: dict[str, Path],
+                                         tmp_path: Path) -> None:
+    video, audio = {"asset_id": assets["face"]["id"]}, {"asset_id": assets["speech"]["id"]}
+    if case == "no_key":
+        response, expected = anonymous.get("/v1/jobs"), (401, "unauthorized")
+    elif case == "bad_key":
+        response = anonymous.get("/v1/jobs", headers={"Authorization": "Bearer ldk_not-a-key"})
+        expected = (401, "unauthorized")
+    elif case == "bad_json":
+        response = api.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
+        expected = (422, "invalid_request")
+    elif case == "bad_option":
+        response = api.post("/v1/jobs", json={"video": video, "audio": audio, "options": {"sync_mode": "warp"}})
+        expected = (422, "invalid_request")
+    elif case == "url_input":
+        response = api.post("/v1/jobs", json={"video": {"url": "https://example.com/a.mp4"}, "audio": audio})
+        expected = (422, "url_inputs_unsupported")
+    elif case == "unknown_asset":
+        response = api.post("/v1/jobs", json={"video": {"asset_id": "ast_nope"}, "audio": audio})
+        expected = (422, "asset_not_found")
+    elif case == "audio_as_video":
+        response = api.post("/v1/jobs", json={"video": audio, "audio": audio})
+        expected = (422, "no_video_stream")
+    elif case == "unknown_job":
+        response, expected = api.get("/v1/jobs/job_0000"), (404, "not_found")
+    elif case == "not_media":
+        with service_media["text"].open("rb") as f:
+            response = api.post("/v1/assets", files={"file": ("notes.mp4", f)})
+        expected = (422, "input_unreadable")
+    else:
+        big = tmp_path / "big.bin"
+        big.write_bytes(b"\0" * (MAX_UPLOAD + 100_000))
+        with big.open("rb") as f:
+            response = api.post("/v1/assets", files={"file": ("big.mp4", f)})
+        expected = (413, "payload_too_large")
+    assert (response.status_code, response.json()["error"]["code"]) == expected, response.text
+
+
+def test_presigned_multipart_upload(api: httpx.Client, service_media: dict[str, Path]) -> None:
+    data = service_media["face2"].read_bytes()
+    upload_ = api.post("/v1/assets/uploads", json={"size": len(data), "filename": "face2.mp4"}).json()
+    etags = []
+    for part in upload_["parts"]:
+        start = (part["part_number"] - 1) * upload_["part_size"]
+        put = httpx.put(part["url"], content=data[start:start + upload_["part_size"]], timeout=60)
+        assert put.status_code == 200, put.text
+        etags.append(put.headers["etag"])
+    asset = api.post(f"/v1/assets/uploads/{upload_['id']}/complete", json={"etags": etags})
+    assert asset.status_code == 201, asset.text
+    assert asset.json()["sha256"] == hashlib.sha256(data).hexdigest()
+    assert asset.json()["media"]["kind"] == "video"
+
+
+def test_preflight(api: httpx.Client, assets: dict[str, dict[str, Any]], finished_job: dict[str, Any]) -> None:
+    cached = api.post("/v1/preflight", json={"video": {"asset_id": assets["face"]["id"]}}).json()
+    assert cached["verdict"] == "pass" and cached["cached"] is True
+    assert cached["summary"]["n_frames"] == 75 and cached["eta_seconds"] > 0
+    faceless = api.post("/v1/preflight", json={"video": {"asset_id": assets["noface"]["id"]}}).json()
+    assert faceless["verdict"] == "fail" and faceless["error"]["code"] == "no_face"
+
+
+def test_health_readiness_and_metrics(anonymous: httpx.Client, finished_job: dict[str, Any],
+                                      stack: StackConfig) -> None:
+    assert anonymous.get("/healthz").json() == {"status": "ok"}
+    ready = anonymous.get("/readyz").json()
+    assert ready["checks"] == {"redis": "ok", "storage": "ok"}
+    metrics = anonymous.get("/metrics").text
+    succeeded = [line for line in metrics.splitlines() if line.startswith('lipdub_jobs{status="succeeded"}')]
+    assert succeeded and float(succeeded[0].split()[-1]) >= 1
+    assert 'lipdub_queue_depth{queue="render"}' in metrics
+    assert 'lipdub_stage_seconds_total{stage="render"}' in metrics
+    assert anonymous.get("/openapi.json").json()["info"]["title"] == "lipdub"
