@@ -1,7 +1,7 @@
 """Write .env.example from lipdub.config.Settings, so it documents every variable the code reads.
 
     .venv/bin/python docker/env_example.py          # rewrite .env.example
-    .venv/bin/python docker/env_example.py --check  # exit 1 if it is out of date (tests/deploy does this)
+    .venv/bin/python docker/env_example.py --check  # exit 1 if it is out of date
 
 Each setting gets its description as a comment and its default as the value, except where the compose
 stack needs another value (COMPOSE_VALUES). Settings whose default is None are written commented out:
