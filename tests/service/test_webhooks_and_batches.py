@@ -1,0 +1,463 @@
+"""Webhooks, batches, tenancy limits and URL safety through the API, on a real stack: redis-server, the
+moto S3 server, uvicorn and one Celery worker process per queue (lipdub.service.stack), with receivers and
+file servers on 127.0.0.1 only (the stack allows 127.0.0.0/8 as outbound targets, nothing else)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from lipdub.service.auth import ApiKeys
+from lipdub.service.limits import Quotas
+from lipdub.stages.prep import PREP_VERSION
+
+RETRY_SCHEDULE = [1, 1, 2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    api_url: str
+    redis: redis.Redis
+    settings: Any
+
+    def client(self, tenant: str) -> httpx.Client:
+        key = ApiKeys(self.redis).create(tenant)
+        return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def hooks_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack as `make stack` runs it, with the settings under test here: outbound calls to 127.0.0.0/8
+    allowed, a retry schedule of seconds, one batch job per tenant at a time, a low rate limit. (Not the
+    session stack of conftest.py: these settings would change what its tests see.)"""
+    from lipdub.service.stack import StackConfig, start, stop
+
+    root = tmp_path_factory.mktemp("stack")
+    # List settings are JSON in the environment; the stack passes os.environ on to every process.
+    list_env = {"LIPDUB_OUTBOUND_ALLOW_NETWORKS": json.dumps(["127.0.0.0/8"]),
+                "LIPDUB_WEBHOOK_RETRY_SCHEDULE": json.dumps(RETRY_SCHEDULE)}
+    saved = {k: os.environ.get(k) for k in list_env}
+    os.environ.update(list_env)
+    cfg = StackConfig(root=root, api_port=free_port(), redis_port=free_port(), s3_port=free_port(),
+                      extra_env={"LIPDUB_BATCH_RUNNING_PER_TENANT": "1", "LIPDUB_RATE_LIMIT_PER_MINUTE": "600",
+                                 "LIPDUB_RATE_LIMIT_BURST": "40", "LIPDUB_CHUNK_SECONDS": "10",
+                                 # The mouth model is not under test here: the fast energy model.
+                                 "LIPDUB_AUDIO_MODEL": "energy"})
+    try:
+        start(cfg)
+        settings = cfg.settings()
+        yield Stack(cfg.api_url, redis.Redis.from_url(settings.redis_url, decode_responses=True), settings)
+    finally:
+        stop(root)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# --- local servers ----------------------------------------------------------------------------------
+@dataclass
+class Receiver:
+    """A webhook endpoint on 127.0.0.1: answers 500 to the first `fail_first` requests, then 200."""
+
+    fail_first: int = 1
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    url: str = ""
+
+    def wait_for(self, n: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(self.requests) >= n, f"{len(self.requests)} of {n} webhook requests arrived"
+
+    def of_type(self, event: str) -> list[tuple[dict[str, str], bytes]]:
+        return [(h, b) for h, b in self.requests if json.loads(b)["type"] == event]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["content-length"]))
+            state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(500 if len(state.requests) <= state.fail_first else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/lipdub"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One short source video and its dub in three languages (espeak-ng)."""
+    from lipdub.demo import moving_face_video, speak
+
+    folder = tmp_path_factory.mktemp("catalog")
+    return {"video": moving_face_video(folder / "episode.mp4", 2.5),
+            "de": speak("Guten Tag zusammen", folder / "de.wav", voice="de"),
+            "fr": speak("Bonjour tout le monde", folder / "fr.wav", voice="fr"),
+            "es": speak("Hola a todos", folder / "es.wav", voice="es")}
+
+
+@pytest.fixture(scope="module")
+def file_server(media: dict[str, Path]) -> Iterator[str]:
+    """Serves the media folder on 127.0.0.1, for inputs given by URL."""
+    folder = media["video"].parent
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = folder / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_response(404)
+                self.end_headers()
+                return
+            data = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _upload(client: httpx.Client, path: Path) -> str:
+    response = client.post("/v1/assets", files={"file": (path.name, path.read_bytes())})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _wait_batch(client: httpx.Client, batch_id: str, timeout: float = 240,
+                on_poll: Any = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = client.get(f"/v1/batches/{batch_id}").json()
+        if on_poll is not None:
+            on_poll(batch)
+        if batch["status"] in ("completed", "failed", "cancelled"):
+            return dict(batch)
+        time.sleep(0.5)
+    raise AssertionError(f"batch {batch_id} still {batch['status']} after {timeout} s: {batch}")
+
+
+def _wait_job(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}", params={"wait": 10}).json()
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            return dict(job)
+    raise AssertionError(f"job {job_id} not final after {timeout} s")
+
+
+def _verify(secret: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    """The Standard Webhooks reference library's check (signature, ±5 min timestamp)."""
+    return dict(Webhook(secret).verify(body, headers))
+
+
+# --- webhooks ---------------------------------------------------------------------------------------
+def test_webhook_is_signed_retried_and_replayed_with_rotated_secrets(hooks_stack: Stack, receiver: Receiver,
+                                                                      media: dict[str, Path]) -> None:
+    client = hooks_stack.client("hooks")
+    secret = client.get("/v1/webhooks/secret").json()["data"][0]["secret"]
+    assert secret.startswith("whsec_")
+    video, audio = _upload(client, media["video"]), _upload(client, media["de"])
+    job = client.post("/v1/jobs", json={"video": {"asset_id": video}, "audio": {"asset_id": audio},
+                                        "webhook_url": receiver.url}).json()
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "canceled"
+
+    # The first attempt gets a 500; the retry 1 s later is delivered, with the same webhook-id.
+    receiver.wait_for(2)
+    (h1, b1), (h2, b2) = receiver.requests[:2]
+    assert h1["webhook-id"] == h2["webhook-id"] and b1 == b2
+    payload = _verify(secret, h2, b2)
+    assert payload["type"] == "job.canceled"
+    assert payload["data"]["id"] == job["id"] and payload["data"]["status"] == "canceled"
+    with pytest.raises(WebhookVerificationError):  # a tampered body fails verification
+        _verify(secret, h2, b2.replace(b"canceled", b"succeeded"))
+
+    deliveries = _wait_deliveries(client, job["id"], lambda d: d[0]["status"] == "delivered")
+    (delivery,) = deliveries
+    assert delivery["id"] == h1["webhook-id"] and delivery["type"] == "job.canceled"
+    assert [(a["attempt"], a["status_code"], a["delivered"]) for a in delivery["attempts"]] == \
+        [(1, 500, False), (2, 200, True)]
+
+    # Rotation: the next delivery carries a signature per active secret; each verifies on its own.
+    secrets = client.post("/v1/webhooks/secret/rotate").json()["data"]
+    assert len(secrets) == 2 and secrets[1]["secret"] == secret and secrets[1]["expires_at"] is not None
+    replayed = client.post(f"/v1/jobs/{job['id']}/deliveries/1/replay")
+    assert replayed.status_code == 202, replayed.text
+    receiver.wait_for(3)
+    h3, b3 = receiver.requests[2]
+    assert h3["webhook-id"] == h1["webhook-id"] and b3 == b1  # same message, fresh timestamp/signature
+    assert len(h3["webhook-signature"].split(" ")) == 2
+    for s in secrets:
+        assert _verify(s["secret"], h3, b3)["data"]["id"] == job["id"]
+    deliveries = _wait_deliveries(client, job["id"], lambda d: len(d[0]["attempts"]) == 3)
+    assert deliveries[0]["attempts"][-1]["run"] == 2 and deliveries[0]["status"] == "delivered"
+
+    assert client.get("/v1/jobs/job_nope/deliveries").status_code == 404
+    assert client.post(f"/v1/jobs/{job['id']}/deliveries/9/replay").status_code == 404
+    other = hooks_stack.client("hooks-other")  # another tenant sees neither the log nor the replay
+    assert other.get(f"/v1/jobs/{job['id']}/deliveries").status_code == 404
+    assert other.post(f"/v1/jobs/{job['id']}/deliveries/1/replay").status_code == 404
+
+
+def _wait_deliveries(client: httpx.Client, job_id: str, done: Any, timeout: float = 30) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = client.get(f"/v1/jobs/{job_id}/deliveries").json()["data"]
+        if data and done(data):
+            return list(data)
+        time.sleep(0.2)
+    raise AssertionError(f"deliveries of {job_id}: {data}")
+
+
+# --- batches ----------------------------------------------------------------------------------------
+def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
+        hooks_stack: Stack, receiver: Receiver, media: dict[str, Path], file_server: str) -> None:
+    receiver.fail_first = 0
+    catalog, single = hooks_stack.client("catalog"), hooks_stack.client("single")
+    secret = catalog.get("/v1/webhooks/secret").json()["data"][0]["secret"]
+    single_secret = single.get("/v1/webhooks/secret").json()["data"][0]["secret"]
+    video = _upload(catalog, media["video"])
+    de, fr = _upload(catalog, media["de"]), _upload(catalog, media["fr"])
+    lines = [{"custom_id": "ep1-de", "video": {"asset_id": video}, "audio": {"asset_id": de}},
+             {"custom_id": "ep1-fr", "video": {"asset_id": video}, "audio": {"asset_id": fr},
+              "options": {"sync_mode": "loop"}},
+             # an input by URL (a loopback server, allowed in this stack): downloaded in the background
+             {"custom_id": "ep1-es", "video": {"asset_id": video}, "audio": {"url": f"{file_server}/es.wav"}}]
+    manifest = catalog.post("/v1/batches/manifests", content="\n".join(json.dumps(x) for x in lines) + "\n",
+                            headers={"Content-Type": "application/jsonl"})
+    assert manifest.status_code == 201 and manifest.json()["lines"] == 3, manifest.text
+    created = catalog.post("/v1/batches", json={"manifest_id": manifest.json()["id"], "webhook_url": receiver.url,
+                                                "metadata": {"show": "demo"}},
+                           headers={"Idempotency-Key": "catalog-ep1"})
+    assert created.status_code == 202 and created.json()["status"] == "validating", created.text
+    batch_id = created.json()["id"]
+    again = catalog.post("/v1/batches", json={"manifest_id": manifest.json()["id"], "webhook_url": receiver.url,
+                                              "metadata": {"show": "demo"}}, headers={"Idempotency-Key": "catalog-ep1"})
+    assert again.json()["id"] == batch_id
+
+    # Another tenant's single job, submitted right behind the catalog.
+    single_video, single_audio = _upload(single, media["video"]), _upload(single, media["de"])
+    job = single.post("/v1/jobs", json={"video": {"asset_id": single_video}, "audio": {"asset_id": single_audio},
+                                        "webhook_url": receiver.url})
+    assert job.status_code == 202, job.text
+
+    most_active = 0
+
+    def watch(_: dict[str, Any]) -> None:  # the stack runs 1 batch job of a tenant at a time
+        nonlocal most_active
+        jobs = catalog.get("/v1/jobs", params={"batch": batch_id, "limit": 100}).json()["data"]
+        most_active = max(most_active, sum(j["status"] in ("queued", "running") for j in jobs))
+
+    batch = _wait_batch(catalog, batch_id, on_poll=watch)
+    assert batch["status"] == "completed", batch
+    assert batch["request_counts"] == {"total": 3, "queued": 0, "running": 0, "succeeded": 3, "failed": 0,
+                                       "canceled": 0}
+    assert batch["sources"] == 1 and batch["metadata"] == {"show": "demo"} and batch["error_url"] is None
+    assert most_active == 1
+
+    rows = [json.loads(x) for x in catalog.get(f"/v1/batches/{batch_id}/output",
+                                                follow_redirects=True).text.splitlines()]
+    assert sorted(r["custom_id"] for r in rows) == ["ep1-de", "ep1-es", "ep1-fr"]
+    jobs = {r["custom_id"]: catalog.get(f"/v1/jobs/{r['job_id']}").json() for r in rows}
+    for custom_id, batch_job in jobs.items():
+        assert batch_job["status"] == "succeeded" and batch_job["batch"] == batch_id
+        assert batch_job["priority"] == "low" and batch_job["metadata"]["custom_id"] == custom_id
+        # The source was prepared once, by the batch's preflight: every language hit the prep cache.
+        assert batch_job["cache"] == {"prep_hit": True}, batch_job
+        assert rows[[r["custom_id"] for r in rows].index(custom_id)]["result_url"].endswith(
+            f"/v1/jobs/{batch_job['id']}/result")
+    assert jobs["ep1-fr"]["options"]["sync_mode"] == "loop"
+    # ... and that one preparation happened inside this batch (the cache pointer is younger than it).
+    sha = catalog.get(f"/v1/assets/{video}").json()["sha256"]
+    pointer = json.loads(hooks_stack.redis.get(f"prep:{sha}:v{PREP_VERSION}") or "{}")
+    assert pointer["created_at"] >= hooks_stack.redis.zscore("tenant:catalog:batches", batch_id)
+    result = catalog.get(f"/v1/jobs/{jobs['ep1-de']['id']}/result", follow_redirects=True)
+    assert result.status_code == 200 and result.content[4:8] == b"ftyp"
+
+    # Fairness: the single job did not wait for the whole catalog.
+    single_job = _wait_job(single, job.json()["id"])
+    assert single_job["status"] == "succeeded", single_job
+    last_start = max(j["started_at"] for j in jobs.values())
+    assert single_job["finished_at"] < last_start, (single_job["finished_at"], last_start)
+
+    # Webhooks: batch.completed carries the batch as the API returns it; job.succeeded for the single job.
+    receiver.wait_for(2)
+    (headers, body), = receiver.of_type("batch.completed")
+    event = _verify(secret, headers, body)
+    assert event["data"]["id"] == batch_id and event["data"]["request_counts"]["succeeded"] == 3
+    (headers, body), = receiver.of_type("job.succeeded")
+    assert _verify(single_secret, headers, body)["data"]["id"] == job.json()["id"]
+    with pytest.raises(WebhookVerificationError):  # each tenant signs with its own secret
+        _verify(secret, headers, body)
+    deliveries = catalog.get(f"/v1/batches/{batch_id}/deliveries").json()["data"]
+    assert [d["type"] for d in deliveries] == ["batch.completed"]
+
+    listed = catalog.get("/v1/batches").json()["data"]
+    assert [b["id"] for b in listed] == [batch_id]
+    assert single.get(f"/v1/batches/{batch_id}").status_code == 404  # tenant isolation
+
+
+def test_manifest_errors_are_reported_per_line_and_nothing_runs(hooks_stack: Stack, media: dict[str, Path]) -> None:
+    client = hooks_stack.client("errors")
+    video, audio = _upload(client, media["video"]), _upload(client, media["fr"])
+    good = {"video": {"asset_id": video}, "audio": {"asset_id": audio}}
+    lines = [
+        json.dumps({"custom_id": "ok-1", **good}),
+        "{not json",
+        json.dumps({"custom_id": "ok-1", **good}),  # duplicate
+        json.dumps({"custom_id": "no-audio", "video": {"asset_id": video}}),
+        json.dumps({"custom_id": "unknown", "video": {"asset_id": "ast_missing"}, "audio": {"asset_id": audio}}),
+        json.dumps({"custom_id": "swapped", "video": {"asset_id": audio}, "audio": {"asset_id": audio}}),
+        json.dumps({"custom_id": "metadata", "video": {"url": "http://169.254.169.254/latest/"},
+                    "audio": {"asset_id": audio}}),
+        json.dumps({"custom_id": "ftp", "video": {"url": "ftp://media.example.com/a.mp4"},
+                    "audio": {"asset_id": audio}}),
+        json.dumps({"custom_id": "mode", **good, "options": {"sync_mode": "stretch"}}),
+        "",
+        json.dumps({"custom_id": "ok-2", **good}),
+    ]
+    manifest = client.post("/v1/batches/manifests", content="\n".join(lines),
+                           headers={"Content-Type": "application/jsonl"}).json()
+    batch = _wait_batch(client, client.post("/v1/batches", json={"manifest_id": manifest["id"]}).json()["id"])
+    assert batch["status"] == "failed" and "failed_at" in batch
+    errors = [(e["line"], e["code"]) for e in batch["errors"]["data"]]
+    assert errors == [(2, "invalid_json"), (3, "duplicate_custom_id"), (4, "invalid_line"),
+                      (5, "asset_not_found"), (6, "no_video_stream"), (7, "url_not_allowed"),
+                      (8, "url_scheme_not_allowed"), (9, "invalid_options"), (10, "empty_line")]
+    assert batch["errors"]["total"] == 9 and batch["request_counts"]["total"] == 0
+    assert all(e["message"] for e in batch["errors"]["data"])
+    assert client.get("/v1/jobs", params={"batch": batch["id"]}).json()["data"] == []
+
+
+def test_ten_thousand_line_manifest_is_validated_in_the_background(hooks_stack: Stack, media: dict[str, Path]) -> None:
+    """Every line is checked (the one bad line near the end is found) while the API keeps answering."""
+    client = hooks_stack.client("big")
+    video, audio = _upload(client, media["video"]), _upload(client, media["es"])
+    lines = [json.dumps({"custom_id": f"item-{i}", "video": {"asset_id": video}, "audio": {"asset_id": audio}})
+             for i in range(10_000)]
+    lines[9_998] = json.dumps({"custom_id": "item-9998", "video": {"asset_id": video}})
+    manifest = client.post("/v1/batches/manifests", content="\n".join(lines) + "\n",
+                           headers={"Content-Type": "application/jsonl"}).json()
+    assert manifest["lines"] == 10_000
+    created = client.post("/v1/batches", json={"manifest_id": manifest["id"]}).json()
+    assert created["status"] == "validating"
+    assert httpx.get(f"{hooks_stack.api_url}/healthz", timeout=5).status_code == 200
+    batch = _wait_batch(client, created["id"], timeout=120)
+    assert batch["status"] == "failed"
+    assert [(e["line"], e["code"]) for e in batch["errors"]["data"]] == [(9_999, "invalid_line")]
+
+
+def test_cancel_drops_waiting_items_and_cancels_released_jobs(hooks_stack: Stack, media: dict[str, Path]) -> None:
+    client = hooks_stack.client("cancel")
+    video = _upload(client, media["video"])
+    audios = [_upload(client, media[lang]) for lang in ("de", "fr", "es")]
+    items = [{"custom_id": f"c-{i}", "video": {"asset_id": video}, "audio": {"asset_id": a}}
+             for i, a in enumerate(audios)]
+    batch_id = client.post("/v1/batches", json={"items": items}).json()["id"]
+    deadline = time.monotonic() + 60  # wait until the first item is a job (the source is prepared by then)
+    while not client.get("/v1/jobs", params={"batch": batch_id}).json()["data"]:
+        assert time.monotonic() < deadline, client.get(f"/v1/batches/{batch_id}").json()
+        time.sleep(0.3)
+    cancel = client.post(f"/v1/batches/{batch_id}/cancel")
+    assert cancel.status_code == 202 and cancel.json()["status"] in ("cancelling", "cancelled"), cancel.text
+    batch = _wait_batch(client, batch_id, timeout=60)
+    assert batch["status"] == "cancelled", batch
+    counts = batch["request_counts"]
+    assert counts["total"] == 3 and counts["canceled"] >= 2 and counts["queued"] == counts["running"] == 0
+    assert counts["succeeded"] + counts["failed"] + counts["canceled"] == 3
+    rows = [json.loads(x) for x in client.get(f"/v1/batches/{batch_id}/errors", follow_redirects=True).text.splitlines()]
+    assert {r["status"] for r in rows} == {"canceled"} and len(rows) == counts["canceled"]
+    jobs = client.get("/v1/jobs", params={"batch": batch_id}).json()["data"]
+    assert len(jobs) == 1 and jobs[0]["status"] in ("canceled", "succeeded")  # only one was ever released
+    assert client.post(f"/v1/batches/{batch_id}/cancel").status_code == 409
+
+
+# --- limits and URL safety --------------------------------------------------------------------------
+def test_rate_limit_answers_429_with_retry_after(hooks_stack: Stack) -> None:
+    client = hooks_stack.client("flood")
+    codes, retry_after = [], None
+    for _ in range(80):  # burst 40 at 10/s: the tail of a quick flood is refused
+        response = client.get("/v1/batches")
+        codes.append(response.status_code)
+        if response.status_code == 429:
+            retry_after = response.headers["retry-after"]
+            assert response.json()["error"]["code"] == "rate_limited"
+    assert codes[:35] == [200] * 35 and 429 in codes
+    assert retry_after is not None and 1 <= int(retry_after) <= 60
+    time.sleep(int(retry_after))
+    assert client.get("/v1/batches").status_code == 200
+    assert hooks_stack.client("calm").get("/v1/batches").status_code == 200  # limits are per key
+
+
+def test_tenant_quotas_on_concurrency_video_length_and_file_size(hooks_stack: Stack, media: dict[str, Path]) -> None:
+    client = hooks_stack.client("quota")
+    quotas = Quotas(hooks_stack.redis, hooks_stack.settings)
+    video, audio = _upload(client, media["video"]), _upload(client, media["de"])
+    body = {"video": {"asset_id": video}, "audio": {"asset_id": audio}}
+    quotas.set("quota", max_concurrent_jobs=1)
+    first = client.post("/v1/jobs", json=body).json()
+    refused = client.post("/v1/jobs", json=body)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "concurrency_limit_reached"
+    assert int(refused.headers["retry-after"]) > 0
+    client.post(f"/v1/jobs/{first['id']}/cancel")
+    second = client.post("/v1/jobs", json=body)
+    assert second.status_code == 202, second.text
+    client.post(f"/v1/jobs/{second.json()['id']}/cancel")
+    quotas.set("quota", max_video_seconds=1.0)
+    too_long = client.post("/v1/jobs", json=body)
+    assert too_long.status_code == 422 and too_long.json()["error"]["code"] == "input_too_long"
+    quotas.set("quota", max_video_seconds=600, max_file_bytes=1000)
+    too_big = client.post("/v1/jobs", json=body)
+    assert too_big.status_code == 422 and too_big.json()["error"]["code"] == "payload_too_large"
+
+
+def test_unsafe_webhook_targets_are_refused(hooks_stack: Stack, media: dict[str, Path]) -> None:
+    client = hooks_stack.client("ssrf")
+    video, audio = _upload(client, media["video"]), _upload(client, media["de"])
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/hook", "http://[::1]:80/hook",
+                "http://192.168.0.10/hook"):
+        response = client.post("/v1/jobs", json={"video": {"asset_id": video}, "audio": {"asset_id": audio},
+                                                 "webhook_url": url})
+        assert response.status_code == 422 and response.json()["error"]["code"] == "url_not_allowed", url
+        batch = client.post("/v1/batches", json={"items": [{"custom_id": "a", "video": {"asset_id": video},
+                                                            "audio": {"asset_id": audio}}], "webhook_url": url})
+        assert batch.status_code == 422 and batch.json()["error"]["code"] == "url_not_allowed", url
