@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     min_face_coverage: float = Field(default=0.5, ge=0, le=1, description="Share of frames that need a face")
     min_face_px: int = Field(default=64, gt=0, description="Smallest usable face (mesh bounding-box side)")
     min_video_frames: int = Field(default=13, gt=0, description="Shortest usable source (25-fps frames)")
-    max_yaw_deg: float = Field(default=35.0, gt=0, le=90,
+    max_yaw_deg: float = Field(default=30.0, gt=0, le=90,
                                description="Frames turned further left/right than this pass through unchanged")
     max_pitch_deg: float = Field(default=30.0, gt=0, le=90,
                                  description="Frames tilted further up/down than this pass through unchanged")

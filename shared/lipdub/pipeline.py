@@ -12,10 +12,10 @@ from pathlib import Path
 
 from lipdub.config import Device, Settings, SyncMode
 from lipdub.device import resolve_device
+from lipdub.prep.cache import prepare_cached
 from lipdub.progress import SILENT, Progress
 from lipdub.stages.audio import analyze_audio
 from lipdub.stages.mux import mux
-from lipdub.stages.prep import prepare_source
 from lipdub.stages.probe import probe_inputs
 from lipdub.stages.render import render_video
 from lipdub.timeline import Timeline
@@ -39,7 +39,7 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
     probe_inputs(video, audio, settings)
     with tempfile.TemporaryDirectory(prefix="lipdub-") as scratch:
         work = workdir or Path(scratch)
-        track = prepare_source(video, work / "prep", settings, progress)
+        track = prepare_cached(video, settings, progress)  # once per source bytes, under data_dir
         mouth = analyze_audio(audio, work / "audio", settings, progress)
         timeline = Timeline(track.summary.n_frames, len(mouth), mode)
         part = work / "render" / "part-0000.mp4"

@@ -37,15 +37,22 @@ def analyze_faces(frames: Iterable[np.ndarray], width: int, height: int, max_gap
     tracker = FaceTracker(max_gap)
     n = multi_frames = 0
     multi_until = -1
+    acquired = 0  # faces the current mesh is tracking
     with FaceMesh(max_faces=1) as single, FaceMesh(max_faces=MAX_FACES) as multi, FaceDetector() as detect:
+        current = single
         for i, frame in enumerate(frames):
             if i % DETECT_EVERY == 0 and len(detect(frame)) > 1:
                 multi_until = i + MULTI_HOLD
-            if i <= multi_until:
-                faces = multi(frame)
-                multi_frames += 1
-            else:
-                faces = single(frame)
+            mesh = multi if i <= multi_until else single
+            tracked = acquired if mesh is current else 0
+            faces = mesh(frame)
+            if len(faces) > tracked:
+                # A newly acquired face's landmarks come from the detector's rough box; a second run on the
+                # same frame starts from the first run's landmarks and fixes the first frame (up to ~18°
+                # of roll error otherwise).
+                faces = mesh(frame)
+            acquired, current = len(faces), mesh
+            multi_frames += mesh is multi
             scale = width / frame.shape[1]
             if scale != 1.0:
                 faces = [f * scale for f in faces]  # x, y and z (z is in units of the frame width)

@@ -1,0 +1,103 @@
+"""Prep once per source: tracks are cached under the SHA-256 of the source bytes plus the prep version.
+
+Catalog dubbing sends one source many times (a job per language); every job after the first gets the
+stored track at the cost of hashing the file. A rejected source is cached too (its gate verdict), so a
+resubmission fails fast with the same code. Entries are written under a temporary name and renamed into
+place, so concurrent preps of one source never see a half-written entry (the last rename wins; both are
+identical).
+
+Layout: `<root>/<sha256>-v<PREP_VERSION>[-<target>]/{video.mp4, track.npz, track.json | rejected.json}`,
+matching the object-store keys of lipdub.service.storage (`prep/<sha256>-v<version>/<name>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+from lipdub.config import Settings
+from lipdub.errors import ErrorCode, InputError
+from lipdub.prep.track import PREP_VERSION, SourceTrack
+from lipdub.prep.tracking import Target
+from lipdub.progress import SILENT, Progress
+
+READ_BLOCK = 4 * 1024 * 1024
+
+
+def source_digest(path: Path) -> str:
+    """SHA-256 of the file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(READ_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_root(settings: Settings) -> Path:
+    return settings.data_dir / "prep"
+
+
+def entry_name(digest: str, target: Target | None = None) -> str:
+    name = f"{digest}-v{PREP_VERSION}"
+    if target is not None and target.key():
+        name += "-" + hashlib.sha256(target.key().encode()).hexdigest()[:12]
+    return name
+
+
+def load_entry(entry: Path) -> SourceTrack | None:
+    """The cached track, re-raising a cached rejection; None when there is no usable entry."""
+    rejected = entry / "rejected.json"
+    if rejected.is_file():
+        data = json.loads(rejected.read_text())
+        raise InputError(ErrorCode(data["code"]), data["message"])
+    if (entry / "track.json").is_file() and (entry / "track.npz").is_file() and (entry / "video.mp4").is_file():
+        try:
+            return SourceTrack.load(entry)
+        except (ValueError, KeyError, OSError):
+            return None  # written by another prep version or damaged: prep again
+    return None
+
+
+def prepare_cached(video: Path, settings: Settings, progress: Progress = SILENT, target: Target | None = None,
+                   digest: str | None = None) -> SourceTrack:
+    """The source track of `video`, prepared at most once per (bytes, prep version, target).
+
+    The embedded pipeline and the prep worker both call this; `digest` skips hashing when the caller
+    already knows it (the service stores assets by SHA-256).
+    """
+    from lipdub.stages.prep import prepare_source
+
+    root = cache_root(settings)
+    entry = root / entry_name(digest or source_digest(video), target)
+    cached = load_entry(entry)
+    if cached is not None:
+        return cached
+    tmp = root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        try:
+            prepare_source(video, tmp, settings, progress, target=target)
+        except InputError as exc:
+            (tmp / "rejected.json").write_text(json.dumps({"code": str(exc.code), "message": exc.message}))
+            for leftover in tmp.iterdir():
+                if leftover.name != "rejected.json":
+                    leftover.unlink()
+            publish(tmp, entry)
+            raise
+        publish(tmp, entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    track = load_entry(entry)
+    assert track is not None
+    return track
+
+
+def publish(tmp: Path, entry: Path) -> None:
+    """Move a finished entry into place atomically; an entry another process published first wins."""
+    try:
+        tmp.rename(entry)
+    except OSError:
+        if not entry.is_dir():
+            raise

@@ -1,0 +1,297 @@
+"""Prep stage: normalisation, face tracks and target choice, quality gate codes, smoothing, cache, preflight.
+
+Generated clips (tests/prep_media.py) cover every gate code and edge case; corpus clips (skipped without
+the corpus) check real talking and silent faces and a real sustained profile.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import prep_media as M  # noqa: E402
+
+from lipdub.config import Settings  # noqa: E402
+from lipdub.errors import ErrorCode, InputError  # noqa: E402
+from lipdub.face import landmarks as L  # noqa: E402
+from lipdub.media.probe import packet_times, probe  # noqa: E402
+from lipdub.media.video import FrameReader, count_frames, plan_normalization, source_timeline  # noqa: E402
+from lipdub.prep import gate  # noqa: E402
+from lipdub.prep.cache import prepare_cached  # noqa: E402
+from lipdub.prep.pose import canonical_face, euler_degrees, fit_pose  # noqa: E402
+from lipdub.prep.preflight import preflight  # noqa: E402
+from lipdub.prep.smoothing import frame_jitter, still_jitter  # noqa: E402
+from lipdub.prep.track import PREP_VERSION, SourceTrack  # noqa: E402
+from lipdub.prep.tracking import Target  # noqa: E402
+from lipdub.stages.prep import prepare_source  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("prep_clips")
+
+
+def prep_error(video: Path, out: Path, settings: Settings, **kw: object) -> InputError:
+    with pytest.raises(InputError) as info:
+        prepare_source(video, out, settings, **kw)  # type: ignore[arg-type]
+    return info.value
+
+
+# ---- geometry ---------------------------------------------------------------------------------------
+
+def test_canonical_face_is_frontal_and_pose_fit_recovers_a_known_rotation() -> None:
+    canon = canonical_face()
+    assert canon.shape == (478, 3)
+    assert np.allclose(np.linalg.norm(canon[263] - canon[33]), 1.0)
+    assert canon[L.NOSE_TIP, 2] < canon[33, 2]  # the nose tip is nearer the camera than the eyes
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_euler("ZYX", [5, 25, -10], degrees=True).as_matrix()  # R = Rz·Ry·Rx.as_matrix()
+    points = (180 * canon @ rot.T + [320, 240, 0])[None].astype(np.float32)
+    pose = fit_pose(points)
+    assert np.allclose(pose.rotation[0], rot, atol=1e-4)
+    assert pose.scale[0] == pytest.approx(180, rel=1e-4)
+    yaw, pitch, roll = euler_degrees(rot)
+    assert (yaw, pitch, roll) == pytest.approx((25, -10, 5), abs=1e-3)
+
+
+def test_gate_judges_sustained_turns_but_only_marks_brief_ones() -> None:
+    s = Settings()
+    n = 100
+    present, px = np.ones(n, bool), np.full(n, 150.0)
+    brief = np.zeros((n, 3))
+    brief[40:50, 0] = 50.0
+    flags = gate.frame_flags(present, brief, px, s)
+    assert (flags[40:50] == gate.NOT_FRONTAL).all() and (flags[:40] == 0).all()
+    assert gate.judge("x", n, present, flags, px, s).ok
+    sustained = np.zeros((n, 3))
+    sustained[20:, 1] = -40.0  # looking down most of the time
+    flags = gate.frame_flags(present, sustained, px, s)
+    assert gate.judge("x", n, present, flags, px, s).code == ErrorCode.face_not_frontal
+
+
+def test_unsupported_rotation_and_timeline_mapping(clips: Path) -> None:
+    video = M.sway_face(clips / "plan.mp4", 1.0)
+    info = probe(video)
+    bad = type(info)(info.path, info.format, info.duration, type(info.video)(**{**info.video.__dict__,
+                                                                                 "rotation": 45}), None)
+    with pytest.raises(InputError) as err:
+        plan_normalization(bad, 2160, 720)
+    assert err.value.code == ErrorCode.unsupported_video
+    # 30-fps source → 25-fps slots map to the nearest source frame.
+    index, times = source_timeline([i / 30 for i in range(60)], 50)
+    assert np.abs(times - np.arange(50) / 25).max() <= 1 / 60 + 1e-6
+    assert (np.diff(index) >= 1).all()
+
+
+# ---- gate codes on generated clips ----------------------------------------------------------------
+
+def test_no_face(clips: Path, settings: Settings) -> None:
+    err = prep_error(M.no_face(clips / "noface.mp4"), clips / "o_noface", settings)
+    assert err.code == ErrorCode.no_face and "noface.mp4" in err.message
+
+
+def test_video_too_short(clips: Path, settings: Settings) -> None:
+    err = prep_error(M.sway_face(clips / "short.mp4", 0.32), clips / "o_short", settings)
+    assert err.code == ErrorCode.video_too_short
+
+
+def test_slideshow_is_unsupported(clips: Path, settings: Settings) -> None:
+    err = prep_error(M.slideshow(clips / "slides.mp4"), clips / "o_slides", settings)
+    assert err.code == ErrorCode.unsupported_video
+
+
+def test_face_too_small(clips: Path) -> None:
+    strict = Settings(min_face_px=400)  # the generated face is ~200 px
+    err = prep_error(M.sway_face(clips / "small.mp4", 1.0), clips / "o_small", strict)
+    assert err.code == ErrorCode.face_too_small and "400" in err.message
+
+
+def test_two_equal_faces_need_a_target(clips: Path, settings: Settings) -> None:
+    video = M.two_faces(clips / "two.mp4")
+    err = prep_error(video, clips / "o_two", settings)
+    assert err.code == ErrorCode.multiple_faces
+    right = prepare_source(video, clips / "o_two_right", settings, target=Target(time=1.0, point=(360, 128)))
+    left = prepare_source(video, clips / "o_two_left", settings,
+                          target=Target(time=0.5, box=(20, 28, 220, 228)))
+    assert right.summary.target_source == "user" and right.summary.n_faces == 2
+    cx_right = right.landmarks[right.valid][:, L.NOSE_TIP, 0]
+    cx_left = left.landmarks[left.valid][:, L.NOSE_TIP, 0]
+    assert cx_right.min() > 260 and cx_left.max() < 220
+    assert right.valid.mean() > 0.9 and left.valid.mean() > 0.9
+
+
+def test_dominant_face_is_chosen_by_default(clips: Path, settings: Settings) -> None:
+    # The right face is as large but only there for the first second: the persistent left face dominates.
+    video = M.two_faces(clips / "two_uneven.mp4", seconds=3.0, right_seconds=1.0)
+    track = prepare_source(video, clips / "o_uneven", settings)
+    assert track.summary.n_faces == 2 and "multiple_faces_dominant_chosen" in track.summary.flags
+    assert track.landmarks[track.valid][:, L.NOSE_TIP, 0].max() < 240  # the larger, left face
+
+
+# ---- tracking, normalisation ----------------------------------------------------------------------
+
+def test_face_leaving_the_frame_keeps_its_track_and_passes_through(clips: Path, settings: Settings) -> None:
+    track = prepare_source(M.face_leaves(clips / "leave.mp4"), clips / "o_leave", settings)
+    assert track.summary.n_faces == 1  # one ID before and after the 1-s absence
+    gone = slice(round(1.6 * 25), round(2.4 * 25))
+    assert not track.valid[gone].any() and (track.frame_flags[gone] & gate.NO_FACE).all()
+    assert track.valid[:25].all() and track.valid[-20:].all()
+    assert "faceless_frames_passed_through" in track.summary.flags
+    assert track.summary.face_coverage == pytest.approx(track.present.mean())
+
+
+def test_brief_turn_marks_frames_pass_through(clips: Path) -> None:
+    # A flat face bent round a cylinder reads as ~25-30° of yaw at 65° of bend, so the limit is lowered.
+    settings = Settings(max_yaw_deg=18)
+    track = prepare_source(M.turned_face(clips / "turn.mp4", 3.0, (1.0, 1.8), 65), clips / "o_turn", settings)
+    turned = (track.frame_flags & gate.NOT_FRONTAL) > 0
+    assert 3 <= turned.sum() <= 25
+    assert np.flatnonzero(turned).min() >= 24 and np.flatnonzero(turned).max() <= 48
+    assert not track.valid[turned].any() and track.valid[:20].all() and track.valid[-20:].all()
+    assert "brief_turns_passed_through" in track.summary.flags
+    assert track.summary.yaw["max_abs"] > 18
+
+
+def test_rotated_phone_video_is_upright(clips: Path, settings: Settings) -> None:
+    upright = M.sway_face(clips / "upright.mp4", 1.2)
+    phone = M.rotated_phone(upright, clips / "phone.mp4", 90)
+    assert probe(phone).video.rotation in (90, 270)  # type: ignore[union-attr]
+    track = prepare_source(phone, clips / "o_phone", settings)
+    assert "rotation" in track.summary.normalization
+    assert track.valid.mean() > 0.9
+    eyes = track.landmarks[track.valid][:, [33, 263]]
+    tilt = np.abs(eyes[:, 1, 1] - eyes[:, 0, 1]) / np.abs(eyes[:, 1, 0] - eyes[:, 0, 0])
+    assert np.median(tilt) < 0.1 and tilt.max() < 0.3  # eyes level: the face is upright, not on its side
+    with track.reader() as reader:
+        assert reader[0].shape == (256, 256, 3)
+
+
+def test_vfr_and_odd_sizes_are_normalised(clips: Path, settings: Settings) -> None:
+    vfr = M.variable_rate(M.sway_face(clips / "cfr.mp4", 3.2), clips / "vfr.mp4")
+    info = probe(vfr)
+    assert info.video is not None and info.video.variable_frame_rate
+    track = prepare_source(vfr, clips / "o_vfr", settings)
+    assert {"vfr", "fps"} <= set(track.summary.normalization)
+    duration = packet_times(vfr).pts[-1]
+    assert abs(track.summary.n_frames - duration * 25) <= 2
+    assert count_frames(track.video) == track.summary.n_frames
+    assert np.all(np.diff(track.source_time) >= 0)
+    assert np.abs(track.source_time - np.arange(track.summary.n_frames) / 25).max() < 0.05
+    # odd size: 255×201 → even
+    odd = M.write_clip(clips / "odd.mkv", 20, 256, 202, lambda i: M.canvas(256, 202))
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(odd), "-vf", "format=yuv444p,crop=255:201:0:0", "-c:v", "libx264",
+                    "-pix_fmt", "yuv444p", str(clips / "odd.mp4")], check=True)
+    plan = plan_normalization(probe(clips / "odd.mp4"), 2160, 720)
+    assert plan.width % 2 == 0 and plan.height % 2 == 0 and "odd_size" in plan.changes
+
+
+# ---- smoothing, track contents, cache, preflight ----------------------------------------------------
+
+def test_still_head_jitter_is_removed(clips: Path, settings: Settings) -> None:
+    from lipdub.prep.analysis import analyze_faces
+    from lipdub.prep.preflight import sample_frames
+
+    video = M.still_face(clips / "still.mp4", 3.0, noise=6.0)
+    raw_faces = analyze_faces(sample_frames(video, 256, 256, 10), 256, 256, 50)
+    raw = np.stack(raw_faces.tracker.tracks[0].landmarks)
+    track = prepare_source(video, clips / "o_still", settings)
+    before, after = still_jitter(raw), still_jitter(track.landmarks)
+    assert after < 0.6 * before, (before, after)
+    assert frame_jitter(track.landmarks) < 0.5 * frame_jitter(raw)
+
+
+def test_track_contents_and_round_trip(clips: Path, settings: Settings) -> None:
+    track = prepare_source(M.sway_face(clips / "sway.mp4", 2.0), clips / "o_sway", settings)
+    n = track.summary.n_frames
+    assert n == 50 and track.summary.version == PREP_VERSION
+    assert track.landmarks.shape == (n, 478, 3) and track.rotation.shape == (n, 3, 3)
+    assert track.crop.shape == (n, 4) and track.mouth_opening.shape == (n,)
+    # the crop box contains the whole face oval in every frame
+    oval = track.landmarks[:, L.FACE_OVAL, :2]
+    assert (oval.min(1) >= track.crop[:, :2] - 1).all() and (oval.max(1) <= track.crop[:, 2:] + 1).all()
+    refs = track.reference_frames
+    assert len(set(refs.tolist())) == len(refs) >= 3
+    assert (track.mouth_opening[refs] >= np.median(track.mouth_opening[track.valid]) - 1e-6).all()
+    assert track.neutral_shape.shape == (478, 3)
+    loaded = SourceTrack.load(track.dir)
+    assert np.array_equal(loaded.landmarks, track.landmarks) and loaded.summary == track.summary
+    data = json.loads((track.dir / "track.json").read_text())
+    assert data["version"] == PREP_VERSION and set(data["yaw"]) == {"p5", "p50", "p95", "max_abs"}
+
+
+def test_cache_reuses_tracks_and_rejections(clips: Path, settings: Settings) -> None:
+    video = M.sway_face(clips / "cached.mp4", 1.2)
+    first = prepare_cached(video, settings)
+    assert first.dir.parent == settings.data_dir / "prep" and first.dir.name.endswith(f"-v{PREP_VERSION}")
+    copy = clips / "cached_copy.mp4"
+    copy.write_bytes(video.read_bytes())  # same bytes, another name: same entry
+    start = time.perf_counter()
+    second = prepare_cached(copy, settings)
+    assert time.perf_counter() - start < 1.0
+    assert second.dir == first.dir and np.array_equal(second.landmarks, first.landmarks)
+    targeted = prepare_cached(video, settings, target=Target(0.5, point=(128, 128)))
+    assert targeted.dir != first.dir
+    bad = M.no_face(clips / "cached_noface.mp4", 1.0)
+    for _ in range(2):
+        with pytest.raises(InputError) as err:
+            prepare_cached(bad, settings)
+        assert err.value.code == ErrorCode.no_face
+    assert not list((settings.data_dir / "prep").glob(".tmp-*"))
+
+
+def test_preflight_predicts_the_verdict(clips: Path, settings: Settings) -> None:
+    ok = preflight(M.sway_face(clips / "pf.mp4", 6.0), settings, seconds=2.0)
+    assert ok.verdict.ok and ok.summary is not None and ok.summary.face_coverage > 0.9
+    assert ok.sampled_seconds == pytest.approx(2.0, abs=0.1) and ok.duration == pytest.approx(6.0, abs=0.1)
+    bad = preflight(M.no_face(clips / "pf_noface.mp4", 3.0), settings, seconds=2.0)
+    assert bad.verdict.code == ErrorCode.no_face
+    two = preflight(M.two_faces(clips / "pf_two.mp4"), settings, seconds=1.0)
+    assert two.verdict.code == ErrorCode.multiple_faces
+    assert json.dumps(two.as_dict())
+
+
+# ---- real clips ----------------------------------------------------------------------------------
+
+TALKING = "talking/rizkiarm_LipNet__lbax4n.mpg"  # GRID, 3 s, 360×288, talking
+SILENT = "silent/ali-vilab_dreamtalk__W009_front_neutral_level1_001.mp4"  # MEAD, 4 s, 256², silent
+PROFILE = "talking/Hangz-nju-cuhk_Talking-Face_PC-AVS__Input-00002.mp4"  # ~40° yaw throughout
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("clip", [TALKING, SILENT])
+def test_corpus_clips_prep_cleanly(corpus: Path, clip: str, tmp_path: Path, settings: Settings) -> None:
+    track = prepare_source(corpus / clip, tmp_path / "prep", settings)
+    assert track.summary.face_coverage > 0.95 and track.valid.mean() > 0.9
+    assert abs(track.summary.yaw["p50"]) < 20
+    with FrameReader(track.video, track.summary.width, track.summary.height, track.summary.n_frames) as r:
+        assert r[track.summary.n_frames - 1].shape == (track.summary.height, track.summary.width, 3)
+    if clip == TALKING:
+        # smoothing keeps the mouth: raw and smoothed openings agree and the peaks survive
+        from lipdub.prep.preflight import sample_frames
+        from lipdub.prep.analysis import analyze_faces
+
+        s = track.summary
+        raw_faces = analyze_faces(sample_frames(corpus / clip, s.width, s.height, 10), s.width, s.height, 50)
+        raw = np.stack(raw_faces.tracker.tracks[0].landmarks)[: s.n_frames]
+        raw_open, smooth_open = L.mouth_opening(raw), track.mouth_opening[: len(raw)]
+        assert np.corrcoef(raw_open, smooth_open)[0, 1] > 0.95
+        assert smooth_open.max() > 0.85 * raw_open.max()
+        assert track.mouth_opening[track.reference_frames].min() >= np.median(track.mouth_opening)
+
+
+@pytest.mark.corpus
+def test_corpus_profile_is_not_frontal(corpus: Path, tmp_path: Path, settings: Settings) -> None:
+    err = prep_error(corpus / PROFILE, tmp_path / "prep", settings)
+    assert err.code == ErrorCode.face_not_frontal
+    # the yaw estimate itself: this speaker faces ~35-40° away throughout
+    track = prepare_source(corpus / PROFILE, tmp_path / "prep2", Settings(max_yaw_deg=89))
+    assert 28 < abs(track.summary.yaw["p50"]) < 50 and track.valid.all()
