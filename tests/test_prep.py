@@ -1,6 +1,6 @@
 """Prep stage: normalisation, face tracks and target choice, quality gate codes, smoothing, cache, preflight.
 
-Generated clips (tests/prep_media.py) cover every gate code and edge case; corpus clips (skipped without
+Generated clips (tests/test_prep_media.py) cover every gate code and edge case; corpus clips (skipped without
 the corpus) check real talking and silent faces and a real sustained profile.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import prep_media as M  # noqa: E402
+import test_prep_media as M  # noqa: E402
 
 from lipdub.config import Settings  # noqa: E402
 from lipdub.errors import ErrorCode, InputError  # noqa: E402

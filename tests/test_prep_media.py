@@ -1,4 +1,4 @@
-"""Generated test clips for the prep tests (faces from scikit-image's public-domain astronaut portrait)."""
+"""Generated clips for the prep tests (faces from scikit-image's public-domain astronaut portrait); no tests here."""
 
 from __future__ import annotations
 
