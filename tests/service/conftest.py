@@ -79,15 +79,16 @@ def anonymous(stack: StackConfig) -> Iterator[httpx.Client]:
 # --- media ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def service_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Short generated inputs: two face clips (3 s and 2 s, different bytes), ~2 s of speech, a clip
-    without a face, and a file that is not media."""
-    from lipdub.demo import moving_face_video, speak
+    """Short generated inputs: two face clips (3 s and 2 s, different bytes), ~2 s and ~9 s of speech, a
+    clip without a face, and a file that is not media."""
+    from lipdub.demo import DEMO_TEXT, moving_face_video, speak
 
     folder = tmp_path_factory.mktemp("service-media")
     media = {
         "face": moving_face_video(folder / "face.mp4", 3.0),
         "face2": moving_face_video(folder / "face2.mp4", 2.0),
         "speech": speak("Hello, this is the dubbing service.", folder / "speech.wav"),
+        "long_speech": speak(DEMO_TEXT, folder / "long_speech.wav"),  # ~9 s: nine 1-s render chunks
         "noface": folder / "noface.mp4",
         "text": folder / "notes.mp4",
     }

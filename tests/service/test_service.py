@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,13 @@ import pytest
 import redis
 
 from lipdub.service.stack import StackConfig
-from tests.service.conftest import MAX_UPLOAD, create_job, upload, wait_for
+from tests.service.conftest import JOB_TIMEOUT, MAX_UPLOAD, create_job, upload, wait_for
 
 
 @pytest.fixture(scope="module")
 def assets(api: httpx.Client, service_media: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    return {name: upload(api, service_media[name]) for name in ("face", "face2", "speech", "noface")}
+    return {name: upload(api, service_media[name])
+            for name in ("face", "face2", "speech", "long_speech", "noface")}
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +105,24 @@ def test_cancel(api: httpx.Client, assets: dict[str, dict[str, Any]]) -> None:
     assert final["status"] == "canceled"
     assert final["chunks"]["done"] == 0
     assert api.get(f"/v1/jobs/{job['id']}/result").status_code == 409
+
+
+def test_cancel_running_job_stops_at_next_chunk(api: httpx.Client, assets: dict[str, dict[str, Any]]) -> None:
+    job = create_job(api, assets["face"], assets["long_speech"])
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while (state := api.get(f"/v1/jobs/{job['id']}", params={"wait": 2}).json())["chunks"]["done"] < 1:
+        assert state["status"] == "running" or state["status"] == "queued", state
+        assert time.monotonic() < deadline, state
+    total = state["chunks"]["total"]
+    assert total >= 6
+    assert api.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "canceled"
+    later = wait_for(api, create_job(api, assets["face"], assets["speech"])["id"])  # drains the queues
+    assert later["status"] == "succeeded"
+    final = api.get(f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "canceled"
+    # The chunk running at cancel time finishes; every later chunk, the mux and the finalize are skipped.
+    assert final["chunks"]["done"] <= state["chunks"]["done"] + 2 < total
+    assert "mux" not in final["timings"]
 
 
 def test_idempotency(api: httpx.Client, assets: dict[str, dict[str, Any]]) -> None:
