@@ -1,4 +1,4 @@
-"""Quality benchmark: every protocol of `lipdub eval` on the fixed evaluation set (lipdub/eval/eval_clips.json).
+"""Quality benchmark: every protocol of `lipdub eval` on the fixed evaluation set (eval/eval_clips.json).
 
     python -m bench.eval_corpus [--out out/eval_corpus] [--max-seconds 10] [--cross-per-clip 1]
 

@@ -1,4 +1,4 @@
-"""Validation of the sync estimator on real speech: a known audio shift must be recovered (quality_metrics §3.4 c)."""
+"""Validation of the sync estimator on real speech: a known audio shift must be recovered (§3.4 c)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def _delayed(samples: np.ndarray, frames: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("shift", [-5, -2, -1, 1, 2, 5])
-def test_estimator_recovers_a_shift_of_real_audio(real_clip: tuple[np.ndarray, np.ndarray], shift: int) -> None:
+def test_estimator_recovers_a_shift_of_real_audio(real_clip: tuple[np.ndarray, np.ndarray],
+                                                  shift: int) -> None:
     mouth, samples = real_clip
     base = estimate_offset(mouth, audio_envelope(samples, len(mouth)))
     assert base.peak > 0.3 and base.confidence > 0.3  # the clip really is in sync with its audio

@@ -72,7 +72,7 @@ def evaluate(
     videos: Annotated[Path, typer.Option(help="Folder of talking clips with their own audio (or a same-named "
                                               "audio file beside each video)")],
     audios: Annotated[Path, typer.Option(help="Folder of speech tracks for cross-dubbing")],
-    out: Annotated[Path, typer.Option(help="Report folder (report.json, report.md, plots/)")] = Path("report"),
+    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.md, plots/")] = Path("report"),
     quick: Annotated[bool, typer.Option("--quick", help="Two shortest clips, 3 s each (CI)")] = False,
     max_seconds: Annotated[float, typer.Option(help="Cut clips and dub tracks to this length")] = 10.0,
     cross_per_clip: Annotated[int, typer.Option(help="Speech tracks each clip is cross-dubbed with")] = 1,

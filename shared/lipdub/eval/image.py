@@ -22,7 +22,7 @@ PSNR_CAP = 100.0  # identical pixels: PSNR is infinite; capped so medians stay n
 
 
 def mouth_box(points: np.ndarray, shape: tuple[int, ...], margin: float = 0.35) -> tuple[int, int, int, int]:
-    """Square box (x0, y0, x1, y1) around the lips, `margin` × mouth width on each side, clipped to the frame."""
+    """Square box (x0, y0, x1, y1) around the lips, `margin` × mouth width on each side, inside the frame."""
     xy = points[L.LIPS, :2]
     lo, hi = xy.min(0), xy.max(0)
     centre = (lo + hi) / 2
@@ -83,7 +83,8 @@ def outside_face(out: np.ndarray, src: np.ndarray, points: np.ndarray) -> tuple[
 
 
 def lower_face_boundary(points: np.ndarray, grow: float = 1.12) -> np.ndarray:
-    """Closed polygon where lower-face renderers blend back: the jaw line grown by `grow`, closed under the nose.
+    """Closed polygon where lower-face renderers blend back: the jaw line grown by `grow`, closed under
+    the nose.
 
     This is where our warp renderer's feathered mask ends, and close to the lower-face masks of
     MuseTalk/DINet-style paste-back; a fixed, landmark-defined boundary keeps the score comparable.
@@ -122,10 +123,10 @@ def seam_score(out: np.ndarray, src: np.ndarray, points: np.ndarray) -> tuple[fl
     """(colour jump, gradient jump) across the lower-face boundary, output against source, in grey levels.
 
     Colour: at each boundary point compare the (blurred) colour a little inside with a little outside (±2 %
-    of the face height along the normal); the score is the mean RGB distance between the output's and the source's
-    inside-minus-outside differences, so natural edges (jaw over neck) cancel and only a jump the renderer
-    added (or removed) remains. Gradient: mean absolute change of the grey-level gradient magnitude on the
-    boundary. Both are 0 for an untouched frame. Caveat: a jaw that legitimately drops also changes the
+    of the face height along the normal); the score is the mean RGB distance between the output's and the
+    source's inside-minus-outside differences, so natural edges (jaw over neck) cancel and only a jump the
+    renderer added (or removed) remains. Gradient: mean absolute change of the grey-level gradient magnitude
+    on the boundary. Both are 0 for an untouched frame. Caveat: a jaw that legitimately drops also changes the
     contrast where the boundary crosses the chin.
     """
     poly = lower_face_boundary(points)
@@ -209,8 +210,8 @@ def frame_metrics(stats: ImageStats, out: np.ndarray, src: np.ndarray, src_point
     if gt is not None and gt_points is not None and out_crop is not None:
         gt_crop = _crop(align_frame(gt, gt_points, src_points), box)
         if gt_crop is not None:
-            stats.add(mouth_psnr=_psnr(out_crop, gt_crop),
-                      mouth_ssim=float(structural_similarity(_gray(out_crop), _gray(gt_crop), data_range=255)))
+            ssim = structural_similarity(_gray(out_crop), _gray(gt_crop), data_range=255)
+            stats.add(mouth_psnr=_psnr(out_crop, gt_crop), mouth_ssim=float(ssim))
     if rendered:
         psnr, ssim = outside_face(out, src, src_points)
         colour, gradient = seam_score(out, src, src_points)

@@ -15,7 +15,7 @@ from lipdub.face import landmarks as L
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares similarity (scale s, rotation R, translation t) with dst ≈ s·R·src + t; [K, 2] points."""
+    """Least-squares similarity (scale s, rotation R, translation t): dst ≈ s·R·src + t; [K, 2] points."""
     mu_s, mu_d = src.mean(0), dst.mean(0)
     a, b = src - mu_s, dst - mu_d
     cov = b.T @ a / len(src)

@@ -139,7 +139,8 @@ def _duration_check(output: Path, dub_audio_seconds: float) -> dict:
 class Evaluator:
     """Runs the protocols for one clip at a time; every intermediate file goes under `work_dir`."""
 
-    def __init__(self, work_dir: Path, settings: Settings, options: EvalOptions, progress: EvalProgress) -> None:
+    def __init__(self, work_dir: Path, settings: Settings, options: EvalOptions,
+                 progress: EvalProgress) -> None:
         self.work_dir, self.settings, self.options, self.progress = work_dir, settings, options, progress
 
     def _track(self, path: Path, label: str) -> VideoTrack:
@@ -288,7 +289,7 @@ class _NullReader:
 
 
 def run_evaluation(clips: list[EvalClip], dub_audios: list[DubAudio], out_dir: Path, settings: Settings,
-                   options: EvalOptions = EvalOptions(), cross_per_clip: int = 1,
+                   options: EvalOptions | None = None, cross_per_clip: int = 1,
                    quiet: bool = False) -> list[ClipResult]:
     """All protocols on every clip; clip i is cross-dubbed with `cross_per_clip` audios chosen round-robin.
 
@@ -296,6 +297,7 @@ def run_evaluation(clips: list[EvalClip], dub_audios: list[DubAudio], out_dir: P
     """
     from lipdub.eval.report import write_report
 
+    options = options or EvalOptions()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "work"
     pairs = []

@@ -76,8 +76,10 @@ def _fmt(v: object, fmt: str = "{:.3f}") -> str:
 def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], meta: dict) -> str:
     lines = ["# lipdub quality evaluation", "",
              f"{meta['clips']} clips, {meta['cross_dubs']} cross-dubs, clips cut to {meta['max_seconds']} s, "
-             f"cross-dub sync mode `{meta['cross_sync_mode']}`, {meta['elapsed_s']:.0f} s on {meta['machine']}.",
-             "Definitions: quality_metrics.md §3.4 and lipdub/eval/*.py. Medians over clips; `–` = not applicable.",
+             f"cross-dub sync mode `{meta['cross_sync_mode']}`, {meta['elapsed_s']:.0f} s on "
+             f"{meta['machine']}.",
+             "Definitions: quality_metrics.md §3.4 and lipdub/eval/*.py. Medians over clips; "
+             "`–` = not applicable.",
              "", "## Medians", "",
              "| metric | better | " + " | ".join(label for label, _ in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
@@ -87,21 +89,24 @@ def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], me
             lines.append(f"| {label} | {better} | " + " | ".join(cells) + " |")
 
     lines += ["", "## Self-reenactment with a reversed source (lipdub / reversed-source baseline)", "",
-              "| clip | frames | LMD lips | LMD jaw | MOC | offset − GT | sync peak | confidence | mouth PSNR | "
-              "mouth SSIM | outside PSNR | sharpness | jitter / GT | seam colour | dur. ms | error |",
+              "| clip | frames | LMD lips | LMD jaw | MOC | offset − GT | sync peak | confidence | "
+              "mouth PSNR | mouth SSIM | outside PSNR | sharpness | jitter / GT | seam colour | dur. ms | "
+              "error |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         o, b = r.self_reenactment.get("output", {}), r.self_reenactment["baseline"]
 
-        def pair(k: str, fmt: str = "{:.2f}") -> str:
+        def pair(k: str, fmt: str = "{:.2f}", o: dict = o, b: dict = b) -> str:
             return f"{_fmt(o.get(k), fmt)} / {_fmt(b.get(k), fmt)}"
 
         lines.append(
             f"| {r.clip} | {r.frames} | {pair('lmd_lips')} | {pair('lmd_jaw')} | {pair('moc', '{:.2f}')} | "
             f"{pair('sync_offset_vs_gt', '{:+.1f}')} | {pair('sync_peak')} | {pair('sync_confidence')} | "
-            f"{pair('mouth_psnr', '{:.1f}')} | {pair('mouth_ssim')} | {_fmt(o.get('outside_psnr'), '{:.1f}')} | "
+            f"{pair('mouth_psnr', '{:.1f}')} | {pair('mouth_ssim')} | "
+            f"{_fmt(o.get('outside_psnr'), '{:.1f}')} | "
             f"{_fmt(o.get('sharpness_ratio'), '{:.2f}')} | {pair('jitter_ratio_vs_gt')} | "
-            f"{_fmt(o.get('seam_color'), '{:.1f}')} | {_fmt(o.get('duration_video_minus_audio_ms'), '{:+.0f}')} | "
+            f"{_fmt(o.get('seam_color'), '{:.1f}')} | "
+            f"{_fmt(o.get('duration_video_minus_audio_ms'), '{:+.0f}')} | "
             f"{r.self_reenactment.get('error') or ''} |")
 
     lines += ["", "## Cross-dubbing (lipdub / untouched-clip baseline)", "",
@@ -112,7 +117,7 @@ def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], me
         for c in r.cross_dub:
             o, b = c.get("output", {}), c["baseline"]
 
-            def pair2(k: str, fmt: str = "{:.2f}") -> str:
+            def pair2(k: str, fmt: str = "{:.2f}", o: dict = o, b: dict = b) -> str:
                 return f"{_fmt(o.get(k), fmt)} / {_fmt(b.get(k), fmt)}"
 
             lines.append(
@@ -130,7 +135,8 @@ def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], me
         g = r.ground_truth
         lines.append(f"| {r.clip} | {r.frames} | {_fmt(g.get('sync_offset'), '{:+.1f}')} | "
                      f"{_fmt(g.get('sync_peak'), '{:.2f}')} | {_fmt(g.get('sync_r_near_zero'), '{:.2f}')} | "
-                     f"{_fmt(g.get('sync_confidence'), '{:.2f}')} | {_fmt(g.get('silence_ratio'), '{:.2f}')} | "
+                     f"{_fmt(g.get('sync_confidence'), '{:.2f}')} | "
+                     f"{_fmt(g.get('silence_ratio'), '{:.2f}')} | "
                      f"{_fmt(g.get('speech_fraction'), '{:.2f}')} | {_fmt(g.get('lip_jitter'), '{:.3f}')} |")
     lines.append("")
     return "\n".join(lines)

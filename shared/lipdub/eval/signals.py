@@ -43,7 +43,7 @@ def audio_envelope(samples: np.ndarray, n_frames: int | None = None, sample_rate
                    fps: int = FPS, band: tuple[float, float] | None = SPEECH_BAND_HZ) -> np.ndarray:
     """e[t] = log(RMS + 1e-8) of the 40-ms window centred on video frame t, speech band only.
 
-    Frame t covers samples [t·hop − hop/2, t·hop + hop/2), hop = sample_rate / fps (640 at 16 kHz / 25 fps).
+    Frame t covers samples [t·hop − hop/2, t·hop + hop/2), hop = sample_rate / fps (640 at 16 kHz).
     The log floor of digital silence (-18.4) would dominate a z-score, so values are floored a little below
     the quietest real frames (2nd percentile − 1, i.e. about 9 dB under it).
     """

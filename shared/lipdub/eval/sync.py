@@ -1,4 +1,4 @@
-"""Audio-visual offset by cross-correlating mouth opening with the audio envelope (quality_metrics.md §3.4 c).
+"""Audio-visual offset: cross-correlation of mouth opening with the audio envelope (quality_metrics §3.4 c).
 
 A CPU, weight-free analogue of SyncNet's offset / confidence. Sign convention: a positive offset k means the
 mouth moves k frames *after* the sound (video lags audio). Natural speech is not at exactly 0 (the mouth
@@ -39,7 +39,7 @@ class SyncResult:
 
 
 def _highpass(x: np.ndarray, valid: np.ndarray, width: int) -> np.ndarray:
-    """Remove the slow trend (a 1-s moving average over valid frames): head turns and gain drift, not speech."""
+    """Remove the slow trend (1-s moving average over valid frames): head turns and gain drift, not speech."""
     filled = np.where(valid, x, 0.0)
     weight = uniform_filter1d(valid.astype(np.float64), width, mode="nearest")
     trend = uniform_filter1d(filled, width, mode="nearest") / np.maximum(weight, 1e-6)

@@ -86,8 +86,8 @@ def prepare_clip(video: Path, out_dir: Path, max_seconds: float | None, audio: P
     # -frames:v as well as -t: the fps filter would otherwise emit the frame at exactly t = max_seconds too.
     count = ["-frames:v", str(round(max_seconds * FPS))] if max_seconds else []
     vf = f"fps={FPS},scale=trunc(iw/2)*2:trunc(ih/2)*2,setsar=1"
-    run_ffmpeg([*span, "-i", str(video), "-map", "0:v:0", "-an", "-vf", vf, *count, *NORMALIZED_ARGS, str(clip)],
-               f"{video.name}: could not cut the clip")
+    run_ffmpeg([*span, "-i", str(video), "-map", "0:v:0", "-an", "-vf", vf, *count, *NORMALIZED_ARGS,
+                str(clip)], f"{video.name}: could not cut the clip")
     source = audio or video
     run_ffmpeg([*span, "-i", str(source), "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), str(wav)],
             f"{source.name}: could not extract the audio")
@@ -102,7 +102,7 @@ def reverse_clip(clip: Path, out: Path) -> Path:
 
 
 def cut_audio(src: Path, dst: Path, max_seconds: float | None) -> Path:
-    """The first `max_seconds` of any audio file as 16 kHz mono wav (what the pipeline's audio stage reads)."""
+    """The first `max_seconds` of any audio file as 16 kHz mono wav (what the audio stage reads)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     span = ["-t", f"{max_seconds:.3f}"] if max_seconds else []
     run_ffmpeg(["-i", str(src), *span, "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), str(dst)],
