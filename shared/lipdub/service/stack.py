@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,19 +88,37 @@ def _spawn(proc: Process, cfg: StackConfig) -> subprocess.Popen[bytes]:
     return child
 
 
-def _wait(what: str, check: object, timeout: float, child: subprocess.Popen[bytes], log: Path) -> None:
+def _wait(what: str, check: Callable[[], bool], timeout: float, child: subprocess.Popen[bytes],
+          log: Path) -> None:
     deadline = time.monotonic() + timeout
+    last: Exception | None = None
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"{what} exited with {child.returncode}:\n{tail}")
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
+        except Exception as exc:  # noqa: BLE001 - not up yet; the last error goes into the timeout message
+            last = exc
         time.sleep(0.2)
-    raise RuntimeError(f"{what} was not ready within {timeout:.0f} s (log: {log})")
+    raise RuntimeError(f"{what} was not ready within {timeout:.0f} s (log: {log}; last error: {last})")
+
+
+_READY_TIMEOUT = {"redis": 20.0, "s3": 30.0, "api": 60.0}  # seconds; workers get `worker_timeout`
+
+
+def _readiness(proc: Process, cfg: StackConfig, settings: Settings, log: Path) -> Callable[[], bool]:
+    """How to tell that `proc` is ready: infrastructure answers, workers log that they are ready."""
+    if proc.name == "redis":
+        client = redis.Redis.from_url(settings.redis_url)
+        return lambda: bool(client.ping())
+    if proc.name == "s3":
+        storage = S3Storage(settings)
+        return lambda: storage.ensure_bucket() is None
+    if proc.name == "api":
+        return lambda: httpx.get(f"{cfg.api_url}/readyz", timeout=2).status_code == 200
+    return lambda: b" ready." in log.read_bytes()
 
 
 def start(cfg: StackConfig, worker_timeout: float = 90.0) -> str:
@@ -114,17 +133,8 @@ def start(cfg: StackConfig, worker_timeout: float = 90.0) -> str:
         log = cfg.root / f"{proc.name}.log"
         log.write_bytes(b"")
         child = _spawn(proc, cfg)
-        if proc.name == "redis":
-            client = redis.Redis.from_url(settings.redis_url)
-            _wait("redis", client.ping, 20, child, log)
-        elif proc.name == "s3":
-            storage = S3Storage(settings)
-            _wait("s3", lambda: storage.ensure_bucket() is None, 30, child, log)
-        elif proc.name == "api":
-            _wait("api", lambda: httpx.get(f"{cfg.api_url}/readyz", timeout=2).status_code == 200,
-                  60, child, log)
-        else:
-            _wait(proc.name, lambda: b" ready." in log.read_bytes(), worker_timeout, child, log)
+        _wait(proc.name, _readiness(proc, cfg, settings, log), _READY_TIMEOUT.get(proc.name, worker_timeout),
+              child, log)
     key = ApiKeys(redis.Redis.from_url(settings.redis_url, decode_responses=True)).create("dev")
     (cfg.root / "dev-api-key").write_text(key + "\n")
     return key

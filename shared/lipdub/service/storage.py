@@ -36,7 +36,7 @@ class MissingObject(LipdubError):
         return (MissingObject, (self.key,))
 
 
-class keys:  # noqa: N801 - a namespace of key builders, read as keys.asset(...)
+class keys:  # a namespace of key builders, read as keys.asset(...)
     """Every storage key the service writes. Prep artifacts are keyed by source content, so every job
     on the same source bytes (any tenant, any language) reuses them."""
 
