@@ -124,7 +124,7 @@ def train_audio(
     err.print(json.dumps(report["card"]["metrics"], indent=1))
 
 
-admin_app = typer.Typer(no_args_is_help=True, help="Administer the service (tenants' API keys).")
+admin_app = typer.Typer(no_args_is_help=True, help="Administer the service (tenants' API keys and quotas).")
 app.add_typer(admin_app, name="admin")
 
 
@@ -146,6 +146,32 @@ def create_key(
         err.print(f"[bold red]error[/] Redis at {get_settings().redis_url} is not reachable: {exc}")
         raise typer.Exit(1) from exc
     print(key)
+
+
+@admin_app.command("set-quota")
+def set_quota(
+    tenant: Annotated[str, typer.Option(help="Tenant whose quotas change")],
+    max_concurrent_jobs: Annotated[int | None, typer.Option(min=1, help="Interactive jobs queued or running")] = None,
+    max_video_seconds: Annotated[float | None, typer.Option(min=0.1, help="Longest source video (s)")] = None,
+    max_file_bytes: Annotated[int | None, typer.Option(min=1, help="Largest input file (bytes)")] = None,
+) -> None:
+    """Override TENANT's quotas (unset ones keep the LIPDUB_TENANT_* defaults); prints the quotas in force."""
+    import json
+    from dataclasses import asdict
+
+    import redis
+
+    from lipdub.service.limits import Quotas
+
+    values = {k: v for k, v in {"max_concurrent_jobs": max_concurrent_jobs, "max_video_seconds": max_video_seconds,
+                                "max_file_bytes": max_file_bytes}.items() if v is not None}
+    client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
+    try:
+        quota = Quotas(client, get_settings()).set(tenant, **values)
+    except redis.RedisError as exc:
+        err.print(f"[bold red]error[/] Redis at {get_settings().redis_url} is not reachable: {exc}")
+        raise typer.Exit(1) from exc
+    print(json.dumps({"tenant": tenant, **asdict(quota)}))
 
 
 if __name__ == "__main__":

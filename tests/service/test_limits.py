@@ -90,3 +90,19 @@ def test_admission_counts_interactive_jobs_only(store: JobStore) -> None:
     with pytest.raises(QuotaExceeded) as info:
         quotas.admit_job("globex", 10.0, [100, 10_001])
     assert info.value.code == "payload_too_large"
+
+
+def test_admin_set_quota_command(store: JobStore, redis_url: str) -> None:
+    import json
+    import os
+    import sys
+
+    lipdub = Path(sys.executable).parent / "lipdub"
+    result = subprocess.run([str(lipdub), "admin", "set-quota", "--tenant", "acme", "--max-concurrent-jobs", "3",
+                             "--max-video-seconds", "90"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "LIPDUB_REDIS_URL": redis_url})
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["tenant"] == "acme" and printed["max_concurrent_jobs"] == 3
+    quota = Quotas(store.r, store.settings).for_tenant("acme")
+    assert (quota.max_concurrent_jobs, quota.max_video_seconds) == (3, 90.0)
