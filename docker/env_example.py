@@ -3,9 +3,11 @@
     .venv/bin/python docker/env_example.py          # rewrite .env.example
     .venv/bin/python docker/env_example.py --check  # exit 1 if it is out of date
 
-Each setting gets its description as a comment and its default as the value, except where the compose
-stack needs another value (COMPOSE_VALUES). Settings whose default is None are written commented out:
-an empty variable would not mean None (pydantic-settings reads "" as an empty string or path).
+Each setting gets its description as a comment. The values the compose stack needs (COMPOSE_VALUES) are
+set; every other setting is written commented out with its default (`#LIPDUB_X=default`), so the code's
+default applies until an operator uncomments the line, and a later change of a default is not overridden
+by a stale copy. Settings whose default is None show an empty value: an empty variable would not mean
+None (pydantic-settings reads "" as an empty string or path), so those lines must stay commented or be set.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ COMPOSE_VALUES = {
     "redis_url": "redis://redis:6379/0",
     "storage": "s3",
     "s3_endpoint_url": "http://minio:9000",
+    "s3_bucket": "lipdub",  # also read by compose: minio-init creates this bucket
     "s3_access_key_id": "",
     "s3_secret_access_key": "",
     "api_url": "http://localhost:8000",
@@ -51,7 +54,8 @@ HEADER = """\
 #   cp .env.example .env
 # docker compose reads .env for its own variables and passes all of them to every lipdub container
 # (env_file). Kubernetes uses the same LIPDUB_* names: k8s/*/config.env (ConfigMap) and the
-# lipdub-secrets Secret (k8s/base/secret.template.yaml). Values below target the compose stack.
+# lipdub-secrets Secret (k8s/base/secret.template.yaml). Values below target the compose stack;
+# a commented #LIPDUB_...= line shows the code's default: uncomment it to change the value.
 
 # ---- lipdub settings (lipdub.config.Settings) ----
 """
@@ -110,10 +114,8 @@ def setting_lines(name: str, field: FieldInfo) -> list[str]:
         lines += comment(NOTES[name])
     if name in COMPOSE_VALUES:
         lines.append(f"{key}={COMPOSE_VALUES[name]}")
-    elif default is None:
-        lines.append(f"#{key}=")  # unset = None; see the module docstring
     else:
-        lines.append(f"{key}={env_value(default)}")
+        lines.append(f"#{key}={'' if default is None else env_value(default)}")
     return lines
 
 
