@@ -1,0 +1,102 @@
+"""Both storage backends behave the same: the local directory and S3 (moto's real HTTP server)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lipdub.config import Settings
+from lipdub.errors import TransientError
+from lipdub.service import processes
+from lipdub.service.storage import LocalStorage, MissingObject, S3Storage, Storage, keys, sha256_file
+from tests.service.conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    port = free_port()
+    proc = processes.s3_server(port=port)
+    exe = Path(sys.executable).parent / proc.argv[0]
+    server = subprocess.Popen([str(exe), *proc.argv[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "moto_server did not start"
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path / "storage")
+    settings = Settings(storage="s3", s3_endpoint_url=request.getfixturevalue("s3_endpoint"),
+                        s3_bucket=f"test-{tmp_path.name.lower().replace('_', '-')[:40]}",
+                        s3_access_key_id="test", s3_secret_access_key="test")
+    s3 = S3Storage(settings)
+    s3.ensure_bucket()
+    return s3
+
+
+def test_round_trip(storage: Storage, tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"lipdub" * 100_000)
+    key = keys.asset(sha256_file(src))
+    assert not storage.exists(key)
+    storage.put_file(key, src)
+    storage.put_file(key, src)  # writing the same key again is harmless (tasks may re-run)
+    assert storage.exists(key) and storage.size(key) == src.stat().st_size
+    got = storage.get_file(key, tmp_path / "out" / "copy.bin")
+    assert got.read_bytes() == src.read_bytes()
+    assert b"".join(storage.stream(key)) == src.read_bytes()
+    storage.copy(key, keys.job("job_1", "copy.bin"))
+    assert storage.size(keys.job("job_1", "copy.bin")) == src.stat().st_size
+    storage.delete(key)
+    assert not storage.exists(key)
+    storage.ping()
+
+
+def test_missing_object(storage: Storage, tmp_path: Path) -> None:
+    with pytest.raises(MissingObject):
+        storage.get_file("jobs/nope/result.mp4", tmp_path / "x")
+    with pytest.raises(MissingObject):
+        storage.size("jobs/nope/result.mp4")
+    assert not (tmp_path / "x").exists()  # nothing half-written is left behind
+
+
+def test_download_urls(storage: Storage, tmp_path: Path) -> None:
+    src = tmp_path / "result.mp4"
+    src.write_bytes(b"\0" * 1000)
+    storage.put_file(keys.result("job_2"), src, "video/mp4")
+    url = storage.download_url(keys.result("job_2"), "job_2.mp4")
+    if isinstance(storage, LocalStorage):
+        assert url is None  # the API streams local files itself
+    else:
+        assert url is not None
+        response = httpx.get(url)
+        assert response.status_code == 200 and response.content == src.read_bytes()
+        assert 'filename="job_2.mp4"' in response.headers["content-disposition"]
+
+
+def test_local_keys_cannot_escape_the_root(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        LocalStorage(tmp_path / "root").path("../outside")
+
+
+def test_unreachable_s3_is_transient(tmp_path: Path) -> None:
+    settings = Settings(storage="s3", s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+                        s3_access_key_id="test", s3_secret_access_key="test")
+    with pytest.raises(TransientError):
+        S3Storage(settings).ping()
