@@ -166,27 +166,33 @@ def _alive(pid_file: Path) -> int | None:
 
 
 def stop(root: Path, timeout: float = 20.0) -> list[str]:
-    """Stop the processes recorded under `root` (workers first, Redis last); returns their names."""
-    stopped = []
-    order = [p.name for p in reversed(processes.stack())]
-    for name in order:
-        pid_file = root / f"{name}.pid"
-        pid = _alive(pid_file)
-        if pid is not None:
-            # Each process leads its own session (start_new_session), so its group is exactly its tree.
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and _alive(pid_file):
-                time.sleep(0.1)
-                try:
-                    os.waitpid(pid, os.WNOHANG)  # reap it when we are its parent (the tests)
-                except ChildProcessError:
-                    pass
-            if _alive(pid_file):
-                os.killpg(pid, signal.SIGKILL)
-            stopped.append(name)
-        pid_file.unlink(missing_ok=True)
-    return stopped
+    """Stop the processes recorded under `root`: the API and workers together (each finishes its running
+    task: Celery's warm shutdown), then S3 and Redis. Returns the names of the processes stopped."""
+    names = [p.name for p in processes.stack()]
+    infrastructure = {processes.redis_server().name, processes.s3_server().name}
+    stopped = _stop_together(root, [n for n in names if n not in infrastructure], timeout)
+    return stopped + _stop_together(root, [n for n in names if n in infrastructure], timeout)
+
+
+def _stop_together(root: Path, names: list[str], timeout: float) -> list[str]:
+    pids = {name: pid for name in names if (pid := _alive(root / f"{name}.pid")) is not None}
+    for pid in pids.values():
+        # Each process leads its own session (start_new_session), so its group is exactly its tree.
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(root / f"{n}.pid") for n in pids):
+        time.sleep(0.1)
+        for pid in pids.values():
+            try:
+                os.waitpid(pid, os.WNOHANG)  # reap it when we are its parent (the tests)
+            except ChildProcessError:
+                pass
+    for name, pid in pids.items():
+        if _alive(root / f"{name}.pid"):
+            os.killpg(pid, signal.SIGKILL)
+    for name in names:
+        (root / f"{name}.pid").unlink(missing_ok=True)
+    return list(pids)
 
 
 def main() -> None:
