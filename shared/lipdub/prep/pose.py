@@ -42,14 +42,17 @@ class Pose:
         return euler_degrees(self.rotation)
 
     def to_image(self, shape: np.ndarray) -> np.ndarray:
-        """Canonical-space shapes [N, K, 3] → image points [N, K, 3]."""
-        return (self.scale[:, None, None] * np.einsum("nij,nkj->nki", self.rotation, shape)
-                + self.translation[:, None, :])
+        """Canonical-space shapes [N, K, 3] → image points [N, K, 3] (in the dtype of `shape`: float32
+        keeps a 10-minute track's temporaries small)."""
+        t = shape.dtype
+        return (self.scale.astype(t)[:, None, None] * np.einsum("nij,nkj->nki", self.rotation.astype(t), shape)
+                + self.translation.astype(t)[:, None, :])
 
     def to_canonical(self, points: np.ndarray) -> np.ndarray:
-        """Image points [N, K, 3] → pose-normalised shapes in canonical space [N, K, 3]."""
-        centred = points - self.translation[:, None, :]
-        return np.einsum("nji,nkj->nki", self.rotation, centred) / self.scale[:, None, None]
+        """Image points [N, K, 3] → pose-normalised shapes in canonical space [N, K, 3] (dtype of `points`)."""
+        t = points.dtype
+        centred = points - self.translation.astype(t)[:, None, :]
+        return np.einsum("nji,nkj->nki", self.rotation.astype(t), centred) / self.scale.astype(t)[:, None, None]
 
 
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

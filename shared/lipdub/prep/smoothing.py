@@ -75,12 +75,13 @@ def smooth_shape(shape: np.ndarray, valid: np.ndarray, rigid_sigma: float = RIGI
 
 def smooth_landmarks(points: np.ndarray, pose: Pose, valid: np.ndarray) -> tuple[np.ndarray, Pose, np.ndarray]:
     """Smoothed landmarks [N, 478, 3], the smoothed pose and the smoothed pose-normalised shapes."""
-    shape = pose.to_canonical(points.astype(np.float64))
+    shape = pose.to_canonical(points.astype(np.float32))
     smooth = smooth_pose(pose, valid)
     shape_s = smooth_shape(shape, valid)
-    out = points.astype(np.float64).copy()
-    out[valid] = smooth.to_image(shape_s)[valid]
-    return out.astype(np.float32), smooth, shape_s.astype(np.float32)
+    del shape
+    out = np.array(points, np.float32)
+    out[valid] = Pose(smooth.rotation[valid], smooth.translation[valid], smooth.scale[valid]).to_image(shape_s[valid])
+    return out, smooth, shape_s
 
 
 JITTER_POINTS = [L.NOSE_TIP, *L.EYE_CORNERS]

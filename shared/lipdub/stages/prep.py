@@ -119,7 +119,10 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
     present = np.zeros(n, bool)
     raw = np.zeros((n, 478, 3), np.float32)
     present[chosen.frames] = True
-    raw[chosen.frames] = np.stack(chosen.landmarks)
+    for frame, points in zip(chosen.frames, chosen.landmarks):
+        raw[frame] = points
+    for track in faces.tracker.tracks:  # the landmarks now live in `raw`: free the per-track copies
+        track.landmarks.clear()
     pose = fit_pose(raw[present])
     full = Pose(np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3)), np.ones(n))
     full.rotation[present], full.translation[present], full.scale[present] = pose.rotation, pose.translation, \
