@@ -90,6 +90,10 @@ def test_failing_stage_fails_the_job_with_its_code(api: httpx.Client, assets: di
     assert job["error"]["retryable"] is False
     assert job["stage"] == "prep" or job["stage"] == "audio"  # prep and audio run in parallel
     assert api.get(f"/v1/jobs/{job['id']}/result").json()["error"]["code"] == "result_not_ready"
+    # The rejection is cached with the source's prep: a resubmission fails fast with the same code.
+    again = wait_for(api, create_job(api, assets["noface"], assets["speech"])["id"])
+    assert again["status"] == "failed" and again["error"]["code"] == "no_face"
+    assert again["timings"]["prep"] < job["timings"]["prep"]
 
 
 def test_cancel(api: httpx.Client, assets: dict[str, dict[str, Any]]) -> None:

@@ -74,6 +74,8 @@ def test_starts_are_counted_per_task(store: JobStore) -> None:
     counts = [store.stage_started(job.id, Stage.render, "render:3") for _ in range(3)]
     assert counts == [1, 2, 3]
     assert store.stage_started(job.id, Stage.render, "render:4") == 1
+    store.stage_left(job.id, "render:4")  # returned or raised (e.g. to be retried): not a lost worker
+    assert store.stage_started(job.id, Stage.render, "render:4") == 1
     state = store.get(job.id)
     assert state is not None and state.attempts == {"render:3": 3, "render:4": 1}
 

@@ -1,51 +1,76 @@
 """The prep cache of the service: prep artifacts stored once per source content (SHA-256 + PREP_VERSION).
 
-Every job and preflight on the same source bytes, from any tenant, reuses them; Redis holds a pointer per
-source (JobStore.prep_pointer) that is written only after all artifacts are stored.
+Two levels: object storage holds every prepared source under `prep/{sha256}-v{PREP_VERSION}/` for all
+workers, with a Redis pointer per source (JobStore.prep_pointer) written only after every artifact is
+stored; each worker host keeps the same entries on local disk (lipdub.prep.cache, the embedded mode's
+cache, same layout), so the render chunks of one source on one host download its artifacts once.
+A source the prep gate rejects is cached as a rejection, so a resubmission fails fast with the same code.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
+from lipdub.prep.cache import cache_root, entry_name, publish
+from lipdub.prep.cache import prepare_cached as prepare_on_host
 from lipdub.progress import SILENT, Progress
 from lipdub.service.status import JobStore, now
-from lipdub.service.storage import Storage, keys
-from lipdub.stages.prep import PREP_VERSION, prepare_source
+from lipdub.service.storage import MissingObject, Storage, keys
+from lipdub.stages.prep import PREP_VERSION
 
 log = logging.getLogger(__name__)
 
 
 def prepare_cached(sha: str, store: JobStore, storage: Storage, settings: Settings, scratch: Path,
                    progress: Progress = SILENT) -> tuple[dict[str, Any], bool]:
-    """The prep summary of source `sha`, from the cache or by running prep; returns (summary, cache hit)."""
+    """The prep summary of source `sha`, from the cache or by running prep; returns (summary, cache hit).
+    Raises the gate's InputError for a rejected source (cached or new)."""
     pointer = store.prep_pointer(sha, PREP_VERSION)
+    if pointer is not None and "rejected" in pointer:
+        log.info("prep cache hit (rejected) source=%s", sha[:12])
+        raise InputError(ErrorCode(pointer["rejected"]["code"]), pointer["rejected"]["message"])
     if pointer is not None and all(storage.exists(keys.prep(sha, PREP_VERSION, n)) for n in pointer["files"]):
-        check_gate(pointer["summary"], settings)
         log.info("prep cache hit source=%s", sha[:12])
-        return pointer["summary"], True
+        return dict(pointer["summary"]), True
     video = storage.get_file(keys.asset(sha), scratch / "source")
-    out = scratch / "prep"
-    track = prepare_source(video, out, settings, progress)
-    files = sorted(p.name for p in out.iterdir() if p.is_file() and ".tmp" not in p.name)
+    try:
+        track = prepare_on_host(video, settings, progress, digest=sha)
+    except InputError as exc:
+        store.set_prep_pointer(sha, PREP_VERSION, {"rejected": {"code": str(exc.code), "message": exc.message},
+                                                   "created_at": now()})
+        raise
+    files = sorted(p.name for p in track.dir.iterdir() if p.is_file())
     for name in files:
-        storage.put_file(keys.prep(sha, PREP_VERSION, name), out / name)
+        storage.put_file(keys.prep(sha, PREP_VERSION, name), track.dir / name)
     summary = asdict(track.summary)
     # The pointer is written last: whoever sees it finds every artifact in place.
     store.set_prep_pointer(sha, PREP_VERSION, {"files": files, "summary": summary, "created_at": now()})
     return summary, False
 
 
-def check_gate(summary: dict[str, Any], settings: Settings) -> None:
-    """Only sources that passed the gate are cached; re-check it in case this deployment's limits differ."""
-    if summary["face_coverage"] < settings.min_face_coverage:
-        raise InputError(ErrorCode.no_face, f"a face was found in {summary['face_coverage']:.0%} of frames; "
-                                            f"at least {settings.min_face_coverage:.0%} are needed")
-    if summary["face_px"] < settings.min_face_px:
-        raise InputError(ErrorCode.face_too_small, f"the face is {summary['face_px']:.0f} px; "
-                                                   f"at least {settings.min_face_px} px are needed")
+def fetch_prep(sha: str, store: JobStore, storage: Storage, settings: Settings) -> Path:
+    """The local directory holding source `sha`'s prep artifacts, downloaded once per host."""
+    pointer = store.prep_pointer(sha, PREP_VERSION)
+    if pointer is None or "files" not in pointer:
+        raise MissingObject(keys.prep(sha, PREP_VERSION, "track.json"))
+    root = cache_root(settings)
+    entry = root / entry_name(sha)
+    if all((entry / name).is_file() for name in pointer["files"]):
+        return entry
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        for name in pointer["files"]:
+            storage.get_file(keys.prep(sha, PREP_VERSION, name), tmp / name)
+        shutil.rmtree(entry, ignore_errors=True)  # an incomplete entry (another prep version, a crash)
+        publish(tmp, entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return entry

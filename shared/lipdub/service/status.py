@@ -235,8 +235,9 @@ class JobStore:
         return bool(self._transition(keys=[f"job:{job_id}"], args=args) == "ok")
 
     def stage_started(self, job_id: str, stage: Stage, attempt_key: str | None = None) -> int | None:
-        """Mark `stage` running. Returns how often this task (attempt_key, default the stage) has started
-        for the job, counting this start, or None when the job is final (canceled): skip the work."""
+        """Mark `stage` running. Returns how many starts of this task (attempt_key, default the stage) for
+        the job are unfinished, counting this one (stage_left ends a start; only starts lost with their
+        worker stay counted), or None when the job is final (canceled): skip the work."""
         ts = now()
         if not self._apply(job_id, JobStatus.running, {"stage": stage}):
             return None
@@ -244,6 +245,14 @@ class JobStore:
         self.r.hsetnx(key, "started_at", ts)
         self.r.hsetnx(key, f"t:{stage}:start", ts)
         return int(self.r.hincrby(key, f"starts:{attempt_key or stage}", 1))
+
+    def stage_left(self, job_id: str, attempt_key: str) -> None:
+        """The task started under `attempt_key` returned (or raised): it was not lost with its worker."""
+        self.r.hincrby(f"job:{job_id}", f"starts:{attempt_key}", -1)
+
+    def stage_stopped(self, job_id: str, stage: Stage) -> None:
+        """A stage ended with an error: record its end time (its timing), not completion."""
+        self.r.hset(f"job:{job_id}", f"t:{stage}:end", now())
 
     def stage_progress(self, job_id: str, stage: Stage, fraction: float) -> None:
         self._apply(job_id, None, {f"p:{stage}": round(min(1.0, max(0.0, fraction)), 4)})

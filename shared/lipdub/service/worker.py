@@ -19,8 +19,8 @@ from lipdub.config import Settings, get_settings
 from lipdub.errors import ErrorCode, LipdubError, TransientError
 from lipdub.progress import CallbackProgress
 from lipdub.service.status import JobStore, Stage, get_store
-from lipdub.service.storage import MissingObject, Storage, get_storage, keys
-from lipdub.stages.prep import PREP_VERSION
+from lipdub.service.prepcache import fetch_prep
+from lipdub.service.storage import Storage, get_storage
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
@@ -63,15 +63,9 @@ class StageRun:
     def fetch(self, key: str, name: str) -> Path:
         return self.storage.get_file(key, self.scratch / name)
 
-    def fetch_prep(self, sha256: str, name: str = "prep") -> Path:
-        """Download a source's prep artifacts (as listed by its cache pointer) into scratch/name."""
-        pointer = self.store.prep_pointer(sha256, PREP_VERSION)
-        if pointer is None:
-            raise MissingObject(keys.prep(sha256, PREP_VERSION, "track.json"))
-        dest = self.scratch / name
-        for file in pointer["files"]:
-            self.storage.get_file(keys.prep(sha256, PREP_VERSION, file), dest / file)
-        return dest
+    def fetch_prep(self, sha256: str) -> Path:
+        """The local directory of a source's prep artifacts (downloaded once per host)."""
+        return fetch_prep(sha256, self.store, self.storage, self.settings)
 
 
 @contextmanager
@@ -88,6 +82,7 @@ def stage_run(job_id: str, stage: Stage, attempt_key: str | None = None,
         yield None
         return
     if starts > _settings.max_task_starts:
+        store.stage_left(job_id, attempt_key or stage)
         # Redis has no redelivery counter: a task that kills its worker (OOM) would loop forever.
         store.fail(job_id, ErrorCode.internal, f"{attempt_key or stage} was started {starts} times "
                                                "(its worker was lost each time)", retryable=True)
@@ -108,7 +103,14 @@ def stage_run(job_id: str, stage: Stage, attempt_key: str | None = None,
         else:
             store.record_busy(stage, busy)
         log.info("%s done job=%s in %.1fs", attempt_key or stage, job_id, time.perf_counter() - started)
+    except BaseException:
+        if finish:
+            store.stage_stopped(job_id, stage)  # a failed stage keeps its timing too
+        raise
     finally:
+        # The task got to run its cleanup, so this start was not a lost worker: only starts that never
+        # return here (killed, OOM) add up towards max_task_starts; retries of transient errors do not.
+        store.stage_left(job_id, attempt_key or stage)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -7,9 +7,7 @@ from typing import Any
 from celery.exceptions import TimeoutError as CeleryTimeout
 from fastapi import APIRouter
 
-from lipdub.errors import InputError
 from lipdub.service.celery_app import app as celery_app
-from lipdub.service.prepcache import check_gate
 from lipdub.service.status import JobStore, Stage
 from lipdub.stages.prep import PREP_VERSION
 from lipdub_api.deps import SettingsDep, StoreDep, TenantDep
@@ -35,12 +33,11 @@ def preflight(body: PreflightCreate, tenant: TenantDep, store: StoreDep, setting
     A later job on the same video reuses this prep."""
     video = resolve_input(body.video, "video", tenant, store)
     pointer = store.prep_pointer(video["sha256"], PREP_VERSION)
-    if pointer is not None:
-        result: dict[str, Any] = {"verdict": "pass", "summary": pointer["summary"], "cached": True}
-        try:
-            check_gate(pointer["summary"], settings)
-        except InputError as exc:
-            result = {"verdict": "fail", "error": exc.as_dict(), "summary": pointer["summary"], "cached": True}
+    if pointer is not None and "rejected" in pointer:
+        result: dict[str, Any] = {"verdict": "fail", "error": {**pointer["rejected"], "retryable": False},
+                                  "cached": True}
+    elif pointer is not None:
+        result = {"verdict": "pass", "summary": pointer["summary"], "cached": True}
     else:
         pending = celery_app.send_task("dub.preflight", args=(video["sha256"],), priority=0)
         try:
