@@ -21,12 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import redis
 from pydantic import ValidationError
 
 from lipdub import pipeline
 from lipdub.errors import InputError, TransientError
 from lipdub.service import webhooks
-from lipdub.service.batches import BatchStatus, BatchStore, Item, jsonl_lines, validate_manifest
+from lipdub.service.batches import BatchStatus, BatchStore, Item, LineError, jsonl_lines, validate_manifest
 from lipdub.service.celery_app import app
 from lipdub.service.limits import BATCH_PRIORITY
 from lipdub.service.processes import WEBHOOKS_QUEUE
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["app", "webhooks"]
 
+# Every task here is safe to run twice (stable webhook ids, batch counts kept per job id), so it is
+# acknowledged late and retried when Redis or storage hiccups.
+_TASK: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True,
+                         "autoretry_for": (TransientError, ConnectionError, redis.RedisError),
+                         "retry_backoff": 2, "retry_backoff_max": 120, "max_retries": 8}
 _JOB_EVENTS = {JobStatus.succeeded: EventType.job_succeeded, JobStatus.failed: EventType.job_failed,
                JobStatus.canceled: EventType.job_canceled}
 _BATCH_EVENTS = {BatchStatus.completed: EventType.batch_completed, BatchStatus.failed: EventType.batch_failed,
@@ -69,8 +75,7 @@ def job_public(job: JobState) -> dict[str, Any]:
 
 
 # --- job events --------------------------------------------------------------------------------------
-@app.task(name="events.job_finished", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-          autoretry_for=(TransientError, ConnectionError), retry_backoff=2, max_retries=5)
+@app.task(name="events.job_finished", **_TASK)
 def job_finished(job_id: str) -> None:
     """Everything that follows a job's final state. Safe to run twice (redelivery): the webhook has a
     stable id and is stored once, the batch counts each job once."""
@@ -99,7 +104,7 @@ def record_batch_job(job: JobState) -> None:
 
 
 # --- batches -----------------------------------------------------------------------------------------
-@app.task(name="batches.expand", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@app.task(name="batches.expand", **_TASK)
 def expand(batch_id: str) -> None:
     """Validate the whole manifest, then queue its items (the API returned long before)."""
     store, storage = get_store(), get_storage()
@@ -110,10 +115,9 @@ def expand(batch_id: str) -> None:
     try:
         items, errors = validate_manifest(jsonl_lines(storage.stream(state.manifest)), state.tenant, store,
                                           store.settings, check_options)
-    except (TransientError, OSError) as exc:
-        from lipdub.service.batches import LineError
-
-        batches.fail(batch_id, [LineError(0, "internal", f"could not read the manifest: {exc}")])
+    except Exception as exc:  # storage down, or a bug: fail the batch visibly rather than leave it validating
+        log.exception("batch %s: validation failed", batch_id)
+        batches.fail(batch_id, [LineError(0, "internal", f"the manifest could not be validated: {exc}")])
         notify_batch(batch_id)
         return
     if errors:
@@ -179,7 +183,7 @@ def _fetch_asset(url: str, tenant: str, tmp: Path, store: Any, storage: Any) -> 
         (tmp / "download").unlink(missing_ok=True)
 
 
-@app.task(name="batches.source_ready", acks_late=True, ignore_result=True)
+@app.task(name="batches.source_ready", **_TASK)
 def source_ready(result: dict[str, Any], batch_id: str, sha: str) -> None:
     """The preflight of one source finished: release its items, or fail them with the gate's code."""
     store = get_store()
@@ -196,7 +200,7 @@ def source_ready(result: dict[str, Any], batch_id: str, sha: str) -> None:
     pump(state.tenant)
 
 
-@app.task(name="batches.source_failed", ignore_result=True)
+@app.task(name="batches.source_failed", **_TASK)
 def source_failed(batch_id: str, sha: str) -> None:
     store = get_store()
     batches = BatchStore(store)
@@ -207,7 +211,7 @@ def source_failed(batch_id: str, sha: str) -> None:
         pump(state.tenant)
 
 
-@app.task(name="batches.settle", acks_late=True, ignore_result=True)
+@app.task(name="batches.settle", **_TASK)
 def settle_task(batch_id: str) -> None:
     state = BatchStore(get_store()).get(batch_id)
     settle(batch_id)

@@ -276,7 +276,9 @@ def schedule(msg_id: str, run: int, n: int, due: float) -> None:
     deliver_task.apply_async(args=(msg_id, run, n, due), countdown=countdown or None)
 
 
-@app.task(name="webhooks.deliver", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+# Redis errors are retried (the attempt log lives there); the receiver's faults never raise (see attempt).
+@app.task(name="webhooks.deliver", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+          autoretry_for=(redis.RedisError,), retry_backoff=2, retry_backoff_max=300, max_retries=10)
 def deliver_task(msg_id: str, run: int, n: int, due: float) -> str:
     """One delivery attempt (or one hop of the wait before it)."""
     if time.time() < due - 0.5:  # not yet due: wait another hop
