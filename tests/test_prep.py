@@ -90,6 +90,33 @@ def test_unsupported_rotation_and_timeline_mapping(clips: Path) -> None:
     assert (np.diff(index) >= 1).all()
 
 
+def test_face_tracker_keeps_ids_through_occlusion() -> None:
+    from lipdub.prep.tracking import FaceTracker
+
+    canon = canonical_face().astype(np.float32)
+
+    def face(x: float, y: float, size: float = 100.0) -> np.ndarray:
+        return canon * size + np.float32([x, y, 0])
+
+    tracker = FaceTracker(max_gap=50)
+    for i in range(100):
+        faces = [face(100 + i * 0.5, 200)]
+        if not 30 <= i < 60:  # the right face is hidden for 30 frames (1.2 s) and comes back nearby
+            faces.append(face(500 - i * 0.3, 210))
+        if i >= 80:
+            faces.append(face(900, 600, 60))  # a newcomer elsewhere: a new ID
+        tracker.update(i, faces[::-1] if i % 2 else faces)  # detection order must not matter
+    tracks = tracker.tracks
+    assert len(tracks) == 3
+    assert len(tracks[0].frames) == 100 and len(tracks[1].frames) == 70 and len(tracks[2].frames) == 20
+    assert np.ptp([b[0] for b in tracks[1].boxes]) < 60  # never swapped with the left face
+    # after a gap longer than max_gap the face gets a new ID
+    late = FaceTracker(max_gap=10)
+    late.update(0, [face(100, 100)])
+    late.update(30, [face(100, 100)])
+    assert len(late.tracks) == 2
+
+
 # ---- gate codes on generated clips ----------------------------------------------------------------
 
 def test_no_face(clips: Path, settings: Settings) -> None:
