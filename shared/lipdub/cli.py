@@ -67,6 +67,23 @@ def demo(
     err.print(f"[green]wrote[/] {result.output} ({result.frames} frames)")
 
 
+@app.command()
+def preflight(
+    video: Annotated[Path, typer.Argument(help="Source video to check")],
+    seconds: Annotated[float | None, typer.Option(help="Seconds to sample (default: LIPDUB_PREFLIGHT_SECONDS)")] = None,
+) -> None:
+    """Predict the prep verdict for VIDEO from its first seconds; prints the summary as JSON."""
+    import json
+
+    from lipdub.prep.preflight import preflight as run
+
+    result = run(video, get_settings(), seconds=seconds)
+    typer.echo(json.dumps(result.as_dict(), indent=2))
+    if not result.verdict.ok:
+        err.print(f"[bold red]would be rejected[/] {escape(f'[{result.verdict.code}] {result.verdict.message}')}")
+        raise typer.Exit(2)
+
+
 @app.command("eval")
 def evaluate(
     videos: Annotated[Path, typer.Option(help="Folder of talking clips with their own audio (or a same-named "
