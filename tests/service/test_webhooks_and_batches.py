@@ -266,13 +266,17 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
                             headers={"Content-Type": "application/jsonl"})
     assert manifest.status_code == 201 and manifest.json()["lines"] == 3, manifest.text
     created = catalog.post("/v1/batches", json={"manifest_id": manifest.json()["id"], "webhook_url": receiver.url,
-                                                "metadata": {"show": "demo"}},
+                                                "metadata": {"show": "demo"}, "options": {"sync_mode": "silence"}},
                            headers={"Idempotency-Key": "catalog-ep1"})
     assert created.status_code == 202 and created.json()["status"] == "validating", created.text
     batch_id = created.json()["id"]
     again = catalog.post("/v1/batches", json={"manifest_id": manifest.json()["id"], "webhook_url": receiver.url,
-                                              "metadata": {"show": "demo"}}, headers={"Idempotency-Key": "catalog-ep1"})
+                                              "metadata": {"show": "demo"}, "options": {"sync_mode": "silence"}},
+                         headers={"Idempotency-Key": "catalog-ep1"})
     assert again.json()["id"] == batch_id
+    other_body = catalog.post("/v1/batches", json={"manifest_id": manifest.json()["id"]},
+                              headers={"Idempotency-Key": "catalog-ep1"})
+    assert other_body.status_code == 409 and other_body.json()["error"]["code"] == "idempotency_conflict"
 
     # Another tenant's single job, submitted right behind the catalog.
     single_video, single_audio = _upload(single, media["video"]), _upload(single, media["de"])
@@ -305,7 +309,8 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
         assert batch_job["cache"] == {"prep_hit": True}, batch_job
         assert rows[[r["custom_id"] for r in rows].index(custom_id)]["result_url"].endswith(
             f"/v1/jobs/{batch_job['id']}/result")
-    assert jobs["ep1-fr"]["options"]["sync_mode"] == "loop"
+    # The batch's default options apply where an item sets none.
+    assert jobs["ep1-fr"]["options"]["sync_mode"] == "loop" and jobs["ep1-de"]["options"]["sync_mode"] == "silence"
     # ... and that one preparation happened inside this batch (the cache pointer is younger than it).
     sha = catalog.get(f"/v1/assets/{video}").json()["sha256"]
     pointer = json.loads(hooks_stack.redis.get(f"prep:{sha}:v{PREP_VERSION}") or "{}")

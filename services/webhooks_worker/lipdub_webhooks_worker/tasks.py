@@ -113,8 +113,9 @@ def expand(batch_id: str) -> None:
     if state is None or state.status not in (BatchStatus.validating, BatchStatus.cancelling):
         return
     try:
+        defaults = state.defaults.get("options", {})
         items, errors = validate_manifest(jsonl_lines(storage.stream(state.manifest)), state.tenant, store,
-                                          store.settings, check_options)
+                                          store.settings, lambda options: check_options({**defaults, **options}))
     except Exception as exc:  # storage down, or a bug: fail the batch visibly rather than leave it validating
         log.exception("batch %s: validation failed", batch_id)
         batches.fail(batch_id, [LineError(0, "internal", f"the manifest could not be validated: {exc}")])

@@ -1,7 +1,7 @@
 """Batches: many (video, audio) pairs from one JSONL manifest, run as jobs with source dedup.
 
 POST /v1/batches/manifests   upload a JSONL manifest (raw body, streamed to storage) → {id, lines, size}
-POST /v1/batches             {manifest_id | items[], webhook_url?, metadata?} (+ Idempotency-Key) → 202
+POST /v1/batches             {manifest_id | items[], options?, webhook_url?, metadata?} (+ Idempotency-Key) → 202
 GET  /v1/batches[/{id}]      the batch with request_counts; list newest first
 POST /v1/batches/{id}/cancel queued items are dropped, running ones stop at their next chunk
 GET  /v1/batches/{id}/output, /errors   the JSONL result files once the batch is done
@@ -31,7 +31,7 @@ from lipdub.service.batches import BatchState, BatchStatus, BatchStore, Manifest
 from lipdub.service.urls import UrlRejected, check_url
 from lipdub_api.deps import BaseUrlDep, SettingsDep, StorageDep, StoreDep, TenantDep
 from lipdub_api.errors import ApiError, not_found
-from lipdub_api.schemas import IDEMPOTENCY_KEY, ApiErrorCode, ErrorResponse
+from lipdub_api.schemas import IDEMPOTENCY_KEY, ApiErrorCode, ErrorResponse, JobOptions
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"],
                    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
@@ -52,6 +52,8 @@ class BatchCreate(BaseModel):
     items: list[ManifestLine] | None = Field(default=None, description="Inline manifest lines (small batches)")
     webhook_url: HttpUrl | None = Field(default=None, description="Receives batch.completed/failed/canceled")
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    options: JobOptions | None = Field(default=None, description="Default options of every item; an item's "
+                                                                 "own options override them field by field")
 
 
 class RequestCounts(BaseModel):
@@ -173,7 +175,8 @@ def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage:
             path.write_text("".join(item.model_dump_json(exclude_defaults=True) + "\n"
                                     for item in body.items or []))
             storage.put_file(key, path, "application/jsonl")
-    state = batches.create(tenant, key, webhook_url, body.metadata, {}, batch_id=batch_id)
+    defaults = {"options": body.options.model_dump(mode="json", exclude_unset=True)} if body.options else {}
+    state = batches.create(tenant, key, webhook_url, body.metadata, defaults, batch_id=batch_id)
     try:
         events.expand_batch(state.id)
     except Exception as exc:  # the broker is down: don't leave a batch that will never move
