@@ -191,5 +191,67 @@ def set_quota(
     print(json.dumps({"tenant": tenant, **asdict(quota)}))
 
 
+@train_app.command("render")
+def train_render(
+    corpus: Annotated[Path, typer.Option(help="The real-clip corpus (manifest.csv)")] = Path("../shared/corpus"),
+    config: Annotated[str, typer.Option(help="mini (CPU, default) | full (GPU)")] = "mini",
+    run: Annotated[Path | None, typer.Option(help="Run folder: state, TensorBoard logs, generator.pt "
+                                                  "(default: runs/render/CONFIG); rerun to resume")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps")] = 5000,
+    batch: Annotated[int, typer.Option(help="Batch size per process")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed of sampling and initialisation")] = 1009,
+    threads: Annotated[int, typer.Option(help="CPU threads (ignored on GPU)")] = 1,
+    export: Annotated[Path | None, typer.Option(help="Also write the final weights here (fp16, with .sha256)")] = None,
+) -> None:
+    """Train the DINet mouth renderer on the corpus (held-out identities excluded); resumable.
+
+    Several GPUs: `torchrun --nproc_per_node N -m lipdub.cli train render ...` (DistributedDataParallel).
+    """
+    from lipdub.render.dinet import CONFIGS, load_checkpoint, save_checkpoint
+    from lipdub.render.train import TrainOptions, train_from_corpus
+
+    if config not in CONFIGS:
+        raise typer.BadParameter(f"must be one of {', '.join(CONFIGS)}", param_hint="--config")
+    opts = TrainOptions(config=config, steps=steps, batch=batch, seed=seed, threads=threads)
+    out = train_from_corpus(corpus, get_settings().data_dir, run or Path("runs") / "render" / config, opts)
+    if export is not None:
+        model, extra = load_checkpoint(out)
+        save_checkpoint(export, model, extra=extra, half=True)
+        out = export
+    err.print(f"[green]wrote[/] {out}")
+
+
+@app.command()
+def enroll(
+    source: Annotated[Path, typer.Argument(help="Source video to fine-tune the DINet renderer on")],
+    steps: Annotated[int | None, typer.Option(help="Fine-tuning steps (default: LIPDUB_DINET_ENROLL_STEPS)")] = None,
+    track_dir: Annotated[Path | None, typer.Option(help="Prep folder of the source (default: "
+                                                        "DATA_DIR/sources/<sha256 of the video>)")] = None,
+) -> None:
+    """Prepare SOURCE and fine-tune the DINet renderer on its own frames; cached with the source track."""
+    import hashlib
+
+    from lipdub.progress import ConsoleProgress
+    from lipdub.render import generic_weights
+    from lipdub.render.enroll import enroll as run
+    from lipdub.stages.prep import SourceTrack, prepare_source
+
+    settings = get_settings()
+    weights = generic_weights(settings)
+    if not weights.is_file():
+        raise typer.BadParameter(f"no DINet weights at {weights}", param_hint="LIPDUB_DINET_WEIGHTS")
+    if track_dir is None:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        track_dir = settings.data_dir / "sources" / digest
+    try:
+        track = (SourceTrack.load(track_dir) if (track_dir / "track.json").is_file()
+                 else prepare_source(source, track_dir, settings, ConsoleProgress()))
+    except LipdubError as exc:
+        _fail(exc)
+        return
+    out = run(track, weights, settings.dinet_enroll_steps if steps is None else steps, log=True)
+    err.print(f"[green]wrote[/] {out} (used by the dinet renderer for sources prepared in {track_dir})")
+
+
 if __name__ == "__main__":
     app()

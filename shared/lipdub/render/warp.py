@@ -96,13 +96,34 @@ class WarpRenderer:
         return cv2.GaussianBlur(m, (k, k), 0)
 
     def __call__(self, frame: np.ndarray, points: np.ndarray, opening: float) -> np.ndarray:
+        moved_idx, moved_frame = target_points(points, opening)
+        displaced = self.displace(frame, points, moved_idx, moved_frame)
+        if displaced is None:
+            return frame
+        box, crop, warped, map_x, map_y = displaced
+        x0, y0, x1, y1 = box
+        xy = points[:, :2] - (x0, y0)
+        moved = moved_frame - (x0, y0)
+        warped = self._shade_cavity(warped, crop, xy, moved_idx, moved, map_x, map_y)
+        face = float(np.ptp(xy[L.FACE_OVAL, 1]))
+        m = self.mask(points, box, face)[..., None]
+        out = frame.copy()
+        out[y0:y1, x0:x1] = (crop * (1 - m) + warped * m + 0.5).astype(np.uint8)
+        return out
+
+    def displace(self, frame: np.ndarray, points: np.ndarray, moved_idx: np.ndarray, moved_frame: np.ndarray
+                 ) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Backward-warp the lower-face box so landmarks `moved_idx` land on `moved_frame` (frame px).
+
+        Returns (box, source crop, warped crop (float32), map_x, map_y), or None for a face too small to warp.
+        Other renderers (the DINet renderer's prompt) reuse this geometric step.
+        """
         x0, y0, x1, y1 = box = self.region(points, frame.shape)
         if x1 - x0 < 16 or y1 - y0 < 16:
-            return frame
+            return None
         crop = frame[y0:y1, x0:x1]
         xy = points[:, :2] - (x0, y0)
-        moved_idx, moved = target_points(points, opening)
-        moved = moved - (x0, y0)
+        moved = moved_frame - (x0, y0)
         h, w = crop.shape[:2]
         border = np.array([(x, y) for x in (0, w / 2, w - 1) for y in (0, h / 2, h - 1) if (x, y) != (w / 2, h / 2)])
         anchors = np.concatenate([xy[ANCHORS], border])
@@ -117,12 +138,7 @@ class WarpRenderer:
         base_x, base_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         map_x, map_y = base_x + fine[..., 0], base_y + fine[..., 1]
         warped = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        warped = self._shade_cavity(warped, crop, xy, moved_idx, moved, map_x, map_y)
-        face = float(np.ptp(xy[L.FACE_OVAL, 1]))
-        m = self.mask(points, box, face)[..., None]
-        out = frame.copy()
-        out[y0:y1, x0:x1] = (crop * (1 - m) + warped * m + 0.5).astype(np.uint8)
-        return out
+        return box, crop, warped.astype(np.float32), map_x, map_y
 
     @staticmethod
     def _shade_cavity(warped: np.ndarray, crop: np.ndarray, xy: np.ndarray, moved_idx: np.ndarray,

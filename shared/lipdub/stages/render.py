@@ -9,12 +9,12 @@ import numpy as np
 
 from lipdub.audio.mouth import MouthTrack
 from lipdub.config import Settings
+from lipdub.device import resolve_device
 from lipdub.media.video import VideoWriter
 from lipdub.progress import SILENT, Progress
-from lipdub.render.warp import WarpRenderer
+from lipdub.render import make_renderer
 from lipdub.stages.prep import SourceTrack
 from lipdub.timeline import Timeline
-
 
 
 class Renderer(Protocol):
@@ -28,7 +28,7 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
                  progress: Progress = SILENT) -> int:
     """Encode output frames `frames` (default: all) to a silent H.264 file; returns frames passed through."""
     frames = frames if frames is not None else range(timeline.n_out)
-    renderer = renderer or WarpRenderer()
+    renderer = renderer or make_renderer(track, settings, resolve_device(settings.device))
     passed = 0
     s = track.summary
     with track.reader() as reader, VideoWriter(out, s.width, s.height, settings.video_crf,

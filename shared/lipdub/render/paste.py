@@ -1,0 +1,88 @@
+"""Paste-back of a generated mouth window into the full frame, without a box or colour seam.
+
+Two feathered masks bound what can change: the generator's own blend mask (the re-drawn mouth region,
+grown and softened) mapped from the window into the frame, intersected with the feathered lower-face mask
+(jaw line grown a little, closed under the nose — the same region the warp renderer may move). Before
+blending, the generated pixels are colour-matched to the real pixels in a ring just outside the re-drawn
+region, per channel (mean and spread), so lighting and white balance follow the frame even when the
+references were lit differently.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from lipdub.face import landmarks as L
+from lipdub.render import window
+
+MAX_GAIN = 1.25  # colour-match spread ratio limits: a flat ring must not blow up the generated texture
+RING_MIN, RING_MAX = 0.02, 0.98  # ring = where the generated mouth fades into the real skin
+
+
+def lower_face_mask(points: np.ndarray, box: tuple[int, int, int, int], feather_px: float) -> np.ndarray:
+    """[h, w] float32 weight of the lower face inside `box`: 1 inside the grown jaw line, below the nose."""
+    x0, y0, x1, y1 = box
+    xy = points[:, :2] - (x0, y0)
+    jaw = xy[L.JAW]
+    centre = jaw.mean(0)
+    grown = centre + (jaw - centre) * 1.12
+    top = xy[[L.JAW[0], 98, L.NOSE_BOTTOM, 327, L.JAW[-1]]][::-1]
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    cv2.fillPoly(mask, [np.concatenate([grown, top]).astype(np.int32)], 1.0)
+    k = max(3, int(feather_px) | 1)
+    return cv2.GaussianBlur(mask, (k, k), 0)
+
+
+def match_colour(generated: np.ndarray, real: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """Shift/scale each channel of `generated` so its statistics on `ring` equal `real`'s there."""
+    w = ring.astype(np.float64)
+    total = w.sum()
+    if total < 8:
+        return generated
+    out = generated.astype(np.float32).copy()
+    for c in range(3):
+        g, r = generated[..., c].astype(np.float64), real[..., c].astype(np.float64)
+        mg, mr = (g * w).sum() / total, (r * w).sum() / total
+        sg = np.sqrt(((g - mg) ** 2 * w).sum() / total)
+        sr = np.sqrt(((r - mr) ** 2 * w).sum() / total)
+        gain = float(np.clip(sr / max(sg, 1e-3), 1 / MAX_GAIN, MAX_GAIN))
+        out[..., c] = (g - mg) * gain + mr
+    return out
+
+
+def window_to_box(img: np.ndarray, affine: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Resample a window image into frame box coordinates (affine: frame → window)."""
+    x0, y0, x1, y1 = box
+    a = affine.copy()
+    a[:, 2] += a[:, :2] @ np.array([x0, y0], np.float32)  # box pixel → window pixel
+    return cv2.warpAffine(img, a, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def paste_mouth(region: np.ndarray, generated: np.ndarray, blend: np.ndarray, hard: np.ndarray,
+                affine: np.ndarray, box: tuple[int, int, int, int], face: np.ndarray) -> np.ndarray:
+    """Blend a generated window into `region` (the frame's pixels inside `box`, float32 RGB).
+
+    `generated` [S, S, 3] is the raw generator output (0-255), `blend`/`hard` [S, S] its soft and hard
+    masks, `face` the lower-face weight of the box. Returns the new region.
+    """
+    gen = window_to_box(generated.astype(np.float32), affine, box)
+    soft = window_to_box(blend.astype(np.float32), affine, box)
+    inside = window_to_box(hard.astype(np.float32), affine, box)
+    scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))  # window px per frame px
+    k = max(3, int(1.5 / scale) | 1)  # resampling a 96-px window up leaves a stair-stepped edge: smooth it
+    soft = cv2.GaussianBlur(soft, (k, k), 0)
+    ring = (soft > RING_MIN) & (soft < RING_MAX) & (inside < 0.01)
+    gen = match_colour(gen, region, ring.astype(np.float32))
+    m = (soft * face)[..., None]
+    return region * (1 - m) + gen * m
+
+
+def window_box(affine: np.ndarray, side: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Frame box (x0, y0, x1, y1) covering the window, clipped to the frame."""
+    corners = window.apply(window.invert(affine), np.array([[0, 0], [side, 0], [0, side], [side, side]],
+                                                            np.float32))
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (shape[1], shape[0]))
+    return int(x0), int(y0), int(x1), int(y1)
