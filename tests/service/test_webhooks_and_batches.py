@@ -261,10 +261,11 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
              {"custom_id": "ep1-fr", "video": {"asset_id": video}, "audio": {"asset_id": fr},
               "options": {"sync_mode": "loop"}},
              # an input by URL (a loopback server, allowed in this stack): downloaded in the background
-             {"custom_id": "ep1-es", "video": {"asset_id": video}, "audio": {"url": f"{file_server}/es.wav"}}]
+             {"custom_id": "ep1-es", "video": {"asset_id": video}, "audio": {"url": f"{file_server}/es.wav"}},
+             {"custom_id": "ep1-it", "video": {"asset_id": video}, "audio": {"url": f"{file_server}/missing.wav"}}]
     manifest = catalog.post("/v1/batches/manifests", content="\n".join(json.dumps(x) for x in lines) + "\n",
                             headers={"Content-Type": "application/jsonl"})
-    assert manifest.status_code == 201 and manifest.json()["lines"] == 3, manifest.text
+    assert manifest.status_code == 201 and manifest.json()["lines"] == 4, manifest.text
     created = catalog.post("/v1/batches", json={"manifest_id": manifest.json()["id"], "webhook_url": receiver.url,
                                                 "metadata": {"show": "demo"}, "options": {"sync_mode": "silence"}},
                            headers={"Idempotency-Key": "catalog-ep1"})
@@ -293,9 +294,13 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
 
     batch = _wait_batch(catalog, batch_id, on_poll=watch)
     assert batch["status"] == "completed", batch
-    assert batch["request_counts"] == {"total": 3, "queued": 0, "running": 0, "succeeded": 3, "failed": 0,
+    assert batch["request_counts"] == {"total": 4, "queued": 0, "running": 0, "succeeded": 3, "failed": 1,
                                        "canceled": 0}
-    assert batch["sources"] == 1 and batch["metadata"] == {"show": "demo"} and batch["error_url"] is None
+    assert batch["sources"] == 1 and batch["metadata"] == {"show": "demo"}
+    (failed,) = [json.loads(x) for x in catalog.get(f"/v1/batches/{batch_id}/errors",
+                                                     follow_redirects=True).text.splitlines()]
+    assert failed["custom_id"] == "ep1-it" and failed["job_id"] is None  # a failed download runs nothing
+    assert failed["error"]["code"] == "download_failed" and "404" in failed["error"]["message"]
     assert most_active == 1
 
     rows = [json.loads(x) for x in catalog.get(f"/v1/batches/{batch_id}/output",

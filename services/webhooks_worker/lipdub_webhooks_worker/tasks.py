@@ -29,7 +29,7 @@ from lipdub.errors import InputError, TransientError
 from lipdub.service import webhooks
 from lipdub.service.batches import BatchStatus, BatchStore, Item, LineError, jsonl_lines, validate_manifest
 from lipdub.service.celery_app import app
-from lipdub.service.limits import BATCH_PRIORITY
+from lipdub.service.limits import BATCH_PRIORITY, Quotas
 from lipdub.service.processes import WEBHOOKS_QUEUE
 from lipdub.service.status import JobState, JobStatus, get_store
 from lipdub.service.storage import get_storage
@@ -126,9 +126,11 @@ def expand(batch_id: str) -> None:
         log.info("batch %s invalid: %d line errors", batch_id, len(errors))
         notify_batch(batch_id)
         return
-    items = _fetch_urls(batch_id, state.tenant, items, batches)
+    total = len(items)
+    items = _fetch_urls(batch_id, state.tenant, items, batches)  # items whose download fails are failed
     needing = batches.accept_items(batch_id, state.tenant, items,
-                                   prepared=lambda sha: store.prep_pointer(sha, PREP_VERSION) is not None)
+                                   prepared=lambda sha: store.prep_pointer(sha, PREP_VERSION) is not None,
+                                   total=total)
     for sha in needing:
         # Prep once per source: the preflight warms the prep cache, then its items are released.
         app.signature("dub.preflight", args=(sha,), priority=BATCH_PRIORITY).apply_async(
@@ -143,6 +145,7 @@ def expand(batch_id: str) -> None:
 def _fetch_urls(batch_id: str, tenant: str, items: list[Item], batches: BatchStore) -> list[Item]:
     """Download URL inputs into assets (once per URL); items whose download fails are failed."""
     store, storage = get_store(), get_storage()
+    quota = Quotas(store.r, store.settings).for_tenant(tenant)
     fetched: dict[str, dict[str, Any]] = {}
     out: list[Item] = []
     with tempfile.TemporaryDirectory(prefix="lipdub-batch-") as tmp:
@@ -162,6 +165,12 @@ def _fetch_urls(batch_id: str, tenant: str, items: list[Item], batches: BatchSto
                     error = {"code": got["code"], "message": f"{kind}: {got['message']}"}
                 elif kind not in got["media"]:
                     error = {"code": f"no_{kind}_stream", "message": f"{kind}: {url} has no {kind} stream"}
+                elif got["size"] > quota.max_file_bytes:  # the tenant quotas, as for uploaded assets
+                    error = {"code": "payload_too_large", "message": f"{kind}: {got['size']} bytes, more than "
+                                                                    f"the {quota.max_file_bytes} allowed"}
+                elif kind == "video" and float(got["media"].get("duration") or 0) > quota.max_video_seconds:
+                    error = {"code": "input_too_long", "message": f"video: more than the "
+                                                                  f"{quota.max_video_seconds:g} s allowed"}
                 if error is not None:
                     break
                 refs[kind] = {"asset_id": got["asset_id"], "sha256": got["sha256"]}
@@ -175,9 +184,11 @@ def _fetch_urls(batch_id: str, tenant: str, items: list[Item], batches: BatchSto
 def _fetch_asset(url: str, tenant: str, tmp: Path, store: Any, storage: Any) -> dict[str, Any]:
     """The asset for `url` ({asset_id, sha256, media}), or the error ({code, message})."""
     try:
-        got = fetch_to_file(url, tmp / "download", store.settings)
+        # Never download more than the tenant may use (the global cap may be larger).
+        limit = min(store.settings.download_max_bytes, Quotas(store.r, store.settings).for_tenant(tenant).max_file_bytes)
+        got = fetch_to_file(url, tmp / "download", store.settings.model_copy(update={"download_max_bytes": limit}))
         asset = store_asset(got.path, tenant, store, storage)
-        return {"asset_id": asset.id, "sha256": asset.sha256, "media": asset.media}
+        return {"asset_id": asset.id, "sha256": asset.sha256, "media": asset.media, "size": asset.size}
     except (UrlRejected, FetchFailed, InputError) as exc:
         return {"code": str(exc.code), "message": exc.message}
     finally:

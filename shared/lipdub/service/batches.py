@@ -330,19 +330,17 @@ class BatchStore:
                          errors_total=errors_total if errors_total is not None else len(errors))
 
     # --- items ---------------------------------------------------------------------------------------
-    def accept_items(self, batch_id: str, tenant: str, items: list[Item], prepared: Callable[[str], bool]
-                     ) -> list[str]:
-        """Queue valid items: those whose source is prepared (or fetched by URL later) are ready, the
-        rest wait per source. Returns the source hashes that need a preflight. Moves the batch to
-        in_progress."""
+    def accept_items(self, batch_id: str, tenant: str, items: list[Item], prepared: Callable[[str], bool],
+                     total: int | None = None) -> list[str]:
+        """Queue valid items (inputs resolved to assets, URL inputs downloaded): those whose source is
+        prepared are ready, the rest wait per source. `total` counts the manifest's items including those
+        already failed (a download that failed). Returns the source hashes that need a preflight. Moves
+        the batch to in_progress."""
         waiting: dict[str, list[Item]] = {}
         ready: list[Item] = []
         sources: set[str] = set()
         for item in items:
-            sha = item.video.get("sha256")
-            if sha is None:  # a URL source: hashed once downloaded, when the item is released
-                ready.append(item)
-                continue
+            sha = item.video["sha256"]
             sources.add(sha)
             if sha in waiting or not prepared(sha):
                 waiting.setdefault(sha, []).append(item)
@@ -357,8 +355,8 @@ class BatchStore:
             for start in range(0, len(group), 1000):
                 pipe.rpush(f"batch:{batch_id}:wait:{sha}", *[i.to_json() for i in group[start:start + 1000]])
             pipe.expire(f"batch:{batch_id}:wait:{sha}", ttl)
-        pipe.hset(f"batch:{batch_id}", mapping={"total": len(items), "sources": len(sources) +
-                                                sum(1 for i in items if "sha256" not in i.video)})
+        pipe.hset(f"batch:{batch_id}", mapping={"total": len(items) if total is None else total,
+                                                "sources": len(sources)})
         pipe.execute()
         self.move(batch_id, BatchStatus.in_progress)
         if ready:
