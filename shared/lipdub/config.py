@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=3600, gt=0,
                                     description="Seconds before Redis redelivers an unacked task; keep it "
                                                 "above task_time_limit or long tasks run twice")
+    redelivery_sweep_seconds: int = Field(default=60, gt=0,
+                                          description="How often workers look for tasks unacknowledged for "
+                                                      "longer than visibility_timeout (lost workers) and "
+                                                      "requeue them")
     task_max_retries: int = Field(default=5, ge=0, description="Retries of a task after a transient error")
     task_retry_backoff_max: int = Field(default=300, gt=0, description="Cap of the retry backoff (seconds)")
     max_task_starts: int = Field(default=3, gt=0,

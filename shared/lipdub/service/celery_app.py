@@ -37,7 +37,10 @@ def queue_lists(queue: str) -> list[str]:
 def make_app(settings: Settings) -> Celery:
     app = Celery("lipdub", broker=settings.redis_url, backend=settings.redis_url)
     transport = {"visibility_timeout": settings.visibility_timeout, "queue_order_strategy": "priority",
-                 "priority_steps": PRIORITY_STEPS, "sep": PRIORITY_SEP}
+                 "priority_steps": PRIORITY_STEPS, "sep": PRIORITY_SEP,
+                 # Sweep for a lost worker's messages every redelivery_sweep_seconds (kombu's default,
+                 # 10 s x a throttle of 10, is 100 s).
+                 "unacked_restore_interval": settings.redelivery_sweep_seconds, "unacked_restore_throttle": 1}
     app.conf.update(
         task_routes=TASK_ROUTES,
         task_queues=[Queue(name) for name in QUEUES],
