@@ -31,6 +31,8 @@ from lipdub.media.probe import probe
 from lipdub.timeline import Timeline
 
 CLIPS_FILE = Path(__file__).with_name("eval_clips.json")
+# Settings that change what the pipeline outputs: recorded in the report so numbers can be traced.
+PIPELINE_SETTINGS = {"renderer", "audio_model", "sync_mode", "video_crf", "device"}
 
 
 @dataclass(frozen=True)
@@ -315,5 +317,6 @@ def run_evaluation(clips: list[EvalClip], dub_audios: list[DubAudio], out_dir: P
                 results.append(evaluator.run_clip(clip, chosen))
             except LipdubError as exc:
                 progress.log(f"[yellow]skipped[/] {clip.id}: [{exc.code}] {exc.message}")
-    write_report(results, out_dir, options, time.perf_counter() - started)
+    pipeline = {k: str(v) for k, v in settings.model_dump().items() if k in PIPELINE_SETTINGS}
+    write_report(results, out_dir, options, time.perf_counter() - started, pipeline)
     return results

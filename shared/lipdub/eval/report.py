@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lipdub import __version__
 from lipdub.eval.protocols import ClipResult, EvalOptions, Signals
 
 # (key, label, format, what "better" means) for the summary table.
@@ -35,6 +36,8 @@ SUMMARY_METRICS: list[tuple[str, str, str, str]] = [
     ("duration_video_minus_audio_ms", "video − audio duration (ms)", "{:+.0f}", "within ±40"),
     ("realtime_factor", "dub wall time / output duration", "{:.2f}", "lower"),
 ]
+
+SHORT_CLIP_FRAMES = 75  # 3 s: below this the ±15-frame correlation has too few overlapping frames
 
 COLUMNS = [("ground truth", "gt"), ("self: lipdub", "self_out"), ("self: reversed source", "self_base"),
            ("cross: lipdub", "cross_out"), ("cross: untouched", "cross_base")]
@@ -77,7 +80,8 @@ def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], me
     lines = ["# lipdub quality evaluation", "",
              f"{meta['clips']} clips, {meta['cross_dubs']} cross-dubs, clips cut to {meta['max_seconds']} s, "
              f"cross-dub sync mode `{meta['cross_sync_mode']}`, {meta['elapsed_s']:.0f} s on "
-             f"{meta['machine']}.",
+             f"{meta['machine']}; pipeline settings: "
+             + (", ".join(f"{k}={v}" for k, v in sorted(meta["pipeline"].items())) or "defaults") + ".",
              "Definitions: quality_metrics.md §3.4 and lipdub/eval/*.py. Medians over clips; "
              "`–` = not applicable.",
              "", "## Medians", "",
@@ -100,7 +104,7 @@ def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], me
             return f"{_fmt(o.get(k), fmt)} / {_fmt(b.get(k), fmt)}"
 
         lines.append(
-            f"| {r.clip} | {r.frames} | {pair('lmd_lips')} | {pair('lmd_jaw')} | {pair('moc', '{:.2f}')} | "
+            f"| {_name(r)} | {r.frames} | {pair('lmd_lips')} | {pair('lmd_jaw')} | {pair('moc', '{:.2f}')} | "
             f"{pair('sync_offset_vs_gt', '{:+.1f}')} | {pair('sync_peak')} | {pair('sync_confidence')} | "
             f"{pair('mouth_psnr', '{:.1f}')} | {pair('mouth_ssim')} | "
             f"{_fmt(o.get('outside_psnr'), '{:.1f}')} | "
@@ -133,13 +137,20 @@ def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], me
               "lip jitter |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         g = r.ground_truth
-        lines.append(f"| {r.clip} | {r.frames} | {_fmt(g.get('sync_offset'), '{:+.1f}')} | "
+        lines.append(f"| {_name(r)} | {r.frames} | {_fmt(g.get('sync_offset'), '{:+.1f}')} | "
                      f"{_fmt(g.get('sync_peak'), '{:.2f}')} | {_fmt(g.get('sync_r_near_zero'), '{:.2f}')} | "
                      f"{_fmt(g.get('sync_confidence'), '{:.2f}')} | "
                      f"{_fmt(g.get('silence_ratio'), '{:.2f}')} | "
                      f"{_fmt(g.get('speech_fraction'), '{:.2f}')} | {_fmt(g.get('lip_jitter'), '{:.3f}')} |")
+    if any(r.frames < SHORT_CLIP_FRAMES for r in results):
+        lines += ["", f"† shorter than {SHORT_CLIP_FRAMES / 25:.0f} s: fewer than {SHORT_CLIP_FRAMES} frames for "
+                  "±15 lags, so its sync numbers are noisy (its own-audio peak may sit at the edge of the lags)."]
     lines.append("")
     return "\n".join(lines)
+
+
+def _name(r: ClipResult) -> str:
+    return f"{r.clip}†" if r.frames < SHORT_CLIP_FRAMES else r.clip
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -232,14 +243,16 @@ def plot_summary(summary_rows: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(results: list[ClipResult], out_dir: Path, options: EvalOptions, elapsed: float) -> dict:
+def write_report(results: list[ClipResult], out_dir: Path, options: EvalOptions, elapsed: float,
+                 pipeline: dict[str, str] | None = None) -> dict:
     rows = groups(results)
     summary = {col: medians(rows[col]) for _, col in COLUMNS}
     meta = {"clips": len(results), "cross_dubs": sum(len(r.cross_dub) for r in results),
             "max_seconds": options.max_seconds, "cross_sync_mode": options.cross_sync_mode,
             "frame_stride": options.frame_stride, "elapsed_s": elapsed,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "lipdub": __version__,
+            "pipeline": pipeline or {}}
     report = {"meta": meta, "options": asdict(options), "medians": summary,
               "clips": [r.to_json() for r in results]}
     out_dir.mkdir(parents=True, exist_ok=True)
