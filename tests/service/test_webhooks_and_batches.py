@@ -430,6 +430,24 @@ def test_cancel_drops_waiting_items_and_cancels_released_jobs(hooks_stack: Stack
     assert client.post(f"/v1/batches/{batch_id}/cancel").status_code == 409
 
 
+def test_cancel_while_validating(hooks_stack: Stack, media: dict[str, Path]) -> None:
+    """A cancel that arrives before or during validation wins: at most one item is released (the cap) and
+    the counts add up (all zero when the cancel came before validation started)."""
+    client = hooks_stack.client("early-cancel")
+    video, audio = _upload(client, media["video"]), _upload(client, media["fr"])
+    lines = "".join(json.dumps({"custom_id": f"i-{i}", "video": {"asset_id": video}, "audio": {"asset_id": audio}})
+                    + "\n" for i in range(3000))
+    manifest = client.post("/v1/batches/manifests", content=lines, headers={"Content-Type": "application/jsonl"})
+    batch_id = client.post("/v1/batches", json={"manifest_id": manifest.json()["id"]}).json()["id"]
+    assert client.post(f"/v1/batches/{batch_id}/cancel").status_code == 202
+    batch = _wait_batch(client, batch_id, timeout=60)
+    assert batch["status"] == "cancelled", batch
+    counts = batch["request_counts"]
+    assert counts["queued"] == counts["running"] == counts["failed"] == 0
+    assert counts["canceled"] + counts["succeeded"] == counts["total"] and counts["total"] in (0, 3000)
+    assert len(client.get("/v1/jobs", params={"batch": batch_id}).json()["data"]) <= 1
+
+
 # --- limits and URL safety --------------------------------------------------------------------------
 def test_rate_limit_answers_429_with_retry_after(hooks_stack: Stack) -> None:
     client = hooks_stack.client("flood")

@@ -110,7 +110,11 @@ def expand(batch_id: str) -> None:
     store, storage = get_store(), get_storage()
     batches = BatchStore(store)
     state = batches.get(batch_id)
-    if state is None or state.status not in (BatchStatus.validating, BatchStatus.cancelling):
+    if state is None or state.status not in (BatchStatus.validating, BatchStatus.cancelling) or state.expanded:
+        return
+    if state.status == BatchStatus.cancelling:  # canceled before validation began: nothing to run
+        batches.mark_expanded(batch_id)
+        settle(batch_id)
         return
     try:
         defaults = state.defaults.get("options", {})
@@ -118,11 +122,12 @@ def expand(batch_id: str) -> None:
                                           store.settings, lambda options: check_options({**defaults, **options}))
     except Exception as exc:  # storage down, or a bug: fail the batch visibly rather than leave it validating
         log.exception("batch %s: validation failed", batch_id)
-        batches.fail(batch_id, [LineError(0, "internal", f"the manifest could not be validated: {exc}")])
-        notify_batch(batch_id)
-        return
+        errors = [LineError(0, "internal", f"the manifest could not be validated: {exc}")]
     if errors:
-        batches.fail(batch_id, errors)
+        if not batches.fail(batch_id, errors):  # canceled meanwhile: the cancel wins, nothing ran
+            batches.mark_expanded(batch_id)
+            settle(batch_id)
+            return
         log.info("batch %s invalid: %d line errors", batch_id, len(errors))
         notify_batch(batch_id)
         return
@@ -131,7 +136,8 @@ def expand(batch_id: str) -> None:
     needing = batches.accept_items(batch_id, state.tenant, items,
                                    prepared=lambda sha: store.prep_pointer(sha, PREP_VERSION) is not None,
                                    total=total)
-    for sha in needing:
+    current = batches.get(batch_id)
+    for sha in needing if current is not None and current.status == BatchStatus.in_progress else ():
         # Prep once per source: the preflight warms the prep cache, then its items are released.
         app.signature("dub.preflight", args=(sha,), priority=BATCH_PRIORITY).apply_async(
             link=app.signature("batches.source_ready", args=(batch_id, sha), queue=WEBHOOKS_QUEUE),
@@ -239,6 +245,8 @@ def settle(batch_id: str) -> None:
     if state is None or state.status.is_final:
         return
     if state.status == BatchStatus.cancelling:
+        if not state.expanded:
+            return  # still validating: batches.expand settles the batch when it is done
         batches.drop_waiting(batch_id, None, "canceled", "the batch was canceled before this item started")
         for job_id in batches.job_ids(batch_id):
             job = store.get(job_id)

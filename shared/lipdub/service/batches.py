@@ -226,6 +226,7 @@ class BatchState:
     output_key: str | None
     error_key: str | None
     sources: int  # distinct source videos
+    expanded: bool = False  # validation is over (items queued, or the batch failed)
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> BatchState:
@@ -237,7 +238,7 @@ class BatchState:
                    webhook_url=raw.get("webhook_url") or None, metadata=json.loads(raw.get("metadata") or "{}"),
                    defaults=json.loads(raw.get("defaults") or "{}"), manifest=raw.get("manifest", ""),
                    output_key=raw.get("output_key") or None, error_key=raw.get("error_key") or None,
-                   sources=int(raw.get("sources", 0)))
+                   sources=int(raw.get("sources", 0)), expanded=bool(raw.get("expanded")))
 
     @property
     def done(self) -> int:
@@ -326,8 +327,11 @@ class BatchStore:
 
     def fail(self, batch_id: str, errors: list[LineError], errors_total: int | None = None) -> bool:
         reported = [e.as_dict() for e in errors[:MAX_REPORTED_ERRORS]]
-        return self.move(batch_id, BatchStatus.failed, errors=json.dumps(reported),
+        return self.move(batch_id, BatchStatus.failed, errors=json.dumps(reported), expanded=1,
                          errors_total=errors_total if errors_total is not None else len(errors))
+
+    def mark_expanded(self, batch_id: str) -> None:
+        self.r.hset(f"batch:{batch_id}", "expanded", 1)
 
     # --- items ---------------------------------------------------------------------------------------
     def accept_items(self, batch_id: str, tenant: str, items: list[Item], prepared: Callable[[str], bool],
@@ -356,7 +360,7 @@ class BatchStore:
                 pipe.rpush(f"batch:{batch_id}:wait:{sha}", *[i.to_json() for i in group[start:start + 1000]])
             pipe.expire(f"batch:{batch_id}:wait:{sha}", ttl)
         pipe.hset(f"batch:{batch_id}", mapping={"total": len(items) if total is None else total,
-                                                "sources": len(sources)})
+                                                "sources": len(sources), "expanded": 1})
         pipe.execute()
         self.move(batch_id, BatchStatus.in_progress)
         if ready:
