@@ -157,3 +157,58 @@ def test_dns_rebinding_resolves_once_and_connects_to_the_checked_address(
     assert got.size == 5000
     assert calls == ["media.example.test"]
     assert _Handler.seen_hosts == [f"media.example.test:{port}"]
+
+
+def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    import subprocess
+
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("cert_name, ok", [("media.example.test", True), ("other.example.test", False)])
+def test_https_to_the_pinned_address_keeps_sni_and_verifies_the_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cert_name: str, ok: bool) -> None:
+    """The connection goes to the checked IP, but TLS still sends the host name (SNI) and the certificate
+    must be valid for that name: a server with another name's certificate is refused."""
+    import ssl
+
+    import certifi
+
+    cert, key = _self_signed(tmp_path, cert_name)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    sni: list[str | None] = []
+    server_ctx.sni_callback = lambda sock, name, ctx: sni.append(name)  # type: ignore[assignment,misc]
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.socket = server_ctx.wrap_socket(httpd.socket, server_side=True)
+    _Handler.seen_hosts = []
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = httpd.server_address[1]
+    real_getaddrinfo = socket.getaddrinfo
+
+    def dns(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if host == "media.example.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    monkeypatch.setattr(certifi, "where", lambda: str(cert))  # trust the test certificate only
+    settings = _settings(tmp_path, outbound_allow_networks=LOOPBACK_OK)
+    try:
+        if ok:
+            got = fetch_to_file(f"https://media.example.test:{port}/file", tmp_path / "tls.bin", settings)
+            assert got.size == 5000
+            assert _Handler.seen_hosts == [f"media.example.test:{port}"]
+        else:
+            with pytest.raises(FetchFailed) as info:
+                fetch_to_file(f"https://media.example.test:{port}/file", tmp_path / "tls.bin", settings)
+            assert "CERTIFICATE_VERIFY_FAILED" in info.value.message, info.value.message
+            assert _Handler.seen_hosts == []
+        assert sni and sni[0] == "media.example.test"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
