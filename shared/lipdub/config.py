@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     api_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the API")
     preflight_wait_seconds: float = Field(default=120.0, gt=0,
                                           description="How long POST /v1/preflight waits for the prep stage")
+
     # Webhooks, batches, tenancy limits and outbound URLs (lipdub.service.webhooks/batches/limits/urls).
     webhook_timeout: float = Field(default=10.0, gt=0,
                                    description="A webhook answered with 2xx within this many seconds is delivered")
