@@ -108,8 +108,10 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, child: subproces
 _READY_TIMEOUT = {"redis": 20.0, "s3": 30.0, "api": 60.0}  # seconds; workers get `worker_timeout`
 
 
-def _readiness(proc: Process, cfg: StackConfig, settings: Settings, log: Path) -> Callable[[], bool]:
-    """How to tell that `proc` is ready: infrastructure answers, workers log that they are ready."""
+def _readiness(proc: Process, cfg: StackConfig, settings: Settings, log: Path,
+               offset: int = 0) -> Callable[[], bool]:
+    """How to tell that `proc` is ready: infrastructure answers, workers log that they are ready (past
+    `offset`, so an earlier run's line in the same log does not count)."""
     if proc.name == "redis":
         client = redis.Redis.from_url(settings.redis_url)
         return lambda: bool(client.ping())
@@ -118,7 +120,7 @@ def _readiness(proc: Process, cfg: StackConfig, settings: Settings, log: Path) -
         return lambda: storage.ensure_bucket() is None
     if proc.name == "api":
         return lambda: httpx.get(f"{cfg.api_url}/readyz", timeout=2).status_code == 200
-    return lambda: b" ready." in log.read_bytes()
+    return lambda: b" ready." in log.read_bytes()[offset:]
 
 
 def start(cfg: StackConfig, worker_timeout: float = 90.0) -> str:
@@ -130,14 +132,23 @@ def start(cfg: StackConfig, worker_timeout: float = 90.0) -> str:
     if running:
         raise RuntimeError(f"already running: {', '.join(running)} (stop them first)")
     for proc in cfg.processes():
-        log = cfg.root / f"{proc.name}.log"
-        log.write_bytes(b"")
-        child = _spawn(proc, cfg)
-        _wait(proc.name, _readiness(proc, cfg, settings, log), _READY_TIMEOUT.get(proc.name, worker_timeout),
-              child, log)
+        (cfg.root / f"{proc.name}.log").write_bytes(b"")
+        start_process(cfg, proc.name, worker_timeout)
     key = ApiKeys(redis.Redis.from_url(settings.redis_url, decode_responses=True)).create("dev")
     (cfg.root / "dev-api-key").write_text(key + "\n")
     return key
+
+
+def start_process(cfg: StackConfig, name: str, worker_timeout: float = 90.0) -> int:
+    """Start one process of the stack (again, e.g. a worker that died) and wait until it is ready; its
+    log is appended to. Returns its pid."""
+    proc = next(p for p in cfg.processes() if p.name == name)
+    log = cfg.root / f"{name}.log"
+    offset = log.stat().st_size if log.exists() else 0
+    child = _spawn(proc, cfg)
+    _wait(name, _readiness(proc, cfg, cfg.settings(), log, offset), _READY_TIMEOUT.get(name, worker_timeout),
+          child, log)
+    return child.pid
 
 
 def _start_ticks(pid: int) -> int | None:
