@@ -76,6 +76,9 @@ class Settings(BaseSettings):
                                             description="Object storage backend: s3 (MinIO, AWS, any S3 API) "
                                                         "or local (a directory under data_dir)")
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO/moto); unset on AWS")
+    s3_public_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint in the presigned URLs given to clients (default: s3_endpoint_url); "
+                                  "set it when clients reach S3 at another address than the services do")
     s3_bucket: str = Field(default="lipdub", description="Bucket holding assets, prep artifacts and results")
     s3_region: str = Field(default="us-east-1", description="S3 region")
     s3_access_key_id: str | None = Field(default=None,

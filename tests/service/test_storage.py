@@ -100,3 +100,18 @@ def test_unreachable_s3_is_transient(tmp_path: Path) -> None:
                         s3_access_key_id="test", s3_secret_access_key="test")
     with pytest.raises(TransientError):
         S3Storage(settings).ping()
+
+
+def test_presigned_urls_use_the_public_endpoint(s3_endpoint: str, tmp_path: Path) -> None:
+    """Services may reach S3 at another address than clients do (compose: minio:9000 vs localhost:9000)."""
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    settings = Settings(storage="s3", s3_endpoint_url=s3_endpoint, s3_public_endpoint_url=public,
+                        s3_bucket="test-public", s3_access_key_id="test", s3_secret_access_key="test")
+    storage = S3Storage(settings)
+    storage.ensure_bucket()
+    src = tmp_path / "result.mp4"
+    src.write_bytes(b"\1" * 500)
+    storage.put_file(keys.result("job_3"), src)
+    url = storage.download_url(keys.result("job_3"), "job_3.mp4")
+    assert url is not None and url.startswith(public + "/")
+    assert httpx.get(url).content == src.read_bytes()

@@ -161,11 +161,18 @@ class S3Storage:
         self.bucket = settings.s3_bucket
         self.presign_seconds = settings.presign_seconds
         self.part_bytes = settings.multipart_part_bytes
-        self.client: Any = boto3.client(
-            "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key_id, aws_secret_access_key=settings.s3_secret_access_key,
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60,
-                          signature_version="s3v4", s3={"addressing_style": "path"}))
+        def client(endpoint: str | None) -> Any:
+            return boto3.client(
+                "s3", endpoint_url=endpoint, region_name=settings.s3_region,
+                aws_access_key_id=settings.s3_access_key_id, aws_secret_access_key=settings.s3_secret_access_key,
+                config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
+                              read_timeout=60, signature_version="s3v4", s3={"addressing_style": "path"}))
+
+        self.client = client(settings.s3_endpoint_url)
+        # Presigned URLs are signed for the host clients use, which may differ from the services' one
+        # (compose: http://minio:9000 inside, http://localhost:9000 outside).
+        public = settings.s3_public_endpoint_url
+        self.presigner = client(public) if public and public != settings.s3_endpoint_url else self.client
 
     def _call(self, what: str, key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -218,8 +225,8 @@ class S3Storage:
     def download_url(self, key: str, filename: str) -> str | None:
         params = {"Bucket": self.bucket, "Key": key,
                   "ResponseContentDisposition": f'attachment; filename="{filename}"'}
-        return str(self.client.generate_presigned_url("get_object", Params=params,
-                                                      ExpiresIn=self.presign_seconds))
+        return str(self.presigner.generate_presigned_url("get_object", Params=params,
+                                                         ExpiresIn=self.presign_seconds))
 
     def copy(self, src: str, dst: str) -> None:
         self._call("copy", src, self.client.copy, {"Bucket": self.bucket, "Key": src}, self.bucket, dst)
@@ -238,7 +245,7 @@ class S3Storage:
         upload = self._call("create multipart", key, self.client.create_multipart_upload,
                             Bucket=self.bucket, Key=key)
         n_parts = max(1, -(-size // self.part_bytes))
-        urls = [self.client.generate_presigned_url(
+        urls = [self.presigner.generate_presigned_url(
             "upload_part", Params={"Bucket": self.bucket, "Key": key, "UploadId": upload["UploadId"],
                                    "PartNumber": n}, ExpiresIn=self.presign_seconds)
             for n in range(1, n_parts + 1)]
