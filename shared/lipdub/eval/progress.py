@@ -40,6 +40,10 @@ class EvalProgress:
         if not self.quiet:
             self.console.print(message)
 
+    def describe(self, label: str) -> None:
+        """Name what the overall bar is working on (the clip)."""
+        self._bar.update(self._overall, description=label[:34])
+
     def step_done(self, label: str) -> None:
         self._bar.advance(self._overall)
         if not self.live and not self.quiet:

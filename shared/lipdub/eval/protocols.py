@@ -313,6 +313,7 @@ def run_evaluation(clips: list[EvalClip], dub_audios: list[DubAudio], out_dir: P
     with EvalProgress(total, quiet) as progress:
         evaluator = Evaluator(work, settings, options, progress)
         for clip, chosen in pairs:
+            progress.describe(clip.id)
             try:
                 results.append(evaluator.run_clip(clip, chosen))
             except LipdubError as exc:
