@@ -34,7 +34,7 @@ def plan_task(job_id: str) -> None:
     """Both inputs are analysed: fix the output length and queue its render chunks."""
     store, storage = get_store(), get_storage()
     state = store.get(job_id)
-    if state is None or state.status.is_final or state.chunks is not None:
+    if state is None or state.status.is_final or store.render_queued(job_id):
         return  # canceled, failed, or already planned by an earlier delivery of this task
     pointer = store.prep_pointer(state.spec["video"]["sha256"], PREP_VERSION)
     if pointer is None:
@@ -44,9 +44,10 @@ def plan_task(job_id: str) -> None:
     timeline = Timeline(int(pointer["summary"]["n_frames"]), len(mouth), _mode(state))  # type: ignore[arg-type]
     chunk_frames = max(1, round(store.settings.chunk_seconds * FPS))
     chunks = render_chunks(timeline.n_out, store.settings.chunk_seconds, FPS)
-    priority = state.spec.get("priority")
-    start_render(job_id, len(chunks), priority)
+    # The plan is stored before the chunks are queued: a render task must find it.
     store.set_plan(job_id, timeline.n_out, len(chunks), chunk_frames)
+    start_render(job_id, len(chunks), state.spec.get("priority"))
+    store.mark_render_queued(job_id)
     log.info("planned job=%s frames=%d chunks=%d", job_id, timeline.n_out, len(chunks))
 
 
@@ -54,14 +55,16 @@ def plan_task(job_id: str) -> None:
 def render_task(job_id: str, index: int) -> None:
     """Render output frames [index·chunk, (index+1)·chunk) to a silent H.264 part."""
     state = get_store().get(job_id)
-    if state is None or not state.chunks or not state.chunk_frames:
+    if state is None or state.status.is_final:
         return
+    if not state.chunks or not state.chunk_frames:
+        raise RuntimeError("a render chunk ran before its job's plan was stored")
     n = state.chunks
     with stage_run(job_id, Stage.render, f"render:{index}", (index / n, (index + 1) / n), finish=False) as run:
         if run is None:
             return
         part_key = keys.part(job_id, index)
-        passed = 0
+        passed = None  # unknown when an earlier delivery stored the part; its count stays as recorded
         if not run.storage.exists(part_key):  # else: stored by an earlier delivery of this task
             track = SourceTrack.load(run.fetch_prep(state.spec["video"]["sha256"]))
             mouth = MouthTrack.load(run.fetch(keys.mouth(job_id), "mouth.npz"))

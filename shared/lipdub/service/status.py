@@ -272,7 +272,14 @@ class JobStore:
     def set_plan(self, job_id: str, n_frames: int, chunks: int, chunk_frames: int) -> None:
         self._apply(job_id, None, {"n_frames": n_frames, "chunks": chunks, "chunk_frames": chunk_frames})
 
-    def mark_chunk(self, job_id: str, index: int, passed_through: int) -> int:
+    def render_queued(self, job_id: str) -> bool:
+        """Whether the job's render chunks were queued (by an earlier delivery of dub.plan)."""
+        return bool(self.r.hget(f"job:{job_id}", "render_queued"))
+
+    def mark_render_queued(self, job_id: str) -> None:
+        self._apply(job_id, None, {"render_queued": 1})
+
+    def mark_chunk(self, job_id: str, index: int, passed_through: int | None) -> int:
         """Count render chunk `index` as done (a re-run chunk counts once); returns chunks done."""
         pipe = self.r.pipeline()
         pipe.sadd(f"job:{job_id}:chunks", index)
@@ -280,7 +287,9 @@ class JobStore:
         pipe.scard(f"job:{job_id}:chunks")
         pipe.hget(f"job:{job_id}", "chunks")
         *_, done, total = pipe.execute()
-        fields: dict[str, Any] = {"chunks_done": int(done), f"passed:{index}": passed_through}
+        fields: dict[str, Any] = {"chunks_done": int(done)}
+        if passed_through is not None:
+            fields[f"passed:{index}"] = passed_through
         if total:
             fields[f"p:{Stage.render}"] = round(int(done) / int(total), 4)
         self._apply(job_id, None, fields)
