@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from lipdub.config import Settings, get_settings
 from lipdub.errors import ErrorCode, LipdubError, TransientError
@@ -31,7 +32,6 @@ class StageTask(Task):  # type: ignore[misc]
     backoff, never bad input; record the final failure on the job."""
 
     autoretry_for = (TransientError,)
-    dont_autoretry_for = ()
     retry_backoff = 2  # seconds before the first retry; doubles each time
     retry_backoff_max = _settings.task_retry_backoff_max
     retry_jitter = True
@@ -44,6 +44,8 @@ class StageTask(Task):  # type: ignore[misc]
         job_id = str(args[0]) if args else "?"
         if isinstance(exc, LipdubError):
             code, message, retryable = str(exc.code), exc.message, exc.retryable
+        elif isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
+            code, message, retryable = ErrorCode.timeout.value, f"{self.name} ran out of time: {exc}", True
         else:
             code, message, retryable = ErrorCode.internal.value, f"{type(exc).__name__}: {exc}", False
         log.warning("task %s failed job=%s code=%s: %s", self.name, job_id, code, message)
