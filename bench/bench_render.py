@@ -37,7 +37,6 @@ def load_clip(corpus: Path, video: str, seconds: float, extra: float = 0.0
     """First `seconds` (+ `extra` for enrolment) of a clip at ≤480 px: frames, smoothed landmarks, validity."""
     from lipdub.face.mesh import FaceMesh
     from lipdub.render.dataset import decode_frames
-    from lipdub.stages.prep import smooth_landmarks
 
     n = round((seconds + extra) * 25)
     frames, _ = decode_frames(corpus / video, set(range(n)))
@@ -48,7 +47,11 @@ def load_clip(corpus: Path, video: str, seconds: float, extra: float = 0.0
             faces = mesh(f)
             if faces:
                 marks[i], valid[i] = faces[0], True
-    return frames, smooth_landmarks(marks, valid), valid
+    # Light zero-phase smoothing, like prep's, so landmark noise does not count as renderer jitter.
+    smooth = marks.copy()
+    inner = valid[:-2] & valid[1:-1] & valid[2:]
+    smooth[1:-1][inner] = 0.25 * marks[:-2][inner] + 0.5 * marks[1:-1][inner] + 0.25 * marks[2:][inner]
+    return frames, smooth, valid
 
 
 class FramesTrack:
@@ -79,14 +82,14 @@ def mouth_crop(frame: np.ndarray, points: np.ndarray) -> np.ndarray | None:
     return cv2.resize(frame[y0:y1, x0:x1], (MOUTH_CROP, MOUTH_CROP), interpolation=cv2.INTER_AREA)
 
 
-def aligned_target(src_pts: np.ndarray, tgt_pts: np.ndarray) -> np.ndarray:
-    """Frame t's landmarks mapped onto the source pose; only lips and jaw taken, the rest is the source's."""
+def aligned_target(src_pts: np.ndarray, tgt_pts: np.ndarray, opening: float) -> np.ndarray:
+    """Frame t's lip landmarks mapped onto the source pose (similarity on the stable points); the jaw follows
+    the opening as for the other renderers (aligned jaw points of another frame carry pose noise)."""
     from lipdub.eval.lmd import align_to
+    from lipdub.render.dinet_renderer import DinetRenderer
 
-    moved = align_to(tgt_pts, src_pts)
-    out = src_pts[:, :2].astype(np.float64).copy()
-    idx = sorted(set(L.LIPS + L.JAW[3:-3]))
-    out[idx] = moved[idx]
+    out = DinetRenderer.target_from_opening(src_pts, opening).astype(np.float64)
+    out[L.LIPS] = align_to(tgt_pts, src_pts)[L.LIPS]
     return out
 
 
@@ -115,7 +118,7 @@ def evaluate_clip(frames: list[np.ndarray], marks: np.ndarray, valid: np.ndarray
                     out = src
                 elif name == "dinet-lmk":
                     assert isinstance(r, DinetRenderer)
-                    out = r.render_batch([src], [sp], [aligned_target(sp, marks[t])])[0]
+                    out = r.render_batch([src], [sp], [aligned_target(sp, marks[t], float(opening[t]))])[0]
                 else:
                     out = r(src, sp, float(opening[t]))  # type: ignore[operator]
                 frame_metrics(stats, out, src, sp, gt=frames[t], gt_points=marks[t], rendered=name != "pass-through")
@@ -156,7 +159,7 @@ def stage_speed(frame: np.ndarray, points: np.ndarray, renderer: object, n: int 
     from lipdub.audio.mouth import MouthTrack
     from lipdub.config import Settings
     from lipdub.media.video import VideoWriter
-    from lipdub.stages.prep import PREP_VERSION, SourceTrack, TrackSummary
+    from lipdub.prep.track import PREP_VERSION, SourceTrack, TrackSummary
     from lipdub.stages.render import render_video
     from lipdub.timeline import Timeline
 

@@ -22,7 +22,7 @@ import torch
 from lipdub.face import landmarks as L
 from lipdub.render import paste, prompt, window
 from lipdub.render.dinet import DinetGenerator, load_checkpoint
-from lipdub.render.warp import WarpRenderer, target_points
+from lipdub.render.warp import GRID_STEP, WarpRenderer, target_points
 
 MOVABLE = sorted(set(L.LIPS + L.JAW[3:-3]))  # landmarks a target may move (the jaw ends are warp anchors)
 
@@ -57,7 +57,14 @@ class DinetRenderer:
         model, _ = load_checkpoint(checkpoint, sha256)
         landmarks: np.ndarray = track.landmarks  # type: ignore[attr-defined]
         valid: np.ndarray = track.valid  # type: ignore[attr-defined]
-        idx = prompt.select_references(L.mouth_opening(landmarks), valid, model.config.refs)
+        k = model.config.refs
+        opening = L.mouth_opening(landmarks)
+        chosen = getattr(track, "reference_frames", None)  # prep's pick (most-open half, diverse openings)
+        if chosen is not None and len(chosen) >= k:
+            by_opening = sorted((int(i) for i in chosen), key=lambda i: float(opening[i]))
+            idx = [by_opening[j] for j in np.linspace(0, len(by_opening) - 1, k).round().astype(int)]
+        else:
+            idx = prompt.select_references(opening, valid, k)
         with track.reader() as reader:  # type: ignore[attr-defined]
             refs = [(reader[i], landmarks[i]) for i in idx]
         return cls(model, refs, device, threads)
@@ -99,12 +106,14 @@ class DinetRenderer:
 
     def _prepare(self, frame: np.ndarray, points: np.ndarray, target: np.ndarray) -> dict | None:
         moved = MOVABLE
-        displaced = self.warp.displace(frame, points, np.array(moved), target[moved, :2].astype(np.float64))
+        face_px = float(np.ptp(points[L.FACE_OVAL, 1]))
+        # The displacement field is smooth: ~40 evaluations across the face height are plenty.
+        step = max(GRID_STEP, round(face_px / 40))
+        displaced = self.warp.displace(frame, points, np.array(moved), target[moved, :2].astype(np.float64), step)
         if displaced is None:
             return None
         box, crop, warped, _, _ = displaced
         x0, y0, _, _ = box
-        face_px = float(np.ptp(points[L.FACE_OVAL, 1]))
         face = paste.lower_face_mask(points, box, self.warp.feather * face_px)
         region = crop.astype(np.float32) * (1 - face[..., None]) + warped * face[..., None]
         # The window sits where the *source* face is (stable landmarks), and is cut from the warped region.
@@ -118,9 +127,9 @@ class DinetRenderer:
 
     def _finish(self, frame: np.ndarray, job: dict, raw: np.ndarray, blend: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = job["box"]
-        hard = job["source"][3]
-        local = (0, 0, x1 - x0, y1 - y0)
-        region = paste.paste_mouth(job["region"], raw, blend, hard, job["affine"], local, job["face"])
+        source = job["source"]
+        window_rgb = source[:3].transpose(1, 2, 0) * 255.0  # the real pixels wherever the mask is 0
+        region = paste.paste_mouth(job["region"], raw, blend, source[3], window_rgb, job["affine"], job["face"])
         out = frame.copy()
         out[y0:y1, x0:x1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
         return out

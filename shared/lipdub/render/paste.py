@@ -36,13 +36,13 @@ def lower_face_mask(points: np.ndarray, box: tuple[int, int, int, int], feather_
 
 def match_colour(generated: np.ndarray, real: np.ndarray, ring: np.ndarray) -> np.ndarray:
     """Shift/scale each channel of `generated` so its statistics on `ring` equal `real`'s there."""
-    w = ring.astype(np.float64)
-    total = w.sum()
+    w = ring.astype(np.float32)
+    total = float(w.sum())
     if total < 8:
-        return generated
+        return generated.astype(np.float32)
     out = generated.astype(np.float32).copy()
     for c in range(3):
-        g, r = generated[..., c].astype(np.float64), real[..., c].astype(np.float64)
+        g, r = generated[..., c].astype(np.float32), real[..., c].astype(np.float32)
         mg, mr = (g * w).sum() / total, (r * w).sum() / total
         sg = np.sqrt(((g - mg) ** 2 * w).sum() / total)
         sr = np.sqrt(((r - mr) ** 2 * w).sum() / total)
@@ -61,22 +61,38 @@ def window_to_box(img: np.ndarray, affine: np.ndarray, box: tuple[int, int, int,
 
 
 def paste_mouth(region: np.ndarray, generated: np.ndarray, blend: np.ndarray, hard: np.ndarray,
-                affine: np.ndarray, box: tuple[int, int, int, int], face: np.ndarray) -> np.ndarray:
-    """Blend a generated window into `region` (the frame's pixels inside `box`, float32 RGB).
+                window_rgb: np.ndarray, affine: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """Blend a generated window into `region` (float32 RGB frame pixels; `affine` maps them to the window).
 
-    `generated` [S, S, 3] is the raw generator output (0-255), `blend`/`hard` [S, S] its soft and hard
-    masks, `face` the lower-face weight of the box. Returns the new region.
+    `generated` [S, S, 3] is the raw generator output (0-255), `window_rgb` the window it was given (the
+    real pixels around the mouth), `blend`/`hard` [S, S] the soft and hard mouth masks, `face` the
+    lower-face weight of the region. The colour match runs at window resolution (cheap, and the ring is
+    defined there); only the frame rectangle under the blend mask is resampled. Returns the new region.
     """
-    gen = window_to_box(generated.astype(np.float32), affine, box)
-    soft = window_to_box(blend.astype(np.float32), affine, box)
-    inside = window_to_box(hard.astype(np.float32), affine, box)
+    ring = (blend > RING_MIN) & (blend < RING_MAX) & (hard < 0.5)
+    gen = match_colour(generated, window_rgb, ring.astype(np.float32))
+    ys, xs = np.nonzero(blend > 0)
+    if ys.size == 0:
+        return region
+    corners = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1],
+                        [xs.max() + 1, ys.max() + 1]], np.float32)
+    in_frame = window.apply(window.invert(affine), corners)
     scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))  # window px per frame px
     k = max(3, int(1.5 / scale) | 1)  # resampling a 96-px window up leaves a stair-stepped edge: smooth it
-    soft = cv2.GaussianBlur(soft, (k, k), 0)
-    ring = (soft > RING_MIN) & (soft < RING_MAX) & (inside < 0.01)
-    gen = match_colour(gen, region, ring.astype(np.float32))
-    m = (soft * face)[..., None]
-    return region * (1 - m) + gen * m
+    h, w = region.shape[:2]
+    x0, y0 = np.maximum(np.floor(in_frame.min(0)).astype(int) - k, 0)
+    x1, y1 = np.minimum(np.ceil(in_frame.max(0)).astype(int) + k, (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return region
+    a = affine.copy()
+    a[:, 2] += a[:, :2] @ np.array([x0, y0], np.float32)
+    rgba = np.dstack([gen, blend.astype(np.float32)])
+    up = cv2.warpAffine(rgba, a, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    m = (cv2.GaussianBlur(up[..., 3], (k, k), 0) * face[y0:y1, x0:x1])[..., None]
+    out = region.copy()
+    out[y0:y1, x0:x1] = region[y0:y1, x0:x1] * (1 - m) + up[..., :3] * m
+    return out
 
 
 def window_box(affine: np.ndarray, side: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:

@@ -111,12 +111,14 @@ class WarpRenderer:
         out[y0:y1, x0:x1] = (crop * (1 - m) + warped * m + 0.5).astype(np.uint8)
         return out
 
-    def displace(self, frame: np.ndarray, points: np.ndarray, moved_idx: np.ndarray, moved_frame: np.ndarray
+    def displace(self, frame: np.ndarray, points: np.ndarray, moved_idx: np.ndarray, moved_frame: np.ndarray,
+                 grid_step: int = GRID_STEP
                  ) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """Backward-warp the lower-face box so landmarks `moved_idx` land on `moved_frame` (frame px).
 
         Returns (box, source crop, warped crop (float32), map_x, map_y), or None for a face too small to warp.
-        Other renderers (the DINet renderer's prompt) reuse this geometric step.
+        Other renderers (the DINet renderer's prompt) reuse this geometric step; `grid_step` is the spacing
+        of the field's evaluation grid (the field is smooth, so large faces can use a coarser grid).
         """
         x0, y0, x1, y1 = box = self.region(points, frame.shape)
         if x1 - x0 < 16 or y1 - y0 < 16:
@@ -131,9 +133,9 @@ class WarpRenderer:
         ctrl = np.concatenate([moved, anchors])
         offs = np.concatenate([xy[moved_idx] - moved, np.zeros_like(anchors)])
         field = RBFInterpolator(ctrl, offs, kernel="thin_plate_spline", smoothing=1e-3)
-        gy, gx = np.mgrid[0:h + GRID_STEP:GRID_STEP, 0:w + GRID_STEP:GRID_STEP]
+        gy, gx = np.mgrid[0:h + grid_step:grid_step, 0:w + grid_step:grid_step]
         coarse = field(np.stack([gx.ravel(), gy.ravel()], 1)).reshape(*gx.shape, 2).astype(np.float32)
-        fine = cv2.resize(coarse, (gx.shape[1] * GRID_STEP, gx.shape[0] * GRID_STEP),
+        fine = cv2.resize(coarse, (gx.shape[1] * grid_step, gx.shape[0] * grid_step),
                           interpolation=cv2.INTER_LINEAR)[:h, :w]
         base_x, base_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         map_x, map_y = base_x + fine[..., 0], base_y + fine[..., 1]
