@@ -18,6 +18,7 @@ from python_multipart import create_form_parser
 from python_multipart.multipart import File
 
 from lipdub.media.probe import MediaInfo, probe
+from lipdub.service.limits import Quotas
 from lipdub.service.status import Asset, JobStore, now
 from lipdub.service.storage import S3Storage, Storage, keys, sha256_file
 from lipdub_api.deps import SettingsDep, StorageDep, StoreDep, TenantDep
@@ -60,7 +61,7 @@ async def upload_asset(request: Request, tenant: TenantDep, store: StoreDep, sto
                        settings: SettingsDep) -> AssetPublic:
     """Upload a video or audio file as multipart form field `file`. The body is streamed to a temporary
     file (never held whole in memory) and stored under its SHA-256."""
-    cap = settings.max_upload_bytes
+    cap = upload_cap(tenant, store)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap + MULTIPART_OVERHEAD:
         raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to {cap} bytes")
@@ -111,9 +112,9 @@ def create_upload(body: UploadCreate, tenant: TenantDep, store: StoreDep, storag
     if not isinstance(storage, S3Storage):
         raise ApiError(400, ApiErrorCode.unsupported_storage, "presigned uploads need S3 storage; "
                                                               "use POST /v1/assets")
-    if body.size > settings.max_upload_bytes:
-        raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to "
-                                                            f"{settings.max_upload_bytes} bytes")
+    cap = upload_cap(tenant, store)
+    if body.size > cap:
+        raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to {cap} bytes")
     upload_id = f"upl_{uuid.uuid4().hex}"
     s3_upload, urls = storage.create_multipart(keys.upload(upload_id), body.size)
     store.put_upload(upload_id, tenant, s3_upload, body.size, settings.presign_seconds)
@@ -133,9 +134,9 @@ def complete_upload(upload_id: str, body: UploadComplete, tenant: TenantDep, sto
     storage.complete_multipart(key, record["s3_upload_id"], body.etags)
     try:
         size = storage.size(key)
-        if size > settings.max_upload_bytes:
-            raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to "
-                                                                f"{settings.max_upload_bytes} bytes")
+        cap = upload_cap(tenant, store)
+        if size > cap:
+            raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to {cap} bytes")
         with tempfile.TemporaryDirectory(prefix="lipdub-upload-", dir=_upload_root(settings.data_dir)) as tmp:
             path = storage.get_file(key, Path(tmp) / "upload")
             asset = store_asset(path, tenant, store, storage)
@@ -143,6 +144,11 @@ def complete_upload(upload_id: str, body: UploadComplete, tenant: TenantDep, sto
         storage.delete(key)
         store.delete_upload(upload_id)
     return AssetPublic.of(asset)
+
+
+def upload_cap(tenant: str, store: JobStore) -> int:
+    """The largest upload of this tenant: the deployment's cap, or the tenant's file-size quota if lower."""
+    return min(store.settings.max_upload_bytes, Quotas(store.r, store.settings).for_tenant(tenant).max_file_bytes)
 
 
 def _upload_root(data_dir: Path) -> Path:
