@@ -61,6 +61,25 @@ def test_canonical_face_is_frontal_and_pose_fit_recovers_a_known_rotation() -> N
     assert (yaw, pitch, roll) == pytest.approx((25, -10, 5), abs=1e-3)
 
 
+def test_chunked_smoothing_equals_whole_run_smoothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipdub.prep import smoothing
+
+    rng = np.random.default_rng(3)
+    n = 700
+    points = (canonical_face() * 150 + [300, 200, 0])[None] + rng.normal(0, 1.5, (n, 478, 3))
+    points[:, :, 0] += np.linspace(0, 80, n)[:, None]  # the head moves
+    points = points.astype(np.float32)
+    valid = np.ones(n, bool)
+    valid[400:410] = False  # two runs
+    pose = fit_pose(points, valid)
+    chunked, _ = smoothing.smooth_landmarks(points, pose, valid)
+    monkeypatch.setattr(smoothing, "CHUNK", 10_000)
+    whole, _ = smoothing.smooth_landmarks(points, pose, valid)
+    assert np.abs(chunked - whole).max() < 1e-3
+    assert np.array_equal(chunked[~valid], points[~valid])  # gaps are left alone
+    assert frame_jitter(chunked[:400]) < 0.5 * frame_jitter(points[:400])
+
+
 def test_gate_judges_sustained_turns_but_only_marks_brief_ones() -> None:
     s = Settings()
     n = 100

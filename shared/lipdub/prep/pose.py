@@ -68,12 +68,14 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.nda
     return rot, mu_d - scale * rot @ mu_s, scale
 
 
-def fit_pose(points: np.ndarray, canonical: np.ndarray | None = None) -> Pose:
-    """Fit the canonical face's rigid points to every frame of `points` [N, 478, 3] (pixels)."""
+def fit_pose(points: np.ndarray, present: np.ndarray | None = None, canonical: np.ndarray | None = None) -> Pose:
+    """Fit the canonical face's rigid points to the frames of `points` [N, 478, 3] (pixels) where
+    `present` is True (all by default); other frames get the identity pose."""
     ref = (canonical_face() if canonical is None else canonical)[RIGID]
     n = len(points)
     rot, trans, scale = np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3)), np.ones(n)
-    for i in range(n):
+    frames = range(n) if present is None else np.flatnonzero(present)
+    for i in frames:
         rot[i], trans[i], scale[i] = fit_similarity(ref, points[i, RIGID].astype(np.float64))
     return Pose(rot, trans, scale)
 

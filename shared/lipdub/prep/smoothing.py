@@ -62,26 +62,40 @@ def smooth_pose(pose: Pose, valid: np.ndarray, sigma: float = POSE_SIGMA) -> Pos
     return Pose(rot, trans, scale)
 
 
-def smooth_shape(shape: np.ndarray, valid: np.ndarray, rigid_sigma: float = RIGID_SHAPE_SIGMA,
+CHUNK = 256  # frames per smoothing window: temporaries stay small however long the run is
+PAD = 16  # > the filters' reach (3·RIGID_SHAPE_SIGMA): chunked output equals whole-run filtering
+
+
+def smooth_shape(shape: np.ndarray, rigid_sigma: float = RIGID_SHAPE_SIGMA,
                  mobile_sigma: float = MOBILE_SHAPE_SIGMA) -> np.ndarray:
+    """Smooth one run of pose-normalised shapes [T, 478, 3] over time, rigid and mobile points apart."""
     out = shape.copy()
     mobile = mobile_points()
     rigid = np.setdiff1d(np.arange(shape.shape[1]), mobile)
-    for run in runs(valid):
-        out[run[:, None], rigid] = _smooth(shape[run][:, rigid], rigid_sigma)
-        out[run[:, None], mobile] = _smooth(shape[run][:, mobile], mobile_sigma)
+    out[:, rigid] = _smooth(shape[:, rigid], rigid_sigma)
+    out[:, mobile] = _smooth(shape[:, mobile], mobile_sigma)
     return out
 
 
-def smooth_landmarks(points: np.ndarray, pose: Pose, valid: np.ndarray) -> tuple[np.ndarray, Pose, np.ndarray]:
-    """Smoothed landmarks [N, 478, 3], the smoothed pose and the smoothed pose-normalised shapes."""
-    shape = pose.to_canonical(points.astype(np.float32))
+def smooth_landmarks(points: np.ndarray, pose: Pose, valid: np.ndarray) -> tuple[np.ndarray, Pose]:
+    """Smoothed landmarks [N, 478, 3] (float32) and the smoothed pose.
+
+    Each run of valid frames is processed in windows of CHUNK frames with PAD frames of context on both
+    sides, so memory does not grow with the run's length and the result equals filtering the whole run.
+    """
     smooth = smooth_pose(pose, valid)
-    shape_s = smooth_shape(shape, valid)
-    del shape
     out = np.array(points, np.float32)
-    out[valid] = Pose(smooth.rotation[valid], smooth.translation[valid], smooth.scale[valid]).to_image(shape_s[valid])
-    return out, smooth, shape_s
+    for run in runs(valid):
+        for a in range(0, len(run), CHUNK):
+            lo, hi = max(0, a - PAD), min(len(run), a + CHUNK + PAD)
+            idx = run[lo:hi]
+            raw_pose = Pose(pose.rotation[idx], pose.translation[idx], pose.scale[idx])
+            shape = smooth_shape(raw_pose.to_canonical(np.asarray(points[idx], np.float32)))
+            inner = slice(a - lo, a - lo + min(CHUNK, len(run) - a))
+            keep = idx[inner]
+            new_pose = Pose(smooth.rotation[keep], smooth.translation[keep], smooth.scale[keep])
+            out[keep] = new_pose.to_image(shape[inner])
+    return out, smooth
 
 
 JITTER_POINTS = [L.NOSE_TIP, *L.EYE_CORNERS]

@@ -123,26 +123,23 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
         raw[frame] = points
     for track in faces.tracker.tracks:  # the landmarks now live in `raw`: free the per-track copies
         track.landmarks.clear()
-    pose = fit_pose(raw[present])
-    full = Pose(np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3)), np.ones(n))
-    full.rotation[present], full.translation[present], full.scale[present] = pose.rotation, pose.translation, \
-        pose.scale
+    full = fit_pose(raw, present)
     angles = np.zeros((n, 3))
-    angles[present] = pose.angles()
-    face_px = np.zeros(n)
-    face_px[present] = np.ptp(raw[present][:, L.FACE_OVAL, :2], axis=1).max(axis=1)
+    angles[present] = full.angles()[present]
+    face_px = np.where(present, np.ptp(raw[:, L.FACE_OVAL, :2], axis=1).max(axis=1), 0.0)
     flags = gate.frame_flags(present, angles, face_px, settings)
     verdict = gate.judge(name, n, present, flags, face_px, settings)
     summary.face_coverage = float(present.mean())
     summary.face_px = float(np.median(face_px[present]))
     if not verdict.ok:
         return Assembled(verdict, summary, {})
-    landmarks, smooth_pose, shape = smooth_landmarks(raw, full, present)
+    landmarks, smooth_pose = smooth_landmarks(raw, full, present)
+    del raw
     valid = flags == 0
     angles_s = np.zeros((n, 3))
     angles_s[present] = smooth_pose.angles()[present]
     opening = np.zeros(n, np.float32)
-    opening[present] = L.mouth_opening(landmarks[present])
+    opening[present] = L.mouth_opening(landmarks)[present]
     rest = float(np.percentile(opening[valid], 10)) if valid.any() else 0.0
     refs = reference_frames(opening, valid)
     summary.rest_opening = rest
@@ -159,7 +156,7 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
         "rotation": smooth_pose.rotation.astype(np.float32), "translation": smooth_pose.translation.astype(np.float32),
         "scale": smooth_pose.scale.astype(np.float32), "angles": angles_s.astype(np.float32),
         "crop": crop_boxes(landmarks, present, width, height), "mouth_opening": opening,
-        "reference_frames": refs, "neutral_shape": neutral_shape(shape, opening, valid),
+        "reference_frames": refs, "neutral_shape": neutral_shape(landmarks, smooth_pose, opening, valid),
     }
     return Assembled(verdict, summary, arrays)
 
@@ -193,14 +190,15 @@ def reference_frames(opening: np.ndarray, valid: np.ndarray, k: int = N_REFERENC
     return np.sort(picks).astype(np.int32)
 
 
-def neutral_shape(shape: np.ndarray, opening: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def neutral_shape(landmarks: np.ndarray, pose: Pose, opening: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """The speaker's face at rest in canonical space: mean pose-normalised shape over the most closed-mouth
     tenth of the usable frames (the identity's neutral mouth for the renderer)."""
     idx = np.flatnonzero(valid)
     if idx.size == 0:
         return np.zeros((478, 3), np.float32)
     closed = idx[opening[idx] <= np.percentile(opening[idx], 10)]
-    return shape[closed].mean(0).astype(np.float32)
+    at_rest = Pose(pose.rotation[closed], pose.translation[closed], pose.scale[closed])
+    return at_rest.to_canonical(landmarks[closed]).mean(0).astype(np.float32)
 
 
 def crop_boxes(landmarks: np.ndarray, present: np.ndarray, width: int, height: int) -> np.ndarray:
