@@ -123,8 +123,12 @@ def train_audio(
     runs: Annotated[Path, typer.Option(help="TensorBoard log root")] = Path("runs"),
     student_minutes: Annotated[float, typer.Option(help="Wall-clock budget of the student's training")] = 30.0,
     synthetic: Annotated[int, typer.Option(help="espeak-ng utterances added to the distillation data")] = 250,
+    augmented: Annotated[int, typer.Option(help="Degraded copies of every distillation source")] = 2,
+    dropout: Annotated[float, typer.Option(help="Dropout between the student's LSTM layers (training only)")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of splits, augmentation and training")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
+    evaluate_only: Annotated[bool, typer.Option(help="Only re-measure the held-out metrics of the weights "
+                                                "and update their card")] = False,
 ) -> None:
     """Fit the audio-to-mouth teacher (Whisper features + ridge) and distill the fbank+LSTM student from it."""
     import json
@@ -135,9 +139,15 @@ def train_audio(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = get_settings()
+    if evaluate_only:
+        from lipdub.audio.recipe import reevaluate
+
+        metrics = reevaluate(corpus, settings.data_dir / "audio_model", weights or weights_dir(), threads)
+        err.print(json.dumps({k: v for k, v in metrics.items() if k != "split0_clips"}, indent=1))
+        return
     report = run(corpus, settings.data_dir / "audio_model", weights or weights_dir(), runs,
                  encoder_path=settings.audio_encoder, student_minutes=student_minutes, n_synthetic=synthetic,
-                 seed=seed, threads=threads)
+                 n_augmented=augmented, seed=seed, threads=threads, dropout=dropout)
     err.print(json.dumps(report["card"]["metrics"], indent=1))
 
 

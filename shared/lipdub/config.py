@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # Audio stage.
     min_speech_seconds: float = Field(default=0.2, ge=0, description="Less voiced audio than this is no_speech")
     audio_model: Literal["teacher", "student", "energy"] = Field(
-        default="energy", description="Mouth model of the audio stage: teacher (Whisper encoder + ridge head, "
+        default="teacher", description="Mouth model of the audio stage: teacher (Whisper encoder + ridge head, "
         "best on held-out identities), student (fbank + LSTM distilled from it, streaming) or energy (fallback)")
     audio_encoder: Path | None = Field(
         default=None, description="faster-whisper model directory of the teacher's encoder (default: Whisper "

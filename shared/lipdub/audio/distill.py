@@ -110,6 +110,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     eval_every: int = 250
+    dropout: float = 0.0  # between the LSTM layers, training only
 
 
 def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray, cfg: TrainConfig,
@@ -118,7 +119,7 @@ def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray,
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    net = Audio2Feature(n_out=n_out)
+    net = Audio2Feature(n_out=n_out, dropout=cfg.dropout)
     mean, std = feature_stats(train)
     net.feat_mean.copy_(torch.from_numpy(mean))
     net.feat_std.copy_(torch.from_numpy(std))

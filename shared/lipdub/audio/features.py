@@ -37,7 +37,7 @@ def fbank(samples: np.ndarray) -> np.ndarray:
     The tail is padded by repeating the last row so every video frame gets exactly two rows.
     """
     stream = knf.OnlineFbank(fbank_options())
-    stream.accept_waveform(SAMPLE_RATE, samples.astype(np.float32).tolist())
+    stream.accept_waveform(SAMPLE_RATE, np.ascontiguousarray(samples, dtype=np.float32))
     stream.input_finished()
     rows = np.array([stream.get_frame(i) for i in range(stream.num_frames_ready)], dtype=np.float32)
     need = 2 * n_video_frames(len(samples))

@@ -40,10 +40,15 @@ class CoeffModel(Protocol):
     def coeffs(self, samples: np.ndarray) -> np.ndarray: ...
 
 
-def voice_activity(speech: np.ndarray, bridge: int = 8, hangover: int = 2) -> np.ndarray:
+def voice_activity(speech: np.ndarray, bridge: int = 25, hangover: int = 5) -> np.ndarray:
     """Utterance-level voice activity from frame-level energy VAD: gaps shorter than `bridge` frames (stops,
-    quiet consonants, breaths between words) count as speech, and `hangover` frames pad each end, so only
-    real pauses send the mouth to rest."""
+    quiet consonants, breaths between words and phrases) count as speech, and `hangover` frames pad each end,
+    so only real pauses send the mouth to rest.
+
+    Measured on the 12 held-out clips (teacher, median r / silence opening ratio): no bridging 0.42 / 0.04,
+    8+2 frames 0.42 / 0.03, 25+5 frames 0.49 / 0.01, ungated 0.50 / 0.69: the frame-level VAD misses quiet
+    speech in short, loud-throughout clips, and resting the mouth there costs more than it gains.
+    """
     from scipy.ndimage import binary_closing, binary_dilation
 
     s = np.asarray(speech, bool)
@@ -82,8 +87,11 @@ class LearnedMouthModel:
                           lips=self.basis.motion(coeffs).astype(np.float32), model=self.name)
 
     def __call__(self, samples: np.ndarray) -> MouthTrack:
-        speech = self._vad(fbank(samples)).speech
-        return self.track_from_coeffs(self.model.coeffs(samples), speech)
+        feats = fbank(samples)
+        speech = self._vad(feats).speech
+        from_fbank = getattr(self.model, "coeffs_from_fbank", None)  # the student reuses the VAD's features
+        coeffs = from_fbank(feats) if from_fbank is not None else self.model.coeffs(samples)
+        return self.track_from_coeffs(coeffs, speech)
 
 
 class EnergyModel:

@@ -48,7 +48,8 @@ def _summary(values: list[float]) -> dict:
 
 def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
         student_minutes: float = 30.0, n_synthetic: int = 250, n_augmented: int = 2, seed: int = 0,
-        threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4) -> dict:
+        threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4,
+        dropout: float = 0.0) -> dict:
     t0 = time.monotonic()
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -77,7 +78,9 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     # 5. the shipped teacher = split 0's fit.
     head = teacher0.head
     basis = teacher0.basis
-    basis.gain = gain.astype(np.float32)
+    # One gain for all components (the opening component's): per-component gains would also amplify the
+    # least predictable components most, which adds noise to the lip shape.
+    basis.gain = np.full(basis.n_components, gain[0], np.float32)
     weights.mkdir(parents=True, exist_ok=True)
     basis.save(weights / BASIS_FILE)
     teacher = TeacherModel(head, encoder)
@@ -107,33 +110,14 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     loss_weights = 0.5 + 0.5 * k * basis.explained / basis.explained.sum()
     run_dir = runs / f"audio-student-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     net, train_info = train_student(train_data, dev_data, k, loss_weights,
-                                    TrainConfig(minutes=student_minutes, seed=seed, threads=threads), run_dir)
+                                    TrainConfig(minutes=student_minutes, seed=seed, threads=threads, dropout=dropout),
+                                    run_dir)
     student = StudentModel(net)
     student.save(weights / STUDENT_FILE)
 
     # Held-out evaluation of all three on split 0, plus silence behaviour (gated as shipped, and raw).
-    vad = EnergyMouthModel()
     test0 = [p for p in paired if split0.is_test(p.clip)]
-    rows, tracks = [], {"teacher": [], "student": [], "energy": [], "teacher_raw": [], "student_raw": []}
-    models = {"teacher": LearnedMouthModel(teacher, basis), "student": LearnedMouthModel(student, basis)}
-    raw = {"teacher": LearnedMouthModel(teacher, basis, gate=False),
-           "student": LearnedMouthModel(student, basis, gate=False)}
-    for p in test0:
-        n = len(p.opening)
-        row = {"clip": p.clip.name, "frames": int(p.valid.sum())}
-        for name in ("teacher", "student"):
-            tr = models[name](p.samples)
-            row[name] = pearson(basis.opening(tr.coeffs[:n]), p.opening[: len(tr.coeffs)])
-            row[f"{name}_ungated"] = pearson(basis.opening(raw[name].model.coeffs(p.samples)[:n]),
-                                             p.opening)
-            tracks[name].append((tr.opening, tr.speech))
-            rt = raw[name](p.samples)
-            tracks[f"{name}_raw"].append((rt.opening, rt.speech))
-        row["energy"] = pearson(energy_opening(p), p.opening)
-        et = vad(fbank(p.samples))
-        tracks["energy"].append((et.opening, et.speech))
-        rows.append(row)
-    silence = {name: round(silence_ratio(t), 3) for name, t in tracks.items()}
+    rows, silence = held_out_metrics(test0, teacher, student, basis)
 
     pooled_teacher = [c["teacher"] for r in results for c in r["clips"]]
     pooled_energy = [c["energy"] for r in results for c in r["clips"]]
@@ -154,7 +138,8 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
         "representation": {"components": k, "explained_variance": [round(float(v), 4) for v in basis.explained],
                            "points": "MediaPipe lips (40) + lower jaw (13), canonical frontal head",
                            "rest_opening": round(basis.rest_opening(), 4),
-                           "amplitude_gain": [round(float(g), 3) for g in gain]},
+                           "amplitude_gain": round(float(gain[0]), 3),
+                           "cv_gain_per_component": [round(float(g), 3) for g in gain]},
         "teacher": {"encoder": asdict(ident), "encoder_path_hint": str(encoder.path.name), "alpha": alpha,
                     "alpha_cv": {str(a): round(s, 3) for a, s in alpha_scores.items()},
                     "lags": list(head.lags), "file": TEACHER_FILE},
@@ -164,7 +149,7 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
                     "sources": {g: sum(1 for s in sources if s.group == g) for g in ("corpus", "speech", "synthetic")},
                     "source_minutes": {g: round(sum(len(s.samples) for s in sources if s.group == g) / 16000 / 60, 1)
                                        for g in ("corpus", "speech", "synthetic")},
-                    "augmented_copies": n_augmented, **{k_: v for k_, v in train_info.items() if k_ != "history"}},
+                    "augmented_copies": n_augmented, "lstm_dropout": dropout, **{k_: v for k_, v in train_info.items() if k_ != "history"}},
         "data": {"corpus_clips": len(paired), "train_clips_split0": len(train0),
                  "held_out_identities": sorted(split0.held_out),
                  "offsets": [o for o in offsets if o["action"] != "keep"]},
@@ -176,3 +161,53 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
               "seconds": round(time.monotonic() - t0)}
     (cache / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     return report
+
+
+def held_out_metrics(test: list, teacher: TeacherModel, student: StudentModel, basis) -> tuple[list[dict], dict]:
+    """Per-clip r of predicted vs true mouth opening (as shipped: gain + silence gating; and ungated) for
+    teacher, student and the energy baseline, and each one's silence opening ratio."""
+    vad = EnergyMouthModel()
+    rows, tracks = [], {"teacher": [], "student": [], "energy": [], "teacher_raw": [], "student_raw": []}
+    models = {"teacher": LearnedMouthModel(teacher, basis), "student": LearnedMouthModel(student, basis)}
+    raw = {"teacher": LearnedMouthModel(teacher, basis, gate=False),
+           "student": LearnedMouthModel(student, basis, gate=False)}
+    for p in test:
+        n = len(p.opening)
+        row = {"clip": p.clip.name, "frames": int(p.valid.sum())}
+        for name in ("teacher", "student"):
+            tr = models[name](p.samples)
+            row[name] = pearson(basis.opening(tr.coeffs[:n]), p.opening[: len(tr.coeffs)])
+            rt = raw[name].track_from_coeffs(models[name].model.coeffs(p.samples), tr.speech)
+            row[f"{name}_ungated"] = pearson(basis.opening(rt.coeffs[:n]), p.opening[: len(rt.coeffs)])
+            tracks[name].append((tr.opening, tr.speech))
+            tracks[f"{name}_raw"].append((rt.opening, rt.speech))
+        row["energy"] = pearson(energy_opening(p), p.opening)
+        et = vad(fbank(p.samples))
+        tracks["energy"].append((et.opening, et.speech))
+        rows.append(row)
+    return rows, {name: round(silence_ratio(t), 3) for name, t in tracks.items()}
+
+
+def reevaluate(corpus: Path, cache: Path, weights: Path, threads: int = 1) -> dict:
+    """Held-out split-0 metrics of the weights in `weights` as the audio stage runs them now (post-processing
+    included); the card's split-0 metrics and silence ratios are replaced with them."""
+    from lipdub.audio.shape import MouthBasis
+    from lipdub.audio.splits import held_out_identities
+    from lipdub.audio.teacher import RidgeHead
+
+    encoder = WhisperEncoder(None, threads=threads)
+    held = held_out_identities()
+    test = [p for p in load_paired(corpus, cache, encoder) if p.clip.identity in held]
+    basis = MouthBasis.load(weights / BASIS_FILE)
+    teacher = TeacherModel(RidgeHead.load(weights / TEACHER_FILE), encoder)
+    student = StudentModel.load(weights / STUDENT_FILE)
+    rows, silence = held_out_metrics(test, teacher, student, basis)
+    card = json.loads((weights / CARD_FILE).read_text())
+    card["metrics"]["split0"] = {name: _summary([r[name] for r in rows]) for name in
+                                 ("teacher", "student", "energy", "teacher_ungated", "student_ungated")}
+    card["metrics"]["silence_opening_ratio"] = silence
+    card["metrics"]["split0_clips"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
+                                       for r in rows]
+    card["evaluated"] = datetime.now(UTC).isoformat(timespec="seconds")
+    (weights / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
+    return card["metrics"]

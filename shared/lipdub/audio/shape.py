@@ -66,8 +66,12 @@ def canonical_mouth(landmarks: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def shape_opening(shapes: np.ndarray) -> np.ndarray:
-    """Inner-lip gap over inner mouth width for canonical shapes [..., P, 3] (image-plane x, y)."""
-    gap = np.linalg.norm(shapes[..., GAP_POINTS[0], :2] - shapes[..., GAP_POINTS[1], :2], axis=-1)
+    """Inner-lip gap over inner mouth width for canonical shapes [..., P, 3] (upright head, y down).
+
+    The gap is signed (negative when a predicted upper lip passes below the lower one), so the opening is a
+    smooth, monotonic function of the coefficients instead of folding back at zero.
+    """
+    gap = shapes[..., GAP_POINTS[1], 1] - shapes[..., GAP_POINTS[0], 1]
     width = np.linalg.norm(shapes[..., WIDTH_POINTS[0], :2] - shapes[..., WIDTH_POINTS[1], :2], axis=-1)
     return gap / np.maximum(width, 1e-6)
 

@@ -31,13 +31,14 @@ CHUNK_FRAMES = 250  # video frames per LSTM call in one-shot inference (10 s)
 class Audio2Feature(nn.Module):
     """[B, 2T, 80] fbank rows → [B, T, K] coefficients, carrying (h, c) of a 2-layer LSTM."""
 
-    def __init__(self, n_out: int = 8, hidden: int = HIDDEN) -> None:
+    def __init__(self, n_out: int = 8, hidden: int = HIDDEN, dropout: float = 0.0) -> None:
         super().__init__()
         self.register_buffer("feat_mean", torch.zeros(2 * N_MELS))
         self.register_buffer("feat_std", torch.ones(2 * N_MELS))
         self.downsample = nn.Sequential(
             nn.Linear(2 * N_MELS, 80), nn.BatchNorm1d(80), nn.LeakyReLU(0.2), nn.Linear(80, 80))
-        self.lstm = nn.LSTM(80, hidden, num_layers=2, batch_first=True)
+        # Dropout between the LSTM layers acts in training only; inference is DH_live's network unchanged.
+        self.lstm = nn.LSTM(80, hidden, num_layers=2, batch_first=True, dropout=dropout)
         self.head = nn.Sequential(
             nn.Linear(hidden, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2),
             nn.Linear(256, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2), nn.Linear(256, n_out))
@@ -151,7 +152,7 @@ class StudentStream:
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Accept a piece of 16-kHz float samples in [-1, 1]; return [n, K] newly completed frames."""
         self._samples += len(samples)
-        self._fbank.accept_waveform(SAMPLE_RATE, np.asarray(samples, np.float32).tolist())
+        self._fbank.accept_waveform(SAMPLE_RATE, np.ascontiguousarray(samples, dtype=np.float32))
         self._take_ready()
         # Rows past the frames the audio so far covers may fall beyond the final end: only those before are safe.
         allowed = 2 * n_video_frames(self._samples) - self._fed
