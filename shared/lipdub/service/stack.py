@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,11 +127,15 @@ def _readiness(proc: Process, cfg: StackConfig, settings: Settings, log: Path,
 def start(cfg: StackConfig, worker_timeout: float = 90.0) -> str:
     """Start the stack and return a dev API key for tenant `dev`."""
     cfg.root.mkdir(parents=True, exist_ok=True)
-    (cfg.root / "redis").mkdir(exist_ok=True)
     settings = cfg.settings()
     running = [p.name for p in cfg.processes() if _alive(cfg.root / f"{p.name}.pid")]
     if running:
         raise RuntimeError(f"already running: {', '.join(running)} (stop them first)")
+    # moto keeps S3 in memory, so Redis state from an earlier run would point at objects that are gone:
+    # each local stack starts empty (Redis still runs with AOF, as deployed).
+    shutil.rmtree(cfg.root / "redis", ignore_errors=True)
+    shutil.rmtree(cfg.root / "var", ignore_errors=True)
+    (cfg.root / "redis").mkdir()
     for proc in cfg.processes():
         (cfg.root / f"{proc.name}.log").write_bytes(b"")
         start_process(cfg, proc.name, worker_timeout)
