@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from lipdub import SAMPLE_RATE
 
 
@@ -59,7 +58,7 @@ def main() -> None:
     rows = []
     for name in ("energy", "student", "teacher"):
         model = load_model(name, threads=1)  # type: ignore[arg-type]
-        rows.append((f"{name} (file: fbank, VAD, lips)", timed(lambda: model(x), args.repeats)))
+        rows.append((f"{name} (file: fbank, VAD, lips)", timed(lambda m=model: m(x), args.repeats)))
     student = _student()
     rows.append(("student coefficients only", timed(lambda: student.coeffs(x), args.repeats)))  # type: ignore[attr-defined]
     teacher = _teacher(None, 1)

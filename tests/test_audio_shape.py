@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
-
 from lipdub.audio.augment import speed, stretch_labels
 from lipdub.audio.corpus import identity_key
 from lipdub.audio.features import n_video_frames
 from lipdub.audio.models import basis
-from lipdub.audio.shape import ALIGN_POINTS, MOUTH_POINTS, MouthBasis, canonical_mouth, shape_opening, similarity
+from lipdub.audio.shape import (
+    ALIGN_POINTS,
+    MOUTH_POINTS,
+    MouthBasis,
+    canonical_mouth,
+    shape_opening,
+    similarity,
+)
+from scipy.spatial.transform import Rotation
 
 
 def _face(rng: np.random.Generator) -> np.ndarray:

@@ -17,7 +17,7 @@ from lipdub import SAMPLE_RATE
 def speed(samples: np.ndarray, factor: float) -> np.ndarray:
     """Play `factor` times faster (and higher); the result lasts len / factor samples."""
     up = 100
-    down = int(round(up * factor))
+    down = round(up * factor)
     return resample_poly(samples, up, down).astype(np.float32)
 
 

@@ -40,8 +40,7 @@ class MouthTrack:
     def load(cls, path: Path) -> MouthTrack:
         with np.load(path) as data:
             return cls(opening=data["opening"], speech=data["speech"],
-                       coeffs=data["coeffs"] if "coeffs" in data else None,
-                       lips=data["lips"] if "lips" in data else None,
+                       coeffs=data.get("coeffs"), lips=data.get("lips"),
                        model=str(data["model"]) if "model" in data else "energy")
 
 

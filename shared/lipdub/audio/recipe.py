@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from lipdub import __version__
-from lipdub.audio.distill import Source, TrainConfig, build_dataset, label_silence, speech_files, train_student
+from lipdub.audio.distill import (
+    Source,
+    TrainConfig,
+    build_dataset,
+    label_silence,
+    speech_files,
+    train_student,
+)
 from lipdub.audio.features import fbank
 from lipdub.audio.models import BASIS_FILE, CARD_FILE, STUDENT_FILE, TEACHER_FILE, LearnedMouthModel
 from lipdub.audio.mouth import EnergyMouthModel
@@ -30,8 +37,15 @@ from lipdub.audio.student import StudentModel
 from lipdub.audio.synthetic import synthetic_utterances
 from lipdub.audio.teacher import TeacherModel, WhisperEncoder
 from lipdub.audio.training import (
-    check_offsets, correct_offsets, energy_opening, evaluate_split, fit_teacher, load_paired, median_iqr,
-    pearson, select_alpha, silence_ratio,
+    check_offsets,
+    correct_offsets,
+    energy_opening,
+    evaluate_split,
+    load_paired,
+    median_iqr,
+    pearson,
+    select_alpha,
+    silence_ratio,
 )
 from lipdub.media.audio import load_audio
 
@@ -64,7 +78,6 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     # 2. offsets: every clip is checked by a teacher that never saw its identity.
     checks = check_offsets(paired, ident, alpha=3.0, seed=seed)
     corrected, offsets = correct_offsets(checks)
-    by_name = {p.clip.name: p for p in corrected}
     log.info("offsets: %s", [o for o in offsets if o["action"] != "keep"])
 
     # 3. ridge strength, inside split 0's training identities only.

@@ -142,4 +142,4 @@ class MouthBasis:
     def load(cls, path: Path) -> MouthBasis:
         with np.load(path) as d:
             fields = {k: d[k] for k in ("ref", "template", "components", "scale", "rest", "explained")}
-            return cls(**fields, gain=d["gain"] if "gain" in d else None)
+            return cls(**fields, gain=d.get("gain"))
