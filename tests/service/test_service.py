@@ -189,8 +189,9 @@ def test_bad_requests_get_4xx_with_codes(case: str, api: httpx.Client, anonymous
         response = api.post("/v1/jobs", json={"video": video, "audio": audio, "options": {"sync_mode": "warp"}})
         expected = (422, "invalid_request")
     elif case == "url_input":
-        response = api.post("/v1/jobs", json={"video": {"url": "https://example.com/a.mp4"}, "audio": audio})
-        expected = (422, "url_inputs_unsupported")
+        # Inputs by URL are accepted (test_webhooks_and_batches), but a private address is refused up front.
+        response = api.post("/v1/jobs", json={"video": {"url": "http://10.0.0.1/a.mp4"}, "audio": audio})
+        expected = (422, "url_not_allowed")
     elif case == "unknown_asset":
         response = api.post("/v1/jobs", json={"video": {"asset_id": "ast_nope"}, "audio": audio})
         expected = (422, "asset_not_found")

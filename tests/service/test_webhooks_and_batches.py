@@ -516,3 +516,58 @@ def test_unsafe_webhook_targets_are_refused(hooks_stack: Stack, media: dict[str,
         batch = client.post("/v1/batches", json={"items": [{"custom_id": "a", "video": {"asset_id": video},
                                                             "audio": {"asset_id": audio}}], "webhook_url": url})
         assert batch.status_code == 422 and batch.json()["error"]["code"] == "url_not_allowed", url
+
+
+# --- single jobs: inputs by URL, idempotency at the concurrency cap ----------------------------------------
+def test_job_inputs_by_url_are_downloaded_by_the_worker(hooks_stack: Stack, media: dict[str, Path],
+                                                        file_server: str) -> None:
+    client = hooks_stack.client("by-url")
+    body = {"video": {"url": f"{file_server}/episode.mp4"}, "audio": {"url": f"{file_server}/fr.wav"}}
+    accepted = client.post("/v1/jobs", json=body)
+    assert accepted.status_code == 202, accepted.text  # answered before any download
+    missing = client.post("/v1/jobs", json={**body, "audio": {"url": f"{file_server}/missing.wav"}})
+    assert missing.status_code == 202, missing.text
+    refused = client.post("/v1/jobs", json={**body, "video": {"url": "http://169.254.169.254/latest/x.mp4"}})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "url_not_allowed"
+
+    failed = _wait_job(client, missing.json()["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "download_failed", failed
+    assert "404" in failed["error"]["message"] and failed["error"]["retryable"]
+
+    job = _wait_job(client, accepted.json()["id"])
+    assert job["status"] == "succeeded", job
+    result = client.get(f"/v1/jobs/{job['id']}/result", follow_redirects=True)
+    assert result.status_code == 200 and result.content[4:8] == b"ftyp"
+    # The downloads became the tenant's assets, content-addressed like uploads.
+    spec = json.loads(hooks_stack.redis.hget(f"job:{job['id']}", "spec"))
+    assert spec["video"]["asset_id"] == _upload(client, media["video"])
+
+    # The tenant's file-size quota caps the download itself.
+    small = hooks_stack.client("by-url-small")
+    Quotas(hooks_stack.redis, hooks_stack.settings).set("by-url-small", max_file_bytes=1000)
+    too_big = _wait_job(small, small.post("/v1/jobs", json=body).json()["id"])
+    assert too_big["status"] == "failed" and too_big["error"]["code"] == "download_too_large", too_big
+
+
+def test_idempotent_retry_returns_the_job_even_at_the_concurrency_cap(hooks_stack: Stack,
+                                                                      media: dict[str, Path]) -> None:
+    client = hooks_stack.client("idem-cap")
+    Quotas(hooks_stack.redis, hooks_stack.settings).set("idem-cap", max_concurrent_jobs=1)
+    body = {"video": {"asset_id": _upload(client, media["video"])}, "audio": {"asset_id": _upload(client, media["es"])}}
+    first = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "catalog-42"})
+    assert first.status_code == 202, first.text
+    try:
+        # The first job is what holds the tenant at its cap; its retry must still get it, not a 429.
+        retry = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "catalog-42"})
+        assert retry.status_code == 202 and retry.json()["id"] == first.json()["id"], retry.text
+        other = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "catalog-43"})
+        assert other.status_code == 429 and other.json()["error"]["code"] == "concurrency_limit_reached"
+        conflict = client.post("/v1/jobs", json={**body, "priority": "high"}, headers={"Idempotency-Key": "catalog-42"})
+        assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_conflict"
+        # A refused request claims no key: once there is room, the same key makes its job.
+        client.post(f"/v1/jobs/{first.json()['id']}/cancel")
+        later = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "catalog-43"})
+        assert later.status_code == 202 and later.json()["id"] != first.json()["id"], later.text
+        client.post(f"/v1/jobs/{later.json()['id']}/cancel")
+    finally:
+        client.post(f"/v1/jobs/{first.json()['id']}/cancel")

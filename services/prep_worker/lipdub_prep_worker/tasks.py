@@ -15,6 +15,7 @@ from typing import Any
 from lipdub.config import get_settings
 from lipdub.errors import InputError, TransientError
 from lipdub.service.celery_app import app
+from lipdub.service.inputs import check_input, fetch_asset
 from lipdub.service.prepcache import prepare_cached
 from lipdub.service.status import Stage, get_store
 from lipdub.service.storage import get_storage, keys
@@ -26,11 +27,25 @@ log = logging.getLogger(__name__)
 
 @app.task(name="dub.probe", base=StageTask)
 def probe_task(job_id: str) -> None:
-    """Reject unreadable or over-long inputs before any heavy work."""
+    """Download inputs given by URL, then reject unreadable or over-long inputs before any heavy work."""
     with stage_run(job_id, Stage.probe) as run:
         if run is None:
             return
-        spec = run.store.get(job_id).spec  # type: ignore[union-attr]
+        job = run.store.get(job_id)
+        assert job is not None
+        spec = job.spec
+        downloaded: dict[str, dict[str, str]] = {}
+        for kind in ("video", "audio"):
+            ref = spec[kind]
+            if "sha256" in ref:  # an uploaded asset, or a URL an earlier delivery of this task downloaded
+                continue
+            # InputRefused (url_not_allowed, download_failed, payload_too_large, ...) fails the job.
+            asset = fetch_asset(ref["url"], job.tenant, run.scratch / f"download-{kind}", run.store, run.storage)
+            check_input(kind, asset, job.tenant, run.store)
+            downloaded[kind] = {"url": ref["url"], "asset_id": asset.id, "sha256": asset.sha256}
+        if downloaded:
+            run.store.set_inputs(job_id, downloaded)  # prep and audio read the inputs' sha256 from the spec
+            spec = {**spec, **downloaded}
         video = run.fetch(keys.asset(spec["video"]["sha256"]), "input-video")
         audio = run.fetch(keys.asset(spec["audio"]["sha256"]), "input-audio")
         probe_inputs(video, audio, run.settings)

@@ -22,22 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from pydantic import ValidationError
-
 from lipdub import pipeline
-from lipdub.errors import InputError, TransientError
+from lipdub.errors import TransientError
 from lipdub.service import webhooks
 from lipdub.service.batches import BatchStatus, BatchStore, Item, LineError, jsonl_lines, validate_manifest
 from lipdub.service.celery_app import app
-from lipdub.service.limits import BATCH_PRIORITY, Quotas
+from lipdub.service.inputs import InputRefused, check_input, fetch_asset
+from lipdub.service.limits import BATCH_PRIORITY
 from lipdub.service.processes import WEBHOOKS_QUEUE
-from lipdub.service.status import JobState, JobStatus, get_store
+from lipdub.service.status import Asset, JobState, JobStatus, get_store
 from lipdub.service.storage import get_storage
-from lipdub.service.urls import FetchFailed, UrlRejected, fetch_to_file
 from lipdub.service.webhooks import EventType
 from lipdub.stages.prep import PREP_VERSION
-from lipdub_api.routes.assets import store_asset
 from lipdub_api.schemas import JobOptions, JobPublic
+from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +149,7 @@ def expand(batch_id: str) -> None:
 def _fetch_urls(batch_id: str, tenant: str, items: list[Item], batches: BatchStore) -> list[Item]:
     """Download URL inputs into assets (once per URL); items whose download fails are failed."""
     store, storage = get_store(), get_storage()
-    quota = Quotas(store.r, store.settings).for_tenant(tenant)
-    fetched: dict[str, dict[str, Any]] = {}
+    fetched: dict[str, Asset | InputRefused] = {}
     out: list[Item] = []
     with tempfile.TemporaryDirectory(prefix="lipdub-batch-") as tmp:
         for item in items:
@@ -165,40 +162,25 @@ def _fetch_urls(batch_id: str, tenant: str, items: list[Item], batches: BatchSto
                     continue
                 url = ref["url"]
                 if url not in fetched:
-                    fetched[url] = _fetch_asset(url, tenant, Path(tmp), store, storage)
+                    try:
+                        fetched[url] = fetch_asset(url, tenant, Path(tmp) / "download", store, storage)
+                    except InputRefused as exc:
+                        fetched[url] = exc
                 got = fetched[url]
-                if "code" in got:
-                    error = {"code": got["code"], "message": f"{kind}: {got['message']}"}
-                elif kind not in got["media"]:
-                    error = {"code": f"no_{kind}_stream", "message": f"{kind}: {url} has no {kind} stream"}
-                elif got["size"] > quota.max_file_bytes:  # the tenant quotas, as for uploaded assets
-                    error = {"code": "payload_too_large", "message": f"{kind}: {got['size']} bytes, more than "
-                                                                    f"the {quota.max_file_bytes} allowed"}
-                elif kind == "video" and float(got["media"].get("duration") or 0) > quota.max_video_seconds:
-                    error = {"code": "input_too_long", "message": f"video: more than the "
-                                                                  f"{quota.max_video_seconds:g} s allowed"}
-                if error is not None:
+                try:
+                    if isinstance(got, InputRefused):
+                        raise got
+                    check_input(kind, got, tenant, store)  # the tenant quotas, as for uploaded assets
+                except InputRefused as exc:
+                    error = {"code": exc.code, "message": exc.message if exc.message.startswith(f"{kind}:")
+                             else f"{kind}: {exc.message}"}
                     break
-                refs[kind] = {"asset_id": got["asset_id"], "sha256": got["sha256"]}
+                refs[kind] = {"asset_id": got.id, "sha256": got.sha256}
             if error is not None:
                 batches.item_finished(batch_id, item.line, item.custom_id, None, "failed", error)
                 continue
             out.append(Item(item.line, item.custom_id, refs["video"], refs["audio"], item.options, item.metadata))
     return out
-
-
-def _fetch_asset(url: str, tenant: str, tmp: Path, store: Any, storage: Any) -> dict[str, Any]:
-    """The asset for `url` ({asset_id, sha256, media}), or the error ({code, message})."""
-    try:
-        # Never download more than the tenant may use (the global cap may be larger).
-        limit = min(store.settings.download_max_bytes, Quotas(store.r, store.settings).for_tenant(tenant).max_file_bytes)
-        got = fetch_to_file(url, tmp / "download", store.settings.model_copy(update={"download_max_bytes": limit}))
-        asset = store_asset(got.path, tenant, store, storage)
-        return {"asset_id": asset.id, "sha256": asset.sha256, "media": asset.media, "size": asset.size}
-    except (UrlRejected, FetchFailed, InputError) as exc:
-        return {"code": str(exc.code), "message": exc.message}
-    finally:
-        (tmp / "download").unlink(missing_ok=True)
 
 
 @app.task(name="batches.source_ready", **_TASK)

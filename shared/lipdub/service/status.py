@@ -295,6 +295,13 @@ class JobStore:
         self._apply(job_id, None, fields)
         return int(done)
 
+    def set_inputs(self, job_id: str, refs: dict[str, dict[str, Any]]) -> None:
+        """Record the assets that inputs given by URL were downloaded into (spec.video / spec.audio)."""
+        raw = self.r.hget(f"job:{job_id}", "spec")
+        spec = json.loads(raw) if raw else {}
+        spec.update(refs)
+        self._apply(job_id, None, {"spec": json.dumps(spec)})
+
     def set_cache(self, job_id: str, **hits: bool) -> None:
         raw = self.r.hget(f"job:{job_id}", "cache")
         cache = json.loads(raw) if raw else {}
@@ -344,6 +351,17 @@ class JobStore:
         if existing["body"] != body_hash:
             raise ValueError("the Idempotency-Key was used with a different request body")
         return str(existing["job"]), False
+
+    def idempotent_job(self, tenant: str, key: str, body_hash: str) -> str | None:
+        """The job id an earlier request with `key` claimed, or None if the key is unused. Raises
+        ValueError for the same key with a different body. Claims nothing (claim_idempotency does)."""
+        raw = self.r.get(f"idem:{tenant}:{key}")
+        if not raw:
+            return None
+        existing = json.loads(raw)
+        if existing["body"] != body_hash:
+            raise ValueError("the Idempotency-Key was used with a different request body")
+        return str(existing["job"])
 
     # --- assets -----------------------------------------------------------------------------------
     def put_asset(self, tenant: str, sha256: str, size: int, media: dict[str, Any]) -> Asset:

@@ -19,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from lipdub.config import Settings, get_settings
 from lipdub.errors import ErrorCode, LipdubError, TransientError
 from lipdub.progress import CallbackProgress
+from lipdub.service.inputs import InputRefused
 from lipdub.service.status import JobStore, Stage, get_store
 from lipdub.service.prepcache import fetch_prep
 from lipdub.service.storage import Storage, get_storage
@@ -42,7 +43,9 @@ class StageTask(Task):  # type: ignore[misc]
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                    einfo: Any) -> None:
         job_id = str(args[0]) if args else "?"
-        if isinstance(exc, LipdubError):
+        if isinstance(exc, InputRefused):  # an input by URL that could not be downloaded or used
+            code, message, retryable = exc.code, exc.message, exc.retryable
+        elif isinstance(exc, LipdubError):
             code, message, retryable = str(exc.code), exc.message, exc.retryable
         elif isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
             code, message, retryable = ErrorCode.timeout.value, f"{self.name} ran out of time: {exc}", True

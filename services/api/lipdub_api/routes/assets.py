@@ -10,50 +10,34 @@ import tempfile
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
+from lipdub.service.inputs import store_asset
+from lipdub.service.limits import Quotas
+from lipdub.service.status import JobStore, now
+from lipdub.service.storage import S3Storage, keys
 from python_multipart import create_form_parser
 from python_multipart.multipart import File
 
-from lipdub.media.probe import MediaInfo, probe
-from lipdub.service.limits import Quotas
-from lipdub.service.status import Asset, JobStore, now
-from lipdub.service.storage import S3Storage, Storage, keys, sha256_file
 from lipdub_api.deps import SettingsDep, StorageDep, StoreDep, TenantDep
 from lipdub_api.errors import ApiError, not_found
-from lipdub_api.schemas import (ApiErrorCode, AssetPublic, ErrorResponse, UploadComplete, UploadCreate,
-                                UploadPart, UploadPublic, iso)
+from lipdub_api.schemas import (
+    ApiErrorCode,
+    AssetPublic,
+    ErrorResponse,
+    UploadComplete,
+    UploadCreate,
+    UploadPart,
+    UploadPublic,
+    iso,
+)
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"],
                    responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
                               422: {"model": ErrorResponse}})
 
 MULTIPART_OVERHEAD = 64 * 1024  # bytes of multipart framing allowed on top of the file size cap
-
-
-def describe(info: MediaInfo) -> dict[str, Any]:
-    """The `media` field of an asset: what the jobs need to know before accepting it."""
-    media: dict[str, Any] = {"format": info.format, "duration": round(info.duration, 3),
-                             "kind": "video" if info.video else "audio" if info.audio else "unknown"}
-    if info.video:
-        media["video"] = {"width": info.video.width, "height": info.video.height,
-                          "fps": round(info.video.fps, 3), "codec": info.video.codec}
-    if info.audio:
-        media["audio"] = {"sample_rate": info.audio.sample_rate, "channels": info.audio.channels,
-                          "codec": info.audio.codec}
-    return media
-
-
-def store_asset(path: Path, tenant: str, store: JobStore, storage: Storage) -> Asset:
-    """Hash, probe and store one uploaded file (runs in a worker thread)."""
-    media = describe(probe(path))  # InputError (input_unreadable, empty_input) → 422 with its code
-    sha = sha256_file(path)
-    size = path.stat().st_size
-    if not storage.exists(keys.asset(sha)):
-        storage.put_file(keys.asset(sha), path)
-    return store.put_asset(tenant, sha, size, media)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

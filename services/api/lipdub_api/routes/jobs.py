@@ -32,10 +32,19 @@ MAX_WAIT_SECONDS = 60.0
 POLL_SECONDS = 0.25
 
 
-def resolve_input(ref: InputRef, kind: str, tenant: str, store: JobStore) -> dict[str, str]:
+def resolve_input(ref: InputRef, kind: str, tenant: str, store: JobStore,
+                  allow_url: bool = False) -> dict[str, str]:
+    """The job's reference to an input: `{asset_id, sha256}`, or `{url}` for a URL the probe task downloads
+    (checked here without a DNS lookup, which happens at download time, on the resolved address)."""
     if ref.url is not None:
-        raise ApiError(422, ApiErrorCode.url_inputs_unsupported,
-                       f"{kind}: inputs by URL are not accepted yet; upload with POST /v1/assets")
+        if not allow_url:
+            raise ApiError(422, ApiErrorCode.url_inputs_unsupported,
+                           f"{kind}: give an uploaded asset here (POST /v1/assets)")
+        try:
+            check_url(str(ref.url), store.settings, resolve=False)
+        except UrlRejected as exc:
+            raise ApiError(422, ApiErrorCode.url_not_allowed, f"{kind}: {exc.message}") from exc
+        return {"url": str(ref.url)}
     asset = store.get_asset(tenant, ref.asset_id or "")
     if asset is None:
         raise ApiError(422, ApiErrorCode.asset_not_found, f"{kind}: no asset {ref.asset_id}")
@@ -52,7 +61,9 @@ def admit(spec: dict[str, Any], tenant: str, store: JobStore) -> None:
             check_url(spec["webhook_url"], store.settings, resolve=False)  # resolved again on delivery
         except UrlRejected as exc:
             raise ApiError(422, ApiErrorCode.url_not_allowed, f"webhook_url: {exc.message}") from exc
-    video, audio = (store.get_asset(tenant, spec[k]["asset_id"]) for k in ("video", "audio"))
+    # Inputs by URL are held to the same quotas after their download (lipdub.service.inputs).
+    video, audio = (store.get_asset(tenant, spec[k]["asset_id"]) if "asset_id" in spec[k] else None
+                    for k in ("video", "audio"))
     try:
         Quotas(store.r, store.settings).admit_job(
             tenant, float(video.media.get("duration") or 0) if video else None,
@@ -68,10 +79,25 @@ def admit(spec: dict[str, Any], tenant: str, store: JobStore) -> None:
 def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: BaseUrlDep,
                idempotency_key: Annotated[str | None, Header()] = None) -> JobPublic:
     """Accept a dubbing job; follow it at `GET /v1/jobs/{id}`. With an `Idempotency-Key`, repeating the
-    same request returns the same job, and reusing the key for another request is a 409."""
+    same request returns the same job, and reusing the key for another request is a 409. Inputs given by
+    `url` are downloaded by the job's probe stage (a failed download fails the job with its code)."""
+    body_hash = None
+    if idempotency_key is not None:
+        if not IDEMPOTENCY_KEY.match(idempotency_key):
+            raise ApiError(400, ApiErrorCode.invalid_idempotency_key,
+                           "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ ~ -")
+        body_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        # A retry of a request that already made its job gets that job, before any quota is counted
+        # (the job itself may be what holds the tenant at its concurrency cap).
+        try:
+            earlier = store.idempotent_job(tenant, idempotency_key, body_hash)
+        except ValueError as exc:
+            raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
+        if earlier is not None:
+            return _existing(store, tenant, earlier, base_url)
     spec: dict[str, Any] = {
-        "video": resolve_input(body.video, "video", tenant, store),
-        "audio": resolve_input(body.audio, "audio", tenant, store),
+        "video": resolve_input(body.video, "video", tenant, store, allow_url=True),
+        "audio": resolve_input(body.audio, "audio", tenant, store, allow_url=True),
         "options": body.options.model_dump(mode="json"),
         "webhook_url": str(body.webhook_url) if body.webhook_url else None,
         "metadata": body.metadata,
@@ -79,21 +105,13 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
     }
     admit(spec, tenant, store)
     job_id = f"job_{uuid.uuid4().hex}"
-    if idempotency_key is not None:
-        if not IDEMPOTENCY_KEY.match(idempotency_key):
-            raise ApiError(400, ApiErrorCode.invalid_idempotency_key,
-                           "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ ~ -")
-        body_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    if idempotency_key is not None and body_hash is not None:
         try:
             job_id, created = store.claim_idempotency(tenant, idempotency_key, body_hash, job_id)
         except ValueError as exc:
             raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
-        if not created:
-            existing = store.get_for_tenant(tenant, job_id)
-            if existing is None:  # the first request claimed the key but has not stored its job yet
-                raise ApiError(409, ApiErrorCode.request_in_progress,
-                               "a request with this Idempotency-Key is still being processed")
-            return JobPublic.of(existing, base_url)
+        if not created:  # a concurrent request with this key won the claim
+            return _existing(store, tenant, job_id, base_url)
     job = store.create(tenant, spec, job_id=job_id)
     try:
         pipeline.start_job(job.id, spec["priority"])
@@ -165,6 +183,15 @@ def get_report(job_id: str, tenant: TenantDep, store: StoreDep) -> dict[str, Any
     """Quality report: frames, frames passed through without a face, face coverage, stage durations."""
     job = _succeeded(store, tenant, job_id)
     return {"job_id": job.id, **(job.report or {}), "cache": job.cache}
+
+
+def _existing(store: JobStore, tenant: str, job_id: str, base_url: str) -> JobPublic:
+    """The job an earlier request with the same Idempotency-Key made."""
+    existing = store.get_for_tenant(tenant, job_id)
+    if existing is None:  # the first request claimed the key but has not stored its job yet
+        raise ApiError(409, ApiErrorCode.request_in_progress,
+                       "a request with this Idempotency-Key is still being processed")
+    return JobPublic.of(existing, base_url)
 
 
 def _job(store: JobStore, tenant: str, job_id: str) -> JobState:
