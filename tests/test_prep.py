@@ -15,21 +15,20 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import test_prep_media as M  # noqa: E402
-
-from lipdub.config import Settings  # noqa: E402
-from lipdub.errors import ErrorCode, InputError  # noqa: E402
-from lipdub.face import landmarks as L  # noqa: E402
-from lipdub.media.probe import packet_times, probe  # noqa: E402
-from lipdub.media.video import FrameReader, count_frames, plan_normalization, source_timeline  # noqa: E402
-from lipdub.prep import gate  # noqa: E402
-from lipdub.prep.cache import prepare_cached  # noqa: E402
-from lipdub.prep.pose import canonical_face, euler_degrees, fit_pose  # noqa: E402
-from lipdub.prep.preflight import preflight  # noqa: E402
-from lipdub.prep.smoothing import frame_jitter, still_jitter  # noqa: E402
-from lipdub.prep.track import PREP_VERSION, SourceTrack  # noqa: E402
-from lipdub.prep.tracking import Target  # noqa: E402
-from lipdub.stages.prep import prepare_source  # noqa: E402
+import test_prep_media as M
+from lipdub.config import Settings
+from lipdub.errors import ErrorCode, InputError
+from lipdub.face import landmarks as L
+from lipdub.media.probe import packet_times, probe
+from lipdub.media.video import FrameReader, count_frames, plan_normalization, source_timeline
+from lipdub.prep import gate
+from lipdub.prep.cache import prepare_cached
+from lipdub.prep.pose import canonical_face, euler_degrees, fit_pose
+from lipdub.prep.preflight import preflight
+from lipdub.prep.smoothing import frame_jitter, still_jitter
+from lipdub.prep.track import PREP_VERSION, SourceTrack
+from lipdub.prep.tracking import Target
+from lipdub.stages.prep import prepare_source
 
 
 @pytest.fixture(scope="module")
@@ -322,8 +321,8 @@ def test_corpus_clips_prep_cleanly(corpus: Path, clip: str, tmp_path: Path, sett
         assert r[track.summary.n_frames - 1].shape == (track.summary.height, track.summary.width, 3)
     if clip == TALKING:
         # smoothing keeps the mouth: raw and smoothed openings agree and the peaks survive
-        from lipdub.prep.preflight import sample_frames
         from lipdub.prep.analysis import analyze_faces
+        from lipdub.prep.preflight import sample_frames
 
         s = track.summary
         raw_faces = analyze_faces(sample_frames(corpus / clip, s.width, s.height, 10), s.width, s.height, 50)

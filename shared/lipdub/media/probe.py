@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 from dataclasses import dataclass
@@ -137,7 +138,7 @@ def packet_times(path: str | Path) -> PacketTimes:
         if len(parts) >= 2 and parts[0] not in ("", "N/A"):
             rows.append((float(parts[0]), "K" in parts[1]))
     keys = [i for i, (_, k) in enumerate(rows) if k] + [len(rows)]
-    gap = max((b - a for a, b in zip(keys, keys[1:])), default=len(rows))
+    gap = max((b - a for a, b in itertools.pairwise(keys)), default=len(rows))
     if not keys[:-1]:
         gap = len(rows)
     return PacketTimes(sorted(t for t, _ in rows), gap)

@@ -204,7 +204,7 @@ class Normalization:
 
 
 def _even(x: float) -> int:
-    return max(2, int(round(x / 2)) * 2)
+    return max(2, round(x / 2) * 2)
 
 
 def plan_normalization(info: MediaInfo, max_height: int, analysis_height: int,
@@ -309,7 +309,7 @@ class NormalizingStream:
     def _run_copy(self) -> None:
         result = subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(self.src), "-map", "0:v:0", "-an",
                                  "-c", "copy", "-movflags", "+faststart", str(self._tmp)],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise InputError(ErrorCode.unsupported_video,
                              f"{self.src.name}: ffmpeg could not remux the video ({result.stderr.strip()[-300:]})")

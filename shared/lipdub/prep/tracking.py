@@ -132,7 +132,7 @@ def candidate_tracks(tracks: list[FaceTrack], min_frames: int) -> list[FaceTrack
 
 def pick_by_target(tracks: list[FaceTrack], target: Target) -> FaceTrack | None:
     """The track under the user's point, or overlapping the user's box most, near the given time."""
-    frame = int(round(target.time * 25))
+    frame = round(target.time * 25)
     best, best_value = None, 0.0
     for t in tracks:
         if not t.frames or min(abs(f - frame) for f in (t.frames[0], t.frames[-1])) > 50 and \
