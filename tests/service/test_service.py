@@ -69,6 +69,12 @@ def test_job_from_upload_to_downloaded_result(api: httpx.Client, finished_job: d
     assert report["face_coverage"] > 0.9
     assert report["frames_passed_through"] == 0
     assert set(report["durations"]) >= {"prep", "render", "mux"}
+    # The eval harness's sync estimate of the result (settings.sync_estimate, on by default): the rendered
+    # mouth follows the dub's loudness, so the correlation peaks strongly within a few frames of 0.
+    sync = report["sync"]
+    assert abs(sync["offset_frames"]) <= 4 and sync["offset_ms"] == round(sync["offset_frames"] * 40), sync
+    assert sync["peak_correlation"] > 0.3 and sync["confidence"] > 0, sync
+    assert 25 < sync["frames"] <= report["frames"]
 
 
 def test_same_source_reuses_prep(api: httpx.Client, assets: dict[str, dict[str, Any]],

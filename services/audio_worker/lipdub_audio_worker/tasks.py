@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from celery.signals import worker_process_init
+from lipdub.audio.models import load_model
+from lipdub.config import get_settings
 from lipdub.service.celery_app import app
 from lipdub.service.status import Stage
 from lipdub.service.storage import keys
-from lipdub.service.worker import StageTask, stage_run
+from lipdub.service.worker import StageTask, stage_run, warm_up
 from lipdub.stages.audio import analyze_audio
+
+
+@worker_process_init.connect
+def _load_models(**_: object) -> None:
+    settings = get_settings()
+    warm_up(f"audio model {settings.audio_model}",
+            lambda: load_model(settings.audio_model, settings.audio_encoder, settings.audio_threads))
 
 
 @app.task(name="dub.audio", base=StageTask)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from celery.signals import worker_process_init
 from lipdub.config import get_settings
 from lipdub.errors import InputError, TransientError
 from lipdub.service.celery_app import app
@@ -19,10 +20,15 @@ from lipdub.service.inputs import check_input, fetch_asset
 from lipdub.service.prepcache import prepare_cached
 from lipdub.service.status import Stage, get_store
 from lipdub.service.storage import get_storage, keys
-from lipdub.service.worker import StageTask, stage_run
+from lipdub.service.worker import StageTask, load_face_mesh, stage_run, warm_up
 from lipdub.stages.probe import probe_inputs
 
 log = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def _load_models(**_: object) -> None:
+    warm_up("face mesh", load_face_mesh)
 
 
 @app.task(name="dub.probe", base=StageTask)

@@ -8,21 +8,39 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 
+from celery.signals import worker_process_init
 from lipdub import FPS
 from lipdub.audio.mouth import MouthTrack
+from lipdub.config import get_settings
 from lipdub.pipeline import render_chunks, start_render
+from lipdub.render import generic_weights
 from lipdub.service.celery_app import app
+from lipdub.service.quality import sync_estimate
 from lipdub.service.status import JobState, Stage, get_store
 from lipdub.service.storage import get_storage, keys
-from lipdub.service.worker import StageTask, stage_run
+from lipdub.service.worker import StageTask, load_face_mesh, stage_run, warm_up
 from lipdub.stages.mux import mux
 from lipdub.stages.prep import PREP_VERSION, SourceTrack
 from lipdub.stages.render import render_video
 from lipdub.timeline import Timeline
 
 log = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def _load_models(**_: object) -> None:
+    settings = get_settings()
+    if settings.renderer == "dinet":
+        weights = generic_weights(settings)
+        if weights.is_file():  # else make_renderer falls back to the warp renderer (and says so per job)
+            from lipdub.render.dinet import load_checkpoint  # torch: only for the DINet renderer
+
+            warm_up(f"DINet renderer {weights.name}", lambda: load_checkpoint(weights))
+    if settings.sync_estimate:  # the mux task's sync estimate tracks the result's face
+        warm_up("face mesh", load_face_mesh)
 
 
 def _mode(state: JobState) -> str:
@@ -93,7 +111,22 @@ def mux_task(job_id: str) -> None:
         audio = run.fetch(keys.asset(state.spec["audio"]["sha256"]), "input-audio")
         out = run.scratch / "result.mp4"
         mux(parts, audio, state.n_frames, out, run.settings, run.progress)
+        if run.settings.sync_estimate:
+            _estimate_sync(job_id, out, audio)
         run.storage.put_file(keys.result(job_id), out, "video/mp4")
+
+
+def _estimate_sync(job_id: str, result: Path, audio: Path) -> None:
+    """The report's sync estimate (lipdub.service.quality). A measurement, not a product: when it fails the
+    job still succeeds, and the report says why the estimate is missing."""
+    started = time.perf_counter()
+    try:
+        estimate = sync_estimate(result, audio)
+    except Exception as exc:  # noqa: BLE001 - any failure here must not fail a finished dub
+        log.warning("sync estimate failed job=%s: %s: %s", job_id, type(exc).__name__, exc)
+        estimate = {"error": f"{type(exc).__name__}: {exc}"}
+    estimate["seconds"] = round(time.perf_counter() - started, 2)
+    get_store().set_sync(job_id, estimate)
 
 
 @app.task(name="dub.finalize", base=StageTask)
@@ -117,6 +150,7 @@ def finalize_task(job_id: str) -> None:
         "chunks": state.chunks,
         "output_seconds": round((state.n_frames or 0) / FPS, 3),
         "durations": state.timings,
+        "sync": store.sync(job_id),  # null when settings.sync_estimate is off
     }
     if store.succeed(job_id, {"video": keys.result(job_id)}, report):
         store.record_frames(state.n_frames or 0)

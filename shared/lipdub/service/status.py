@@ -302,6 +302,14 @@ class JobStore:
         spec.update(refs)
         self._apply(job_id, None, {"spec": json.dumps(spec)})
 
+    def set_sync(self, job_id: str, estimate: dict[str, Any]) -> None:
+        """The mux task's sync estimate of the result, for the report finalize writes."""
+        self._apply(job_id, None, {"sync": json.dumps(estimate)})
+
+    def sync(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.r.hget(f"job:{job_id}", "sync")
+        return json.loads(raw) if raw else None
+
     def set_cache(self, job_id: str, **hits: bool) -> None:
         raw = self.r.hget(f"job:{job_id}", "cache")
         cache = json.loads(raw) if raw else {}

@@ -7,7 +7,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +20,8 @@ from lipdub.config import Settings, get_settings
 from lipdub.errors import ErrorCode, LipdubError, TransientError
 from lipdub.progress import CallbackProgress
 from lipdub.service.inputs import InputRefused
-from lipdub.service.status import JobStore, Stage, get_store
 from lipdub.service.prepcache import fetch_prep
+from lipdub.service.status import JobStore, Stage, get_store
 from lipdub.service.storage import Storage, get_storage
 
 log = logging.getLogger(__name__)
@@ -123,3 +123,28 @@ def _scratch_root() -> Path:
     root = _settings.data_dir / "work"
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def warm_up(what: str, load: Callable[[], object]) -> None:
+    """Load a worker's models before it consumes (called from a `worker_process_init` handler, which the
+    solo pool runs before the worker starts consuming and answering `celery inspect ping`): readiness
+    probes then pass only once the models are loaded. A model that can't be loaded stops the worker
+    (SystemExit gets past Celery's signal dispatch, which logs and swallows ordinary exceptions), so a
+    broken deployment never reports ready."""
+    started = time.perf_counter()
+    try:
+        load()
+    except Exception as exc:
+        log.critical("warm-up: %s could not be loaded: %s: %s", what, type(exc).__name__, exc)
+        raise SystemExit(f"lipdub worker: {what} could not be loaded: {exc}") from exc
+    log.info("warm-up: %s loaded in %.2fs", what, time.perf_counter() - started)
+
+
+def load_face_mesh() -> None:
+    """MediaPipe's face mesh (prep's tracker, and the sync estimate's): the graph and its model files."""
+    import numpy as np
+
+    from lipdub.face.mesh import FaceMesh
+
+    with FaceMesh() as mesh:
+        mesh(np.zeros((64, 64, 3), np.uint8))
