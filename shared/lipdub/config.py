@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     api_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the API")
     preflight_wait_seconds: float = Field(default=120.0, gt=0,
                                           description="How long POST /v1/preflight waits for the prep stage")
+    sync_estimate: bool = Field(default=True,
+                                description="Put a sync estimate (offset, peak correlation, confidence) in each "
+                                            "job's report: the mux task runs the face mesh over the result, "
+                                            "about 15 ms per output frame on a 2-core CPU")
 
     # Webhooks, batches, tenancy limits and outbound URLs (lipdub.service.webhooks/batches/limits/urls).
     webhook_timeout: float = Field(default=10.0, gt=0,
