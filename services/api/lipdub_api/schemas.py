@@ -97,7 +97,8 @@ class UploadComplete(BaseModel):
 
 # --- jobs ----------------------------------------------------------------------------------------------
 class InputRef(BaseModel):
-    """An uploaded asset (`asset_id`) or, in a later version, a URL to fetch."""
+    """An uploaded asset (`asset_id`), or an http(s) URL the job downloads in its probe stage (jobs only;
+    a preflight takes an asset)."""
 
     model_config = ConfigDict(extra="forbid")
     asset_id: str | None = None
