@@ -193,3 +193,16 @@ def test_batched_fp16_cuda_matches_cpu(demo_track, mini_checkpoint: Path) -> Non
     b = gpu.render_batch(frames, points, targets)
     for x, y in zip(a, b):
         assert np.abs(x.astype(int) - y.astype(int)).mean() < 1.0
+
+
+def test_packaged_mini_weights_verify_and_load() -> None:
+    from lipdub.render import packaged_weights
+    from lipdub.render.dinet import expected_sha256, file_sha256
+
+    path = packaged_weights("mini")
+    if not path.is_file():
+        pytest.skip("no trained mini weights in this checkout")
+    assert path.stat().st_size <= 20 * 1024**2
+    assert expected_sha256(path) == file_sha256(path)
+    model, extra = load_checkpoint(path)
+    assert model.config == CONFIGS["mini"] and int(extra["step"]) > 0
