@@ -62,8 +62,8 @@ class Settings(BaseSettings):
 
     # Render stage (lipdub.render).
     renderer: Literal["warp", "dinet"] = Field(
-        default="warp", description="Mouth renderer: warp (geometric, fast) or dinet (neural mouth; needs "
-                                    "trained weights, falls back to warp without them)")
+        default="dinet", description="Mouth renderer: dinet (neural mouth, better on held-out identities; "
+                                     "falls back to warp without trained weights) or warp (geometric, fast)")
     dinet_weights: Path | None = Field(default=None,
                                        description="DINet generator checkpoint (default: the packaged mini "
                                                    "weights); its .sha256 sidecar is verified on load")
