@@ -69,7 +69,6 @@ class Settings(BaseSettings):
                                                    "weights); its .sha256 sidecar is verified on load")
     dinet_enroll_steps: int = Field(default=300, ge=0,
                                     description="Fine-tuning steps of `lipdub enroll` on the source's own frames")
-    dinet_batch: int = Field(default=16, gt=0, description="Frames per generator batch on CUDA")
 
     # Service (API + Celery workers; lipdub.service).
     redis_url: str = Field(default="redis://127.0.0.1:6379/0",
