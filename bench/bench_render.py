@@ -194,6 +194,8 @@ def main() -> None:
     p.add_argument("--enroll-steps", type=int, default=150)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--results", type=Path, default=None, help="per-clip JSON, reused when rerun")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from importlib import resources
@@ -212,28 +214,35 @@ def main() -> None:
     per_clip = {}
     first = None
     if not args.skip_quality:
+        done = json.loads(args.results.read_text()) if args.results and args.results.is_file() else {}
         for k, clip in enumerate(clips[: args.clips]):
+            if clip["id"] in done:  # resumable: results of earlier runs (same weights) are kept
+                per_clip[clip["id"]] = done[clip["id"]]
+                continue
             enrol = k < args.enroll_clips
             frames, marks, valid = load_clip(args.corpus, clip["video"], args.seconds, 4.0 if enrol else 0.0)
             if first is None:
                 first = (frames[0], marks[0])
-            if valid[:n].sum() < n // 2:
+            m = min(n, len(frames))  # short clips are evaluated whole
+            if valid[:m].sum() < m // 2:
                 continue
-            ev = (frames[:n], marks[:n], valid[:n])
+            ev = (frames[:m], marks[:m], valid[:m])
             renderers: dict[str, object] = {"pass-through": None, "warp": WarpRenderer(),
                                             "dinet": dinet_for(*ev, args.weights)}
             renderers["dinet-lmk"] = renderers["dinet"]
-            if enrol and len(frames) >= n + 40:
+            if enrol and len(frames) >= m + 40:
                 # Per-source fine-tuning on the frames *after* the evaluated window (never the same frames).
                 from lipdub.render.enroll import enroll
 
                 tr = FramesTrack(Path(tempfile.mkdtemp(prefix="enrol-")), frames, marks, valid)
                 t0 = time.perf_counter()
-                tuned = enroll(tr, args.weights, args.enroll_steps, indices=np.arange(n, len(frames)))
+                tuned = enroll(tr, args.weights, args.enroll_steps, indices=np.arange(m, len(frames)))
                 report.setdefault("enroll_seconds", []).append(time.perf_counter() - t0)  # type: ignore[union-attr]
                 renderers["dinet-enrolled"] = dinet_for(*ev, tuned)
-            res = evaluate_clip(*ev, n, renderers)
+            res = evaluate_clip(*ev, m, renderers)
             per_clip[clip["id"]] = res
+            if args.results:
+                args.results.write_text(json.dumps(per_clip, indent=1))
             print(json.dumps({clip["id"]: {r: {k2: round(v, 3) for k2, v in m.items()} for r, m in res.items()}}),
                   flush=True)
         names = sorted({r for c in per_clip.values() for r in c})
@@ -244,6 +253,9 @@ def main() -> None:
             summary[r] = {k: float(np.nanmean([row.get(k, np.nan) for row in rows])) for k in keys}
             summary[r]["clips"] = len(rows)
         report["quality"] = summary
+    if args.skip_speed:
+        print(json.dumps(report, indent=1, default=float))
+        return
     # Speed at 720p.
     if first is None:
         frames, marks, valid = load_clip(args.corpus, clips[0]["video"], 0.2)
