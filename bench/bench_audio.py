@@ -7,8 +7,13 @@ Run: `python -m bench.bench_audio [--seconds 60]`.
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# One core means one thread everywhere: BLAS (numpy matmuls in the heads, Whisper's mel filterbank) included.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse
 import resource
 import tempfile
 import time
