@@ -121,10 +121,10 @@ def train_audio(
     weights: Annotated[Path | None, typer.Option(help="Where to write the weights and card "
                                                  "(default: the package's lipdub/audio/weights)")] = None,
     runs: Annotated[Path, typer.Option(help="TensorBoard log root")] = Path("runs"),
-    student_minutes: Annotated[float, typer.Option(help="Wall-clock budget of the student's training")] = 30.0,
-    synthetic: Annotated[int, typer.Option(help="espeak-ng utterances added to the distillation data")] = 250,
-    augmented: Annotated[int, typer.Option(help="Degraded copies of every distillation source")] = 2,
-    dropout: Annotated[float, typer.Option(help="Dropout between the student's LSTM layers (training only)")] = 0.0,
+    student_minutes: Annotated[float, typer.Option(help="Wall-clock budget of the student's training")] = 22.0,
+    synthetic: Annotated[int, typer.Option(help="espeak-ng utterances added to the distillation data")] = 500,
+    augmented: Annotated[int, typer.Option(help="Degraded copies of every distillation source")] = 3,
+    dropout: Annotated[float, typer.Option(help="Dropout between the student's LSTM layers (training only)")] = 0.25,
     seed: Annotated[int, typer.Option(help="Seed of splits, augmentation and training")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
     evaluate_only: Annotated[bool, typer.Option(help="Only re-measure the held-out metrics of the weights "

@@ -61,9 +61,9 @@ def _summary(values: list[float]) -> dict:
 
 
 def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
-        student_minutes: float = 30.0, n_synthetic: int = 250, n_augmented: int = 2, seed: int = 0,
+        student_minutes: float = 22.0, n_synthetic: int = 500, n_augmented: int = 3, seed: int = 0,
         threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4,
-        dropout: float = 0.0) -> dict:
+        dropout: float = 0.25) -> dict:
     t0 = time.monotonic()
     np.random.seed(seed)
     torch.manual_seed(seed)
