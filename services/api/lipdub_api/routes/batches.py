@@ -13,8 +13,6 @@ downloads and job creation run on the webhooks worker, so the API answers at onc
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 import uuid
 from pathlib import Path
@@ -29,9 +27,9 @@ from starlette.responses import Response
 from lipdub.service import events
 from lipdub.service.batches import BatchState, BatchStatus, BatchStore, ManifestLine
 from lipdub.service.urls import UrlRejected, check_url
-from lipdub_api.deps import BaseUrlDep, SettingsDep, StorageDep, StoreDep, TenantDep
+from lipdub_api.deps import BaseUrlDep, SettingsDep, StorageDep, StoreDep, TenantDep, idempotency_body_hash
 from lipdub_api.errors import ApiError, not_found
-from lipdub_api.schemas import IDEMPOTENCY_KEY, ApiErrorCode, ErrorResponse, JobOptions
+from lipdub_api.schemas import ApiErrorCode, ErrorResponse, JobOptions
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"],
                    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
@@ -150,10 +148,7 @@ def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage:
             raise ApiError(422, ApiErrorCode.url_not_allowed, f"webhook_url: {exc.message}") from exc
     batch_id = f"batch_{uuid.uuid4().hex}"
     if idempotency_key is not None:
-        if not IDEMPOTENCY_KEY.match(idempotency_key):
-            raise ApiError(400, ApiErrorCode.invalid_idempotency_key,
-                           "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ ~ -")
-        body_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        body_hash = idempotency_body_hash(idempotency_key, body)
         try:
             batch_id, created = store.claim_idempotency(tenant, f"batch:{idempotency_key}", body_hash, batch_id)
         except ValueError as exc:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 import uuid
 from datetime import datetime
@@ -20,9 +18,9 @@ from lipdub.service.limits import QuotaExceeded, Quotas
 from lipdub.service.status import JobState, JobStatus, JobStore
 from lipdub.service.urls import UrlRejected, check_url
 from lipdub.service.storage import keys
-from lipdub_api.deps import BaseUrlDep, StorageDep, StoreDep, TenantDep
+from lipdub_api.deps import BaseUrlDep, StorageDep, StoreDep, TenantDep, idempotency_body_hash
 from lipdub_api.errors import ApiError, not_found
-from lipdub_api.schemas import (IDEMPOTENCY_KEY, PRIORITIES, ApiErrorCode, ErrorResponse, InputRef, JobCreate,
+from lipdub_api.schemas import (PRIORITIES, ApiErrorCode, ErrorResponse, InputRef, JobCreate,
                                 JobList, JobPublic)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
@@ -83,10 +81,7 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
     `url` are downloaded by the job's probe stage (a failed download fails the job with its code)."""
     body_hash = None
     if idempotency_key is not None:
-        if not IDEMPOTENCY_KEY.match(idempotency_key):
-            raise ApiError(400, ApiErrorCode.invalid_idempotency_key,
-                           "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ ~ -")
-        body_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        body_hash = idempotency_body_hash(idempotency_key, body)
         # A retry of a request that already made its job gets that job, before any quota is counted
         # (the job itself may be what holds the tenant at its concurrency cap).
         try:
