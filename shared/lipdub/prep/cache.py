@@ -19,21 +19,12 @@ import uuid
 from pathlib import Path
 
 from lipdub.config import Settings
+from lipdub.digest import sha256_file
 from lipdub.errors import ErrorCode, InputError
 from lipdub.prep.track import PREP_VERSION, SourceTrack
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 
-READ_BLOCK = 4 * 1024 * 1024
-
-
-def source_digest(path: Path) -> str:
-    """SHA-256 of the file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(READ_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_root(settings: Settings) -> Path:
@@ -71,7 +62,7 @@ def prepare_cached(video: Path, settings: Settings, progress: Progress = SILENT,
     from lipdub.stages.prep import prepare_source
 
     root = cache_root(settings)
-    entry = root / entry_name(digest or source_digest(video), target)
+    entry = root / entry_name(digest or sha256_file(video), target)
     cached = load_entry(entry)
     if cached is not None:
         return cached

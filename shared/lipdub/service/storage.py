@@ -7,7 +7,6 @@ backend writes a temporary name and renames it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from lipdub.config import Settings, get_settings
+from lipdub.digest import sha256_file
 from lipdub.errors import ErrorCode, LipdubError, TransientError
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,6 @@ class keys:  # a namespace of key builders, read as keys.asset(...)
     @staticmethod
     def upload(upload_id: str) -> str:
         return f"uploads/{upload_id}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(READ_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Storage(Protocol):
