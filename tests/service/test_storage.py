@@ -14,7 +14,8 @@ import pytest
 from lipdub.config import Settings
 from lipdub.errors import TransientError
 from lipdub.service import processes
-from lipdub.service.storage import LocalStorage, MissingObject, S3Storage, Storage, keys, sha256_file
+from lipdub.digest import sha256_file
+from lipdub.service.storage import LocalStorage, MissingObject, S3Storage, Storage, keys
 from tests.service.conftest import free_port
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from lipdub.config import Settings, get_settings
-from lipdub.digest import sha256_file
 from lipdub.errors import ErrorCode, LipdubError, TransientError
 
 log = logging.getLogger(__name__)
