@@ -55,7 +55,10 @@ def test_quick_eval_writes_reports_and_measures_the_dub(eval_inputs: tuple[Path,
         (cross,) = clip["cross_dub"]
         assert cross["audio"] == "german" and cross["error"] is None
         # The astronaut's own mouth never moves: the dubbed mouth must follow the German track better.
-        assert cross["output"]["sync_peak"] > cross["baseline"]["sync_peak"]
+        # The peak over ±15 lags of a still mouth is noise (it lands at the search edge), so compare the
+        # correlation near zero lag, and the mouth closing in the pauses.
+        assert cross["output"]["sync_r_near_zero"] > cross["baseline"]["sync_r_near_zero"] + 0.15
+        assert cross["output"]["silence_ratio"] < cross["baseline"]["silence_ratio"]
         assert abs(cross["output"]["duration_video_minus_audio_ms"]) < 40
     md = (out / "report.md").read_text()
     assert "## Medians" in md and "| anna |" in md and "german" in md
