@@ -36,6 +36,8 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
         device: Device | None = None, progress: Progress = SILENT, workdir: Path | None = None) -> DubResult:
     mode = sync_mode or settings.sync_mode
     torch_device = resolve_device(device or settings.device)
+    # The stages read the device from settings: the command-line choice must reach every model.
+    settings = settings.model_copy(update={"device": torch_device})
     probe_inputs(video, audio, settings)
     with tempfile.TemporaryDirectory(prefix="lipdub-") as scratch:
         work = workdir or Path(scratch)
