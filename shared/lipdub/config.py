@@ -61,8 +61,9 @@ class Settings(BaseSettings):
 
     # Render stage (lipdub.render).
     renderer: Literal["warp", "dinet"] = Field(
-        default="dinet", description="Mouth renderer: dinet (neural mouth, better on held-out identities; "
-                                     "falls back to warp without trained weights) or warp (geometric, fast)")
+        default="warp", description="Mouth renderer: warp (geometric; keeps more of the audio model's sync "
+        "and a sharp mouth, see BENCHMARKS.md) or dinet (neural mouth: higher mouth PSNR/SSIM, softer teeth; "
+        "falls back to warp without trained weights)")
     dinet_weights: Path | None = Field(default=None,
                                        description="DINet generator checkpoint (default: the packaged mini "
                                                    "weights); its .sha256 sidecar is verified on load")

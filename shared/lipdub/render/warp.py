@@ -32,16 +32,21 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-6)
 
 
+MIN_GAP = 0.07  # × mouth width: a fully closed target would put upper and lower control points on top of
+# each other with different offsets, and even a thin slit between closely spaced points with very different
+# offsets makes the thin-plate field overshoot (folded, doubled lips): the lips close to a 7% slit at most
+
+
 def target_points(points: np.ndarray, opening: float) -> tuple[np.ndarray, np.ndarray]:
     """Move lips and jaw so that the inner-lip gap equals `opening` × inner mouth width.
 
     Returns (indices, target xy) of the moved landmarks. The lower lip and chin carry most of the motion
-    (the jaw drops); the upper lip lifts a little; mouth corners stay put.
+    (the jaw drops); the upper lip lifts a little; mouth corners stay put. Opening adds the same extra gap
+    along the mouth (fading towards the corners); closing shrinks every upper/lower pair's gap in
+    proportion, so the lips never cross however wide the source mouth was.
     """
     xy = points[:, :2]
     width = float(np.linalg.norm(xy[L.MOUTH_LEFT] - xy[L.MOUTH_RIGHT]))
-    gap = float(np.linalg.norm(xy[L.UPPER_INNER_MID] - xy[L.LOWER_INNER_MID]))
-    delta = opening * width - gap
     eyes_mid = (xy[33] + xy[263]) / 2
     down = _unit(xy[L.CHIN] - eyes_mid)
     across = _unit(xy[L.MOUTH_RIGHT] - xy[L.MOUTH_LEFT])
@@ -50,16 +55,27 @@ def target_points(points: np.ndarray, opening: float) -> tuple[np.ndarray, np.nd
 
     def falloff(idx: list[int], reach: float) -> np.ndarray:
         u = (xy[idx] - centre) @ across / (half * reach)
-        return np.clip(1.0 - u**2, 0.0, 1.0)[:, None]
+        return np.clip(1.0 - u**2, 0.0, 1.0)
 
-    lower = sorted(set(L.LIPS_INNER_LOWER[1:-1] + L.LIPS_OUTER_LOWER[1:-1]))
-    upper = sorted(set(L.LIPS_INNER_UPPER[1:-1] + L.LIPS_OUTER_UPPER[1:-1]))
+    # Upper/lower landmark pairs facing each other across the mouth, corners excluded.
+    inner_up, inner_lo = L.LIPS_INNER_UPPER[1:-1], L.LIPS_INNER_LOWER[::-1][1:-1]
+    outer_up, outer_lo = L.LIPS_OUTER_UPPER[1:-1], L.LIPS_OUTER_LOWER[::-1][1:-1]
+    gaps = np.clip((xy[inner_lo] - xy[inner_up]) @ down, 0.0, None)
+    centre_gap = float(np.linalg.norm(xy[L.UPPER_INNER_MID] - xy[L.LOWER_INNER_MID]))
+    target_gap = max(opening, MIN_GAP) * width
+    delta = target_gap - centre_gap
+    if delta >= 0:
+        pair_delta = delta * falloff(inner_up, 1.15)
+    else:
+        pair_delta = gaps * (target_gap / max(centre_gap, 1e-6) - 1.0)
     jaw = L.JAW[3:-3]
-    idx = lower + upper + jaw
+    idx = inner_lo + outer_lo + inner_up + outer_up + jaw
+    lower_shift = (0.8 * pair_delta)[:, None] * down
+    upper_shift = (0.2 * pair_delta)[:, None] * down
     moved = np.concatenate([
-        xy[lower] + 0.8 * delta * falloff(lower, 1.15) * down,
-        xy[upper] - 0.2 * delta * falloff(upper, 1.15) * down,
-        xy[jaw] + 0.55 * delta * falloff(jaw, 2.2) * down,
+        xy[inner_lo] + lower_shift, xy[outer_lo] + lower_shift,
+        xy[inner_up] - upper_shift, xy[outer_up] - upper_shift,
+        xy[jaw] + 0.55 * delta * falloff(jaw, 2.2)[:, None] * down,
     ])
     return np.array(idx), moved
 
@@ -167,7 +183,10 @@ class WarpRenderer:
                    np.clip(target[L.LIPS_OUTER, 0].astype(int), 0, w - 1)].astype(np.float32).mean(0)
         dark = lip * 0.22 + np.float32([8, 2, 4])  # shadowed interior in the lips' own hue
         teeth = np.float32([212, 204, 194])
-        tooth_band = np.clip(1.0 - rows / 0.28, 0, 1) * (rows > -0.2) * min(1.0, gap / 6.0)
+        width = max(float(np.linalg.norm(target[L.MOUTH_LEFT] - target[L.MOUTH_RIGHT])), 1.0)
+        # Teeth show only once the lips part by more than a sliver (a thin slit is shadow, not teeth).
+        show_teeth = float(np.clip((gap / width - 0.08) / 0.1, 0.0, 1.0))
+        tooth_band = np.clip(1.0 - rows / 0.28, 0, 1) * (rows > -0.2) * show_teeth
         colour = dark[None, None] * (1 - tooth_band[..., None] * 0.75) + teeth * (tooth_band[..., None] * 0.75)
         colour = colour * np.clip(1.15 - 0.4 * np.abs(rows - 0.5), 0.6, 1.1)[..., None]
         a = need[..., None] * 0.92
