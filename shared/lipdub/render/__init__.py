@@ -35,7 +35,7 @@ def make_renderer(track: SourceTrack, settings: Settings, device: str = "cpu") -
 
     if settings.renderer == "warp":
         return WarpRenderer()
-    from lipdub.render.dinet import file_sha256
+    from lipdub.digest import sha256_file
     from lipdub.render.dinet_renderer import DinetRenderer
 
     weights = generic_weights(settings)
@@ -48,6 +48,6 @@ def make_renderer(track: SourceTrack, settings: Settings, device: str = "cpu") -
 
         extra = torch.load(enrolled, map_location="cpu", weights_only=True).get("extra", {})
         # A fine-tune of older generic weights is stale once the generic weights change.
-        if extra.get("base_sha256") == file_sha256(weights):
+        if extra.get("base_sha256") == sha256_file(weights):
             weights = enrolled
     return DinetRenderer.for_track(track, weights, device)

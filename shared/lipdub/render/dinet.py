@@ -19,7 +19,6 @@ loaded with `torch.load(weights_only=True)` after its SHA-256 has been checked.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 from dataclasses import asdict, dataclass
@@ -29,6 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lipdub.digest import sha256_file
 
 SOURCE_CHANNELS = 5  # masked RGB + region mask + lip map
 REF_CHANNELS = 4  # RGB + lip map
@@ -219,14 +220,6 @@ def count_flops(model: DinetGenerator, size: int | None = None) -> tuple[float, 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class ChecksumError(RuntimeError):
     pass
 
@@ -245,7 +238,7 @@ def save_checkpoint(path: Path, generator: DinetGenerator, extra: dict[str, Any]
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     path.with_suffix(path.suffix + ".sha256").write_text(f"{digest}  {path.name}\n")
     return digest
 
@@ -260,7 +253,7 @@ def load_checkpoint(path: Path, sha256: str | None = None) -> tuple[DinetGenerat
     want = sha256 or expected_sha256(path)
     if want is None:
         raise ChecksumError(f"{path}: no SHA-256 to verify against (missing {path.name}.sha256)")
-    got = file_sha256(path)
+    got = sha256_file(path)
     if got != want:
         raise ChecksumError(f"{path}: SHA-256 {got} does not match the expected {want}")
     payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -16,7 +16,8 @@ import numpy as np
 from lipdub.face import landmarks as L
 from lipdub.render import ENROLLED, window
 from lipdub.render.dataset import ClipWindows
-from lipdub.render.dinet import file_sha256, load_checkpoint, save_checkpoint
+from lipdub.digest import sha256_file
+from lipdub.render.dinet import load_checkpoint, save_checkpoint
 from lipdub.render.train import TrainOptions, train
 
 
@@ -54,7 +55,7 @@ def enroll(track: object, base: Path, steps: int, out: Path | None = None, indic
                         save_every=max(1, steps), eval_every=10**9, threads=threads, init=str(base))
     tuned = train(run, [clip], [], opts, log=log)
     tuned_model, _ = load_checkpoint(tuned)
-    save_checkpoint(out, tuned_model, extra={"base_sha256": file_sha256(base), "steps": steps,
+    save_checkpoint(out, tuned_model, extra={"base_sha256": sha256_file(base), "steps": steps,
                                              "frames": len(clip.crops)})
     shutil.rmtree(run, ignore_errors=True)
     return out
