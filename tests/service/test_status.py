@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from lipdub.config import Settings
 from lipdub.service import processes
 from lipdub.service.status import JobStatus, JobStore, Stage
+from lipdub.service.stack import wait_ready
 from tests.service.conftest import free_port
 
 
@@ -24,14 +23,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobStore]:
     server = subprocess.Popen(proc.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     settings = Settings(redis_url=f"redis://127.0.0.1:{port}/0", data_dir=Path(folder))
     store = JobStore.from_settings(settings)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            store.r.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
+    wait_ready("redis-server", lambda: bool(store.r.ping()), 10, server)
     yield store
     server.terminate()
     server.wait(10)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from lipdub.errors import TransientError
 from lipdub.service import processes
 from lipdub.digest import sha256_file
 from lipdub.service.storage import LocalStorage, MissingObject, S3Storage, Storage, keys
+from lipdub.service.stack import wait_ready
 from tests.service.conftest import free_port
 
 
@@ -26,14 +26,7 @@ def s3_endpoint() -> Iterator[str]:
     exe = Path(sys.executable).parent / proc.argv[0]
     server = subprocess.Popen([str(exe), *proc.argv[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.1)
+    wait_ready("moto_server", lambda: httpx.get(url, timeout=1) is not None, 30, server)
     yield url
     server.terminate()
     server.wait(10)

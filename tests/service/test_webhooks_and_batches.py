@@ -24,6 +24,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from lipdub.service.auth import ApiKeys
 from lipdub.service.limits import Quotas
 from lipdub.stages.prep import PREP_VERSION
+from tests.service.conftest import wait_for
 
 RETRY_SCHEDULE = [1, 1, 2]
 
@@ -190,15 +191,6 @@ def _wait_batch(client: httpx.Client, batch_id: str, timeout: float = 240,
     raise AssertionError(f"batch {batch_id} still {batch['status']} after {timeout} s: {batch}")
 
 
-def _wait_job(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}", params={"wait": 10}).json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            return dict(job)
-    raise AssertionError(f"job {job_id} not final after {timeout} s")
-
-
 def _verify(secret: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
     """The Standard Webhooks reference library's check (signature, ±5 min timestamp)."""
     return dict(Webhook(secret).verify(body, headers))
@@ -340,7 +332,7 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
     # Fairness: the single job did not wait for the whole catalog. With one batch job of a tenant in the
     # queues at a time, the last item starts only after two others finished; the single job, on the
     # higher-priority lane, is done by then (about one batch job earlier on this machine).
-    single_job = _wait_job(single, job.json()["id"])
+    single_job = wait_for(single, job.json()["id"], timeout=240)
     assert single_job["status"] == "succeeded", single_job
     last_start = max(j["started_at"] for j in jobs.values())
     assert single_job["finished_at"] < last_start, (single_job["finished_at"], last_start)
@@ -530,11 +522,11 @@ def test_job_inputs_by_url_are_downloaded_by_the_worker(hooks_stack: Stack, medi
     refused = client.post("/v1/jobs", json={**body, "video": {"url": "http://169.254.169.254/latest/x.mp4"}})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "url_not_allowed"
 
-    failed = _wait_job(client, missing.json()["id"])
+    failed = wait_for(client, missing.json()["id"], timeout=240)
     assert failed["status"] == "failed" and failed["error"]["code"] == "download_failed", failed
     assert "404" in failed["error"]["message"] and failed["error"]["retryable"]
 
-    job = _wait_job(client, accepted.json()["id"])
+    job = wait_for(client, accepted.json()["id"], timeout=240)
     assert job["status"] == "succeeded", job
     result = client.get(f"/v1/jobs/{job['id']}/result", follow_redirects=True)
     assert result.status_code == 200 and result.content[4:8] == b"ftyp"
@@ -545,7 +537,7 @@ def test_job_inputs_by_url_are_downloaded_by_the_worker(hooks_stack: Stack, medi
     # The tenant's file-size quota caps the download itself.
     small = hooks_stack.client("by-url-small")
     Quotas(hooks_stack.redis, hooks_stack.settings).set("by-url-small", max_file_bytes=1000)
-    too_big = _wait_job(small, small.post("/v1/jobs", json=body).json()["id"])
+    too_big = wait_for(small, small.post("/v1/jobs", json=body).json()["id"], timeout=240)
     assert too_big["status"] == "failed" and too_big["error"]["code"] == "download_too_large", too_big
 
 

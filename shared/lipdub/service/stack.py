@@ -89,13 +89,14 @@ def _spawn(proc: Process, cfg: StackConfig) -> subprocess.Popen[bytes]:
     return child
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float, child: subprocess.Popen[bytes],
-          log: Path) -> None:
+def wait_ready(what: str, check: Callable[[], bool], timeout: float, child: subprocess.Popen[bytes],
+               log: Path | None = None) -> None:
+    """Poll `check` until it holds; fail early with the log's tail if `child` exits meanwhile."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            tail = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
             raise RuntimeError(f"{what} exited with {child.returncode}:\n{tail}")
         try:
             if check():
@@ -151,7 +152,7 @@ def start_process(cfg: StackConfig, name: str, worker_timeout: float = 90.0) -> 
     log = cfg.root / f"{name}.log"
     offset = log.stat().st_size if log.exists() else 0
     child = _spawn(proc, cfg)
-    _wait(name, _readiness(proc, cfg, cfg.settings(), log, offset), _READY_TIMEOUT.get(name, worker_timeout),
+    wait_ready(name, _readiness(proc, cfg, cfg.settings(), log, offset), _READY_TIMEOUT.get(name, worker_timeout),
           child, log)
     return child.pid
 
