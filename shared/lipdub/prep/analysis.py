@@ -17,7 +17,7 @@ from lipdub.face.detect import FaceDetector
 from lipdub.face.mesh import FaceMesh
 from lipdub.prep.tracking import FaceTracker
 
-DETECT_EVERY = 5  # frames between face counts (5 per second)
+DETECT_EVERY = 10  # frames between face counts (2.5 per second; each count costs about one mesh run)
 MULTI_HOLD = 2 * FPS  # frames the multi-face mesh stays on after the last multi-face count
 MAX_FACES = 4
 
