@@ -13,8 +13,9 @@ from lipdub.media.audio import save_wav
 from lipdub.media.video import VideoWriter
 
 
-def run_dub(video: Path, audio: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lipdub.cli", "dub", str(video), str(audio), "-o", str(out), "-q"],
+def run_dub(video: Path, audio: Path, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lipdub.cli", "dub", str(video), str(audio), "-o", str(out), "-q",
+                           *options],
                           capture_output=True, text=True, timeout=300)
 
 
@@ -71,3 +72,22 @@ def test_bad_options(demo_inputs: tuple[Path, Path], tmp_path: Path, option: lis
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "must be one of" in result.stderr
+
+
+def test_face_option_picks_one_of_two_faces(demo_inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    from tests.test_prep_media import two_faces
+
+    _, audio = demo_inputs
+    video = two_faces(tmp_path / "two.mp4")
+    assert_rejected(run_dub(video, audio, tmp_path / "o.mp4"), "multiple_faces")
+    picked = run_dub(video, audio, tmp_path / "o.mp4", "--face", "20,28,220,228", "--face-time", "0.5")
+    assert picked.returncode == 0, picked.stderr
+    assert (tmp_path / "o.mp4").is_file()
+
+
+@pytest.mark.parametrize("face", ["360", "1,2,3", "a,b", "-1,5", "30,30,10,10"])
+def test_bad_face_option(demo_inputs: tuple[Path, Path], tmp_path: Path, face: str) -> None:
+    video, audio = demo_inputs
+    result = run_dub(video, audio, tmp_path / "o.mp4", f"--face={face}")
+    assert result.returncode == 2 and "--face" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o.mp4").exists()

@@ -293,6 +293,25 @@ def test_cache_reuses_tracks_and_rejections(clips: Path, settings: Settings) -> 
     assert not list((settings.data_dir / "prep").glob(".tmp-*"))
 
 
+def test_face_choice_is_part_of_the_source_key() -> None:
+    from lipdub.prep.cache import source_key
+    from lipdub.service.batches import Item
+
+    sha = "ab" * 32
+    assert Target.from_option("auto") is None and Target.from_option(None) is None
+    point = Target.from_option({"time": 1.0, "point": [360, 128], "box": None})
+    assert point == Target(1.0, point=(360.0, 128.0))
+    box = Target.from_option({"time": 0.5, "box": [20, 28, 220, 228]})
+    assert box == Target(0.5, box=(20.0, 28.0, 220.0, 228.0))
+    keys = {source_key(sha), source_key(sha, point), source_key(sha, box)}
+    assert len(keys) == 3 and source_key(sha) == sha and all(k.startswith(sha) for k in keys)
+    assert source_key(sha, point) == source_key(sha, Target.from_option({"time": 1, "point": [360.0, 128]}))
+    item = Item(1, "a", {"sha256": sha}, {}, {"target_face": {"time": 1.0, "point": [360, 128]}}, {})
+    assert item.source == source_key(sha, point)
+    with pytest.raises(ValueError):
+        Target.from_option("left")
+
+
 def test_preflight_predicts_the_verdict(clips: Path, settings: Settings) -> None:
     ok = preflight(M.sway_face(clips / "pf.mp4", 6.0), settings, seconds=2.0)
     assert ok.verdict.ok and ok.summary is not None and ok.summary.face_coverage > 0.9

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from lipdub.config import Device, SyncMode, get_settings
 from lipdub.errors import LipdubError
+from lipdub.prep.tracking import Target
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True)
@@ -29,6 +30,10 @@ def dub(
     sync_mode: Annotated[str, typer.Option(help="cut_off | loop | bounce | silence")] = "bounce",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output")] = False,
+    face: Annotated[str | None, typer.Option(
+        help="The face to dub when the video shows several: a point X,Y or a box X0,Y0,X1,Y1 in pixels of "
+             "the upright video (default: the largest, most central, most persistent face)")] = None,
+    face_time: Annotated[float, typer.Option(help="Seconds into the video where --face is visible")] = 0.0,
 ) -> None:
     """Re-animate the mouth in VIDEO to match AUDIO and write the muxed result."""
     from lipdub.pipeline import dub as run
@@ -40,12 +45,29 @@ def dub(
         raise typer.BadParameter(f"must be one of {', '.join(Device.__args__)}", param_hint="--device")  # type: ignore[attr-defined]
     try:
         result = run(video, audio, out, get_settings(), sync_mode=sync_mode, device=device,  # type: ignore[arg-type]
-                     progress=ConsoleProgress(quiet))
+                     progress=ConsoleProgress(quiet), target=parse_face(face, face_time))
     except LipdubError as exc:
         _fail(exc)
         return
     err.print(f"[green]wrote[/] {result.output} ({result.frames} frames, "
               f"{result.passed_through} passed through, face in {result.face_coverage:.0%} of source frames)")
+
+
+def parse_face(face: str | None, time: float) -> Target | None:
+    """`--face X,Y` or `--face X0,Y0,X1,Y1` (pixels, non-negative) into a prep Target."""
+    if face is None:
+        return None
+    try:
+        values = [float(v) for v in face.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 4) or any(v < 0 for v in values) or time < 0 or \
+            (len(values) == 4 and not (values[0] < values[2] and values[1] < values[3])):
+        raise typer.BadParameter("a point X,Y or a box X0,Y0,X1,Y1 (x0 < x1, y0 < y1) in non-negative pixels, "
+                                 "at a non-negative --face-time", param_hint="--face")
+    if len(values) == 2:
+        return Target(time, point=(values[0], values[1]))
+    return Target(time, box=(values[0], values[1], values[2], values[3]))
 
 
 @app.command()

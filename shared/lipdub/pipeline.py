@@ -13,6 +13,7 @@ from pathlib import Path
 from lipdub.config import Device, Settings, SyncMode
 from lipdub.device import resolve_device
 from lipdub.prep.cache import prepare_cached
+from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 from lipdub.stages.audio import analyze_audio
 from lipdub.stages.mux import mux
@@ -33,7 +34,10 @@ class DubResult:
 
 
 def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: SyncMode | None = None,
-        device: Device | None = None, progress: Progress = SILENT, workdir: Path | None = None) -> DubResult:
+        device: Device | None = None, progress: Progress = SILENT, workdir: Path | None = None,
+        target: Target | None = None) -> DubResult:
+    """Dub `video` with `audio` into `out`, all in this process; `target` picks the face when the video
+    shows several (default: the largest, most central, most persistent one)."""
     mode = sync_mode or settings.sync_mode
     torch_device = resolve_device(device or settings.device)
     # The stages read the device from settings: the command-line choice must reach every model.
@@ -41,7 +45,7 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
     probe_inputs(video, audio, settings)
     with tempfile.TemporaryDirectory(prefix="lipdub-") as scratch:
         work = workdir or Path(scratch)
-        track = prepare_cached(video, settings, progress)  # once per source bytes, under data_dir
+        track = prepare_cached(video, settings, progress, target)  # once per source bytes, under data_dir
         mouth = analyze_audio(audio, work / "audio", settings, progress)
         timeline = Timeline(track.summary.n_frames, len(mouth), mode)
         part = work / "render" / "part-0000.mp4"

@@ -80,8 +80,9 @@ def anonymous(stack: StackConfig) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def service_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Short generated inputs: two face clips (3 s and 2 s, different bytes), ~2 s and ~9 s of speech, a
-    clip without a face, and a file that is not media."""
+    clip without a face, one with two equally prominent faces, and a file that is not media."""
     from lipdub.demo import DEMO_TEXT, moving_face_video, speak
+    from tests.test_prep_media import two_faces
 
     folder = tmp_path_factory.mktemp("service-media")
     media = {
@@ -90,6 +91,7 @@ def service_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "speech": speak("Hello, this is the dubbing service.", folder / "speech.wav"),
         "long_speech": speak(DEMO_TEXT, folder / "long_speech.wav"),  # ~9 s: nine 1-s render chunks
         "noface": folder / "noface.mp4",
+        "two_faces": two_faces(folder / "two_faces.mp4"),
         "text": folder / "notes.mp4",
     }
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:d=2",

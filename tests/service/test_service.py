@@ -89,6 +89,25 @@ def test_same_source_reuses_prep(api: httpx.Client, assets: dict[str, dict[str, 
     assert redis_client.keys(f"prep:{assets['face2']['sha256']}:v*")
 
 
+def test_target_face_picks_one_of_two_equal_faces(api: httpx.Client, assets: dict[str, dict[str, Any]],
+                                                  service_media: dict[str, Path], redis_client: redis.Redis) -> None:
+    two = upload(api, service_media["two_faces"])
+    auto = wait_for(api, create_job(api, two, assets["speech"])["id"])
+    assert auto["status"] == "failed" and auto["error"]["code"] == "multiple_faces", auto
+    right = {"time": 1.0, "point": [360, 128]}
+    job = wait_for(api, create_job(api, two, assets["speech"], options={"target_face": right})["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["options"]["target_face"] == {"time": 1.0, "point": [360.0, 128.0], "box": None}
+    assert api.get(f"/v1/jobs/{job['id']}/report").json()["face_coverage"] > 0.9
+    # The chosen face is its own prep entry next to the automatic choice's cached rejection.
+    assert len(redis_client.keys(f"prep:{two['sha256']}*:v*")) == 2
+    pre = api.post("/v1/preflight", json={"video": {"asset_id": two["id"]}, "target_face": right}).json()
+    assert pre["verdict"] == "pass" and pre["cached"] is True
+    both = api.post("/v1/jobs", json={"video": {"asset_id": two["id"]}, "audio": {"asset_id": assets["speech"]["id"]},
+                                      "options": {"target_face": {"point": [1, 2], "box": [0, 0, 5, 5]}}})
+    assert (both.status_code, both.json()["error"]["code"]) == (422, "invalid_request")
+
+
 def test_failing_stage_fails_the_job_with_its_code(api: httpx.Client, assets: dict[str, dict[str, Any]]) -> None:
     job = wait_for(api, create_job(api, assets["noface"], assets["speech"])["id"])
     assert job["status"] == "failed"

@@ -111,11 +111,32 @@ class InputRef(BaseModel):
         return self
 
 
+class FaceTarget(BaseModel):
+    """The face to dub in a video with several: the one under `point`, or overlapping `box` most, at `time`."""
+
+    model_config = ConfigDict(extra="forbid")
+    time: float = Field(default=0.0, ge=0, description="Seconds into the video where the face is visible")
+    point: tuple[float, float] | None = Field(default=None, description="(x, y) in pixels of the upright video")
+    box: tuple[float, float, float, float] | None = Field(default=None,
+                                                          description="(x0, y0, x1, y1) in pixels of the upright video")
+
+    @model_validator(mode="after")
+    def point_or_box(self) -> FaceTarget:
+        if (self.point is None) == (self.box is None):
+            raise ValueError("give exactly one of point or box")
+        if any(v < 0 for v in (self.point or self.box or ())):
+            raise ValueError("coordinates are pixels and can't be negative")
+        if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
+            raise ValueError("box must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1")
+        return self
+
+
 class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sync_mode: SyncMode = Field(default="bounce", description="How the video and audio lengths are matched")
-    target_face: Literal["auto"] = Field(default="auto",
-                                         description="Which face to dub; 'auto' = the most prominent one")
+    target_face: Literal["auto"] | FaceTarget = Field(
+        default="auto", description="Which face to dub: 'auto' = the largest, most central, most persistent one; "
+        "or a point/box at a time (a video whose faces are equally prominent needs one, else multiple_faces)")
 
 
 class JobCreate(BaseModel):
@@ -174,6 +195,7 @@ class JobList(BaseModel):
 class PreflightCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     video: InputRef
+    target_face: Literal["auto"] | FaceTarget = Field(default="auto", description="As the job option")
 
 
 class PreflightPublic(BaseModel):

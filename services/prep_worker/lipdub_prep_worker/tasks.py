@@ -1,7 +1,8 @@
 """`dub.probe`, `dub.prep` and `dub.preflight`: check the inputs, then track the source face once per source.
 
-Prep artifacts are stored under the source's SHA-256 (`prep/{sha256}-v{PREP_VERSION}/`), so every later job
-on the same bytes skips the work and records `cache.prep_hit`; a preflight warms the same cache.
+Prep artifacts are stored under the source's SHA-256 and face choice (`prep/{source}-v{PREP_VERSION}/`), so
+every later job on the same bytes (and face) skips the work and records `cache.prep_hit`; a preflight warms
+the same cache.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from lipdub.config import get_settings
 from lipdub.errors import InputError, TransientError
 from lipdub.service.celery_app import app
 from lipdub.service.inputs import check_input, fetch_asset
-from lipdub.service.prepcache import prepare_cached
+from lipdub.prep.tracking import Target
+from lipdub.service.prepcache import job_source, prepare_cached
 from lipdub.service.status import Stage, get_store
 from lipdub.service.storage import get_storage, keys
 from lipdub.service.worker import StageTask, load_face_mesh, stage_run, warm_up
@@ -63,18 +65,20 @@ def prep_task(job_id: str) -> None:
     with stage_run(job_id, Stage.prep) as run:
         if run is None:
             return
-        sha = run.store.get(job_id).spec["video"]["sha256"]  # type: ignore[union-attr]
-        _, hit = prepare_cached(sha, run.store, run.storage, run.settings, run.scratch, run.progress)
+        sha, target = job_source(run.store.get(job_id).spec)  # type: ignore[union-attr]
+        _, hit = prepare_cached(sha, run.store, run.storage, run.settings, run.scratch, run.progress, target)
         run.store.set_cache(job_id, prep_hit=hit)
 
 
 @app.task(name="dub.preflight", autoretry_for=(TransientError,), retry_backoff=2, max_retries=3,
           acks_late=True, reject_on_worker_lost=True)
-def preflight_task(sha: str) -> dict[str, Any]:
-    """Prep one source outside any job: the gate verdict and the track summary (and a warm cache)."""
+def preflight_task(sha: str, target_face: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Prep one source outside any job (for the face `target_face` picks, as the job option; None:
+    automatic): the gate verdict and the track summary (and a warm cache)."""
     scratch = Path(tempfile.mkdtemp(prefix="lipdub-preflight-", dir=_scratch_root()))
     try:
-        summary, hit = prepare_cached(sha, get_store(), get_storage(), get_settings(), scratch)
+        summary, hit = prepare_cached(sha, get_store(), get_storage(), get_settings(), scratch,
+                                      target=Target.from_option(target_face))
         return {"verdict": "pass", "summary": summary, "cached": hit}
     except InputError as exc:
         return {"verdict": "fail", "error": exc.as_dict(), "cached": False}

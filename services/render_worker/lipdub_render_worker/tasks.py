@@ -18,6 +18,7 @@ from lipdub.config import get_settings
 from lipdub.pipeline import render_chunks, start_render
 from lipdub.render import generic_weights
 from lipdub.service.celery_app import app
+from lipdub.service.prepcache import job_source_key
 from lipdub.service.quality import sync_estimate
 from lipdub.service.status import JobState, Stage, get_store
 from lipdub.service.storage import get_storage, keys
@@ -54,7 +55,7 @@ def plan_task(job_id: str) -> None:
     state = store.get(job_id)
     if state is None or state.status.is_final or store.render_queued(job_id):
         return  # canceled, failed, or already planned by an earlier delivery of this task
-    pointer = store.prep_pointer(state.spec["video"]["sha256"], PREP_VERSION)
+    pointer = store.prep_pointer(job_source_key(state.spec), PREP_VERSION)
     if pointer is None:
         raise RuntimeError("prep finished without a prep cache pointer")
     with tempfile.TemporaryDirectory(prefix="lipdub-plan-") as tmp:
@@ -84,7 +85,7 @@ def render_task(job_id: str, index: int) -> None:
         part_key = keys.part(job_id, index)
         passed = None  # unknown when an earlier delivery stored the part; its count stays as recorded
         if not run.storage.exists(part_key):  # else: stored by an earlier delivery of this task
-            track = SourceTrack.load(run.fetch_prep(state.spec["video"]["sha256"]))
+            track = SourceTrack.load(run.fetch_prep(job_source_key(state.spec)))
             mouth = MouthTrack.load(run.fetch(keys.mouth(job_id), "mouth.npz"))
             timeline = Timeline(track.summary.n_frames, len(mouth), _mode(state))  # type: ignore[arg-type]
             start = index * state.chunk_frames
@@ -139,7 +140,7 @@ def finalize_task(job_id: str) -> None:
     state = store.get(job_id)
     if state is None or state.status.is_final:
         return
-    pointer = store.prep_pointer(state.spec["video"]["sha256"], PREP_VERSION) or {}
+    pointer = store.prep_pointer(job_source_key(state.spec), PREP_VERSION) or {}
     summary = pointer.get("summary", {})
     report = {
         "frames": state.n_frames,

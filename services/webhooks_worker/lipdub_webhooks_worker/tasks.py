@@ -132,14 +132,16 @@ def expand(batch_id: str) -> None:
     total = len(items)
     items = _fetch_urls(batch_id, state.tenant, items, batches)  # items whose download fails are failed
     needing = batches.accept_items(batch_id, state.tenant, items,
-                                   prepared=lambda sha: store.prep_pointer(sha, PREP_VERSION) is not None,
+                                   prepared=lambda source: store.prep_pointer(source, PREP_VERSION) is not None,
                                    total=total)
     current = batches.get(batch_id)
-    for sha in needing if current is not None and current.status == BatchStatus.in_progress else ():
-        # Prep once per source: the preflight warms the prep cache, then its items are released.
-        app.signature("dub.preflight", args=(sha,), priority=BATCH_PRIORITY).apply_async(
-            link=app.signature("batches.source_ready", args=(batch_id, sha), queue=WEBHOOKS_QUEUE),
-            link_error=app.signature("batches.source_failed", args=(batch_id, sha), immutable=True,
+    for source, item in needing.items() if current is not None and current.status == BatchStatus.in_progress \
+            else ():
+        # Prep once per source (and face choice): the preflight warms the prep cache, then its items are released.
+        args = (item.video["sha256"], item.options.get("target_face"))
+        app.signature("dub.preflight", args=args, priority=BATCH_PRIORITY).apply_async(
+            link=app.signature("batches.source_ready", args=(batch_id, source), queue=WEBHOOKS_QUEUE),
+            link_error=app.signature("batches.source_failed", args=(batch_id, source), immutable=True,
                                      queue=WEBHOOKS_QUEUE))
     log.info("batch %s accepted: %d items, %d sources to prepare", batch_id, len(items), len(needing))
     settle(batch_id)
@@ -184,7 +186,7 @@ def _fetch_urls(batch_id: str, tenant: str, items: list[Item], batches: BatchSto
 
 
 @app.task(name="batches.source_ready", **_TASK)
-def source_ready(result: dict[str, Any], batch_id: str, sha: str) -> None:
+def source_ready(result: dict[str, Any], batch_id: str, source: str) -> None:
     """The preflight of one source finished: release its items, or fail them with the gate's code."""
     store = get_store()
     batches = BatchStore(store)
@@ -192,19 +194,19 @@ def source_ready(result: dict[str, Any], batch_id: str, sha: str) -> None:
     if state is None:
         return
     if result.get("verdict") == "pass":
-        batches.source_ready(batch_id, state.tenant, sha)
+        batches.source_ready(batch_id, state.tenant, source)
     else:
         error = result.get("error") or {"code": "internal", "message": "preflight failed"}
-        batches.drop_waiting(batch_id, sha, str(error.get("code")), str(error.get("message")))
+        batches.drop_waiting(batch_id, source, str(error.get("code")), str(error.get("message")))
     settle(batch_id)
     pump(state.tenant)
 
 
 @app.task(name="batches.source_failed", **_TASK)
-def source_failed(batch_id: str, sha: str) -> None:
+def source_failed(batch_id: str, source: str) -> None:
     store = get_store()
     batches = BatchStore(store)
-    batches.drop_waiting(batch_id, sha, "internal", "preparing the source failed; see the service logs")
+    batches.drop_waiting(batch_id, source, "internal", "preparing the source failed; see the service logs")
     settle(batch_id)
     state = batches.get(batch_id)
     if state is not None:

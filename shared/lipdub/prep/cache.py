@@ -6,8 +6,8 @@ resubmission fails fast with the same code. Entries are written under a temporar
 place, so concurrent preps of one source never see a half-written entry (the last rename wins; both are
 identical).
 
-Layout: `<root>/<sha256>-v<PREP_VERSION>[-<target>]/{video.mp4, track.npz, track.json | rejected.json}`,
-matching the object-store keys of lipdub.service.storage (`prep/<sha256>-v<version>/<name>`).
+Layout: `<root>/<sha256>[-<target>]-v<PREP_VERSION>/{video.mp4, track.npz, track.json | rejected.json}`,
+matching the object-store keys of lipdub.service.storage (`prep/<sha256>[-<target>]-v<version>/<name>`).
 """
 
 from __future__ import annotations
@@ -31,11 +31,17 @@ def cache_root(settings: Settings) -> Path:
     return settings.data_dir / "prep"
 
 
-def entry_name(digest: str, target: Target | None = None) -> str:
-    name = f"{digest}-v{PREP_VERSION}"
-    if target is not None and target.key():
-        name += "-" + hashlib.sha256(target.key().encode()).hexdigest()[:12]
-    return name
+def source_key(digest: str, target: Target | None = None) -> str:
+    """What one prep is of: the source bytes, plus the user's choice of face when there is one (a
+    different face of the same video is a different track)."""
+    if target is None or not target.key():
+        return digest
+    return f"{digest}-{hashlib.sha256(target.key().encode()).hexdigest()[:12]}"
+
+
+def entry_name(source: str) -> str:
+    """The cache entry of a source key under the current prep version."""
+    return f"{source}-v{PREP_VERSION}"
 
 
 def load_entry(entry: Path) -> SourceTrack | None:
@@ -62,7 +68,7 @@ def prepare_cached(video: Path, settings: Settings, progress: Progress = SILENT,
     from lipdub.stages.prep import prepare_source
 
     root = cache_root(settings)
-    entry = root / entry_name(digest or sha256_file(video), target)
+    entry = root / entry_name(source_key(digest or sha256_file(video), target))
     cached = load_entry(entry)
     if cached is not None:
         return cached

@@ -104,6 +104,19 @@ class Target:
             return f"t{self.time:.3f}-pt{self.point[0]:.1f}-{self.point[1]:.1f}"
         return ""
 
+    @classmethod
+    def from_option(cls, value: object) -> Target | None:
+        """The job option `target_face`: "auto" (or absent) means no user choice, else a mapping
+        {time, point: [x, y]} or {time, box: [x0, y0, x1, y1]} as the API's schema validated it."""
+        if value is None or value == "auto":
+            return None
+        if not isinstance(value, dict):
+            raise ValueError(f"target_face must be 'auto' or an object, not {value!r}")
+        point, box = value.get("point"), value.get("box")
+        return cls(float(value.get("time") or 0.0),
+                   None if point is None else (float(point[0]), float(point[1])),
+                   None if box is None else tuple(float(v) for v in box))  # type: ignore[arg-type]
+
     def scaled(self, factor: float) -> Target:
         """The same target in a frame scaled by `factor` (source → normalised pixels)."""
         return Target(self.time,

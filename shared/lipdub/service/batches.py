@@ -19,7 +19,7 @@ its items with the gate's code without running them.
 Redis keys (besides the job records, which JobStore owns):
   batch:{id}                 hash: the batch record (status, timestamps, counts, errors, ...)
   batch:{id}:ready           list of item JSON ready to become jobs, in manifest order
-  batch:{id}:wait:{sha}      list of item JSON waiting for their source's preflight
+  batch:{id}:wait:{source}   list of item JSON waiting for their source's preflight (Item.source)
   batch:{id}:jobs            hash: manifest line → job id
   batch:{id}:out / :err      lists of output / error JSONL rows, written as items finish
   tenant:{t}:batches         sorted set of the tenant's batch ids by creation time
@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lipdub.config import Settings
 from lipdub.service.limits import Quotas
+from lipdub.service.prepcache import job_source_key
 from lipdub.service.status import Asset, JobStatus, JobStore, now
 from lipdub.service.urls import UrlRejected, check_url
 
@@ -104,6 +105,11 @@ class Item:
     audio: dict[str, Any]
     options: dict[str, Any]
     metadata: dict[str, str]
+
+    @property
+    def source(self) -> str:
+        """The prep this item needs (lipdub.prep.cache.source_key): items sharing it share one prep."""
+        return job_source_key({"video": self.video, "options": self.options})
 
     def to_json(self) -> str:
         return json.dumps({"line": self.line, "custom_id": self.custom_id, "video": self.video,
@@ -335,19 +341,19 @@ class BatchStore:
 
     # --- items ---------------------------------------------------------------------------------------
     def accept_items(self, batch_id: str, tenant: str, items: list[Item], prepared: Callable[[str], bool],
-                     total: int | None = None) -> list[str]:
+                     total: int | None = None) -> dict[str, Item]:
         """Queue valid items (inputs resolved to assets, URL inputs downloaded): those whose source is
-        prepared are ready, the rest wait per source. `total` counts the manifest's items including those
-        already failed (a download that failed). Returns the source hashes that need a preflight. Moves
-        the batch to in_progress."""
+        prepared are ready, the rest wait per source (Item.source). `total` counts the manifest's items
+        including those already failed (a download that failed). Returns the sources that need a preflight,
+        each with its first item. Moves the batch to in_progress."""
         waiting: dict[str, list[Item]] = {}
         ready: list[Item] = []
         sources: set[str] = set()
         for item in items:
-            sha = item.video["sha256"]
-            sources.add(sha)
-            if sha in waiting or not prepared(sha):
-                waiting.setdefault(sha, []).append(item)
+            source = item.source
+            sources.add(source)
+            if source in waiting or not prepared(source):
+                waiting.setdefault(source, []).append(item)
             else:
                 ready.append(item)
         ttl = self.settings.job_ttl_seconds
@@ -355,21 +361,21 @@ class BatchStore:
         for start in range(0, len(ready), 1000):
             pipe.rpush(f"batch:{batch_id}:ready", *[i.to_json() for i in ready[start:start + 1000]])
         pipe.expire(f"batch:{batch_id}:ready", ttl)
-        for sha, group in waiting.items():
+        for source, group in waiting.items():
             for start in range(0, len(group), 1000):
-                pipe.rpush(f"batch:{batch_id}:wait:{sha}", *[i.to_json() for i in group[start:start + 1000]])
-            pipe.expire(f"batch:{batch_id}:wait:{sha}", ttl)
+                pipe.rpush(f"batch:{batch_id}:wait:{source}", *[i.to_json() for i in group[start:start + 1000]])
+            pipe.expire(f"batch:{batch_id}:wait:{source}", ttl)
         pipe.hset(f"batch:{batch_id}", mapping={"total": len(items) if total is None else total,
                                                 "sources": len(sources), "expanded": 1})
         pipe.execute()
         self.move(batch_id, BatchStatus.in_progress)
         if ready:
             self.r.rpush(f"tenant:{tenant}:batches:ready", batch_id)
-        return list(waiting)
+        return {source: group[0] for source, group in waiting.items()}
 
-    def source_ready(self, batch_id: str, tenant: str, sha: str) -> int:
+    def source_ready(self, batch_id: str, tenant: str, source: str) -> int:
         """The source's prep is cached: its waiting items become ready. Returns how many."""
-        name = f"batch:{batch_id}:wait:{sha}"
+        name = f"batch:{batch_id}:wait:{source}"
         moved = 0
         while True:
             raws = self.r.lpop(name, 1000)
@@ -381,10 +387,10 @@ class BatchStore:
             self.r.rpush(f"tenant:{tenant}:batches:ready", batch_id)
         return moved
 
-    def drop_waiting(self, batch_id: str, sha: str | None, code: str, message: str) -> int:
-        """Fail (or cancel, code 'canceled') the items waiting for `sha` (None: every ready and waiting
+    def drop_waiting(self, batch_id: str, source: str | None, code: str, message: str) -> int:
+        """Fail (or cancel, code 'canceled') the items waiting for `source` (None: every ready and waiting
         item). Returns how many."""
-        names = [f"batch:{batch_id}:wait:{sha}"] if sha else \
+        names = [f"batch:{batch_id}:wait:{source}"] if source else \
             [f"batch:{batch_id}:ready", *self.r.scan_iter(f"batch:{batch_id}:wait:*", count=1000)]
         dropped = 0
         for name in names:

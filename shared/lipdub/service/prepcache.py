@@ -1,8 +1,9 @@
 """The prep cache of the service: prep artifacts stored once per source content (SHA-256 + PREP_VERSION).
 
-Two levels: object storage holds every prepared source under `prep/{sha256}-v{PREP_VERSION}/` for all
-workers, with a Redis pointer per source (JobStore.prep_pointer) written only after every artifact is
-stored; each worker host keeps the same entries on local disk (lipdub.prep.cache, the embedded mode's
+Two levels: object storage holds every prepared source under `prep/{source}-v{PREP_VERSION}/` for all
+workers (the source key is the SHA-256 of the bytes, plus a hash of the user's face choice when the job
+made one: lipdub.prep.cache.source_key), with a Redis pointer per source (JobStore.prep_pointer) written
+only after every artifact is stored; each worker host keeps the same entries on local disk (lipdub.prep.cache, the embedded mode's
 cache, same layout), so the render chunks of one source on one host download its artifacts once.
 A source the prep gate rejects is cached as a rejection, so a resubmission fails fast with the same code.
 """
@@ -18,8 +19,9 @@ from typing import Any
 
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
-from lipdub.prep.cache import cache_root, entry_name, publish
+from lipdub.prep.cache import cache_root, entry_name, publish, source_key
 from lipdub.prep.cache import prepare_cached as prepare_on_host
+from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 from lipdub.service.status import JobStore, now
 from lipdub.service.storage import MissingObject, Storage, keys
@@ -28,47 +30,57 @@ from lipdub.stages.prep import PREP_VERSION
 log = logging.getLogger(__name__)
 
 
+def job_source(spec: dict[str, Any]) -> tuple[str, Target | None]:
+    """A job's (or batch item's) source: the video's SHA-256 and the face it asks for (None: automatic)."""
+    return spec["video"]["sha256"], Target.from_option(spec.get("options", {}).get("target_face"))
+
+
+def job_source_key(spec: dict[str, Any]) -> str:
+    return source_key(*job_source(spec))
+
+
 def prepare_cached(sha: str, store: JobStore, storage: Storage, settings: Settings, scratch: Path,
-                   progress: Progress = SILENT) -> tuple[dict[str, Any], bool]:
-    """The prep summary of source `sha`, from the cache or by running prep; returns (summary, cache hit).
-    Raises the gate's InputError for a rejected source (cached or new)."""
-    pointer = store.prep_pointer(sha, PREP_VERSION)
+                   progress: Progress = SILENT, target: Target | None = None) -> tuple[dict[str, Any], bool]:
+    """The prep summary of source `sha` (with the user's `target` face, if any), from the cache or by running
+    prep; returns (summary, cache hit). Raises the gate's InputError for a rejected source (cached or new)."""
+    source = source_key(sha, target)
+    pointer = store.prep_pointer(source, PREP_VERSION)
     if pointer is not None and "rejected" in pointer:
-        log.info("prep cache hit (rejected) source=%s", sha[:12])
+        log.info("prep cache hit (rejected) source=%s", source[:12])
         raise InputError(ErrorCode(pointer["rejected"]["code"]), pointer["rejected"]["message"])
-    if pointer is not None and all(storage.exists(keys.prep(sha, PREP_VERSION, n)) for n in pointer["files"]):
-        log.info("prep cache hit source=%s", sha[:12])
+    if pointer is not None and all(storage.exists(keys.prep(source, PREP_VERSION, n)) for n in pointer["files"]):
+        log.info("prep cache hit source=%s", source[:12])
         return dict(pointer["summary"]), True
     video = storage.get_file(keys.asset(sha), scratch / "source")
     try:
-        track = prepare_on_host(video, settings, progress, digest=sha)
+        track = prepare_on_host(video, settings, progress, target=target, digest=sha)
     except InputError as exc:
-        store.set_prep_pointer(sha, PREP_VERSION, {"rejected": {"code": str(exc.code), "message": exc.message},
-                                                   "created_at": now()})
+        store.set_prep_pointer(source, PREP_VERSION, {"rejected": {"code": str(exc.code), "message": exc.message},
+                                                      "created_at": now()})
         raise
     files = sorted(p.name for p in track.dir.iterdir() if p.is_file())
     for name in files:
-        storage.put_file(keys.prep(sha, PREP_VERSION, name), track.dir / name)
+        storage.put_file(keys.prep(source, PREP_VERSION, name), track.dir / name)
     summary = asdict(track.summary)
     # The pointer is written last: whoever sees it finds every artifact in place.
-    store.set_prep_pointer(sha, PREP_VERSION, {"files": files, "summary": summary, "created_at": now()})
+    store.set_prep_pointer(source, PREP_VERSION, {"files": files, "summary": summary, "created_at": now()})
     return summary, False
 
 
-def fetch_prep(sha: str, store: JobStore, storage: Storage, settings: Settings) -> Path:
-    """The local directory holding source `sha`'s prep artifacts, downloaded once per host."""
-    pointer = store.prep_pointer(sha, PREP_VERSION)
+def fetch_prep(source: str, store: JobStore, storage: Storage, settings: Settings) -> Path:
+    """The local directory holding the prep artifacts of source key `source`, downloaded once per host."""
+    pointer = store.prep_pointer(source, PREP_VERSION)
     if pointer is None or "files" not in pointer:
-        raise MissingObject(keys.prep(sha, PREP_VERSION, "track.json"))
+        raise MissingObject(keys.prep(source, PREP_VERSION, "track.json"))
     root = cache_root(settings)
-    entry = root / entry_name(sha)
+    entry = root / entry_name(source)
     if all((entry / name).is_file() for name in pointer["files"]):
         return entry
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
     try:
         for name in pointer["files"]:
-            storage.get_file(keys.prep(sha, PREP_VERSION, name), tmp / name)
+            storage.get_file(keys.prep(source, PREP_VERSION, name), tmp / name)
         shutil.rmtree(entry, ignore_errors=True)  # an incomplete entry (another prep version, a crash)
         publish(tmp, entry)
     finally:

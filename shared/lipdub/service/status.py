@@ -404,12 +404,13 @@ class JobStore:
         self.r.delete(f"upload:{upload_id}")
 
     # --- prep cache pointers ----------------------------------------------------------------------
-    def prep_pointer(self, sha256: str, version: int) -> dict[str, Any] | None:
-        raw = self.r.get(f"prep:{sha256}:v{version}")
+    def prep_pointer(self, source: str, version: int) -> dict[str, Any] | None:
+        """`source`: lipdub.prep.cache.source_key (the video's SHA-256, plus the face choice if any)."""
+        raw = self.r.get(f"prep:{source}:v{version}")
         return json.loads(raw) if raw else None
 
-    def set_prep_pointer(self, sha256: str, version: int, record: dict[str, Any]) -> None:
-        self.r.set(f"prep:{sha256}:v{version}", json.dumps(record))
+    def set_prep_pointer(self, source: str, version: int, record: dict[str, Any]) -> None:
+        self.r.set(f"prep:{source}:v{version}", json.dumps(record))
 
     # --- metrics ----------------------------------------------------------------------------------
     def status_counts(self) -> dict[str, int]:

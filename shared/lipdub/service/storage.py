@@ -44,8 +44,9 @@ class keys:  # a namespace of key builders, read as keys.asset(...)
         return f"assets/{sha256}"
 
     @staticmethod
-    def prep(sha256: str, version: int, name: str) -> str:
-        return f"prep/{sha256}-v{version}/{name}"
+    def prep(source: str, version: int, name: str) -> str:
+        """`source`: lipdub.prep.cache.source_key (the video's SHA-256, plus the face choice if any)."""
+        return f"prep/{source}-v{version}/{name}"
 
     @staticmethod
     def job(job_id: str, name: str) -> str:

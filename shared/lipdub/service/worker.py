@@ -68,9 +68,9 @@ class StageRun:
     def fetch(self, key: str, name: str) -> Path:
         return self.storage.get_file(key, self.scratch / name)
 
-    def fetch_prep(self, sha256: str) -> Path:
+    def fetch_prep(self, source: str) -> Path:
         """The local directory of a source's prep artifacts (downloaded once per host)."""
-        return fetch_prep(sha256, self.store, self.storage, self.settings)
+        return fetch_prep(source, self.store, self.storage, self.settings)
 
 
 @contextmanager

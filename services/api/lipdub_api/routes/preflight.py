@@ -8,6 +8,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from fastapi import APIRouter
 
 from lipdub.service.celery_app import app as celery_app
+from lipdub.service.prepcache import job_source_key
 from lipdub.service.status import JobStore, Stage
 from lipdub.stages.prep import PREP_VERSION
 from lipdub_api.deps import SettingsDep, StoreDep, TenantDep
@@ -32,14 +33,15 @@ def preflight(body: PreflightCreate, tenant: TenantDep, store: StoreDep, setting
     """Run (or reuse) the prep stage on a video: face coverage, size, frame count and the gate verdict.
     A later job on the same video reuses this prep."""
     video = resolve_input(body.video, "video", tenant, store)
-    pointer = store.prep_pointer(video["sha256"], PREP_VERSION)
+    target = body.model_dump(mode="json")["target_face"]
+    pointer = store.prep_pointer(job_source_key({"video": video, "options": {"target_face": target}}), PREP_VERSION)
     if pointer is not None and "rejected" in pointer:
         result: dict[str, Any] = {"verdict": "fail", "error": {**pointer["rejected"], "retryable": False},
                                   "cached": True}
     elif pointer is not None:
         result = {"verdict": "pass", "summary": pointer["summary"], "cached": True}
     else:
-        pending = celery_app.send_task("dub.preflight", args=(video["sha256"],), priority=0)
+        pending = celery_app.send_task("dub.preflight", args=(video["sha256"], target), priority=0)
         try:
             result = pending.get(timeout=settings.preflight_wait_seconds, propagate=False)
         except CeleryTimeout as exc:
