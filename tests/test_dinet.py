@@ -207,3 +207,119 @@ def test_packaged_mini_weights_verify_and_load() -> None:
     assert expected_sha256(path) == sha256_file(path)
     model, extra = load_checkpoint(path)
     assert model.config == CONFIGS["mini"] and int(extra["step"]) > 0
+
+
+def test_cached_model_is_loaded_once_and_checks_the_hash(mini_checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from lipdub.render.dinet_renderer import cached_model
+
+    a = cached_model(mini_checkpoint)
+    assert cached_model(mini_checkpoint) is a
+    copy = tmp_path / "copy.pt"
+    shutil.copy(mini_checkpoint, copy)
+    shutil.copy(mini_checkpoint.with_suffix(".pt.sha256"), copy.with_suffix(".pt.sha256"))
+    assert cached_model(copy) is not a  # keyed by path too: each file is verified on its own
+    with pytest.raises(ChecksumError):
+        cached_model(mini_checkpoint, sha256="0" * 64)
+
+
+def test_render_stage_batches_in_order_and_passes_lip_shapes(demo_track, tmp_path: Path) -> None:
+    """A batch renderer sees at most `batch` frames per call, gets the predicted lips, and the written
+    video has every frame in order with faceless frames untouched (as the per-frame path writes them)."""
+    from lipdub.audio.models import basis
+    from lipdub.audio.mouth import MouthTrack
+    from lipdub.config import Settings
+    from lipdub.media.video import FrameReader
+    from lipdub.render.dinet_renderer import DinetRenderer
+    from lipdub.stages.render import render_video
+    from lipdub.timeline import Timeline
+
+    class Stamp:
+        """Paints each re-drawn frame's top-left corner with its call number; records what it was given."""
+
+        name, batch = "stamp", 3
+
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+            self.lips: list[np.ndarray | None] = []
+
+        def target(self, points: np.ndarray, opening: float, lips: np.ndarray | None = None) -> np.ndarray:
+            self.lips.append(lips)
+            return DinetRenderer.target(points, opening, lips)
+
+        def render_batch(self, frames: list[np.ndarray], points: list[np.ndarray],
+                         targets: list[np.ndarray]) -> list[np.ndarray]:
+            self.calls.append(len(frames))
+            out = []
+            for f in frames:
+                f = f.copy()
+                f[:16, :16] = 40 * len(self.calls)
+                out.append(f)
+            return out
+
+    track = demo_track
+    n = 10
+    valid = track.valid.copy()
+    valid[[1, 5, 6]] = False  # faceless frames in the middle of a batch
+    track = type(track)(**{**track.__dict__, "valid": valid})
+    b = basis()
+    lips = np.repeat(b.motion(b.rest[None]), n, 0)
+    lips[:, :, 1] += np.linspace(0, 0.1, n)[:, None]  # the whole mouth moves down over time
+    mouth = MouthTrack(np.linspace(0, 0.3, n).astype(np.float32), np.ones(n, bool),
+                       lips=lips.astype(np.float32), model="teacher")
+    r = Stamp()
+    timeline = Timeline(track.summary.n_frames, n, "cut_off")
+    passed = render_video(track, mouth, timeline, tmp_path / "o.mp4", Settings(data_dir=tmp_path / "var"),
+                          frames=range(n), renderer=r)  # type: ignore[arg-type]
+    drawn = int(valid[:n].sum())
+    assert passed == n - drawn and sum(r.calls) == drawn and max(r.calls) <= 3
+    assert all(x is not None and x.shape == (40, 2) for x in r.lips)
+    shift = [float((r.lips[k] - r.lips[0])[:, 1].mean()) for k in range(len(r.lips))]
+    iod = float(np.median(np.linalg.norm(track.landmarks[:n, 33, :2] - track.landmarks[:n, 263, :2], axis=1)))
+    assert shift[-1] > 0.05 * iod and np.all(np.diff(shift) > 0)  # downwards, growing with the motion
+    s = track.summary
+    with FrameReader(tmp_path / "o.mp4", s.width, s.height, n) as out, track.reader() as src:
+        for t in range(n):
+            corner = float(out[t][:16, :16].mean())
+            if valid[t]:
+                assert corner > 30  # stamped
+            else:
+                assert abs(corner - float(src[t][:16, :16].mean())) < 6  # untouched (encoder noise only)
+
+
+def test_lip_targets_rest_draws_the_neutral_mouth(demo_track) -> None:
+    from lipdub.audio.models import basis
+    from lipdub.audio.mouth import MouthTrack
+    from lipdub.face import landmarks as L
+    from lipdub.render.lips import LipTargets
+
+    b = basis()
+    n = 4
+    rest = np.repeat(b.motion(b.rest[None]), n, 0).astype(np.float32)
+    still = np.zeros(n, np.float32)
+    targets = LipTargets.for_track(demo_track, MouthTrack(still, np.ones(n, bool), lips=rest))
+    assert targets is not None
+    assert LipTargets.for_track(demo_track, MouthTrack(still, np.ones(n, bool))) is None
+    i = int(np.flatnonzero(demo_track.valid)[0])
+    # At rest the target is the speaker's neutral lips under this frame's head pose (what prep measured).
+    t = demo_track
+    pose = t.scale[i] * t.neutral_shape[L.LIPS] @ t.rotation[i].T + t.translation[i]
+    np.testing.assert_allclose(targets(i, 0), pose[:, :2], atol=1e-3)
+    np.testing.assert_allclose(targets(i, None), targets(i, 0), atol=1e-4)
+
+
+def test_render_batch_equals_frame_by_frame(demo_track, mini_checkpoint: Path) -> None:
+    from lipdub.render.dinet_renderer import DinetRenderer
+
+    r = DinetRenderer.for_track(demo_track, mini_checkpoint)
+    idx = np.flatnonzero(demo_track.valid)[:3]
+    with demo_track.reader() as reader:
+        frames = [reader[int(i)] for i in idx]
+    points = [demo_track.landmarks[i] for i in idx]
+    openings = [0.05, 0.25, 0.45]
+    batch = r.render_batch(frames, points, [r.target(p, o) for p, o in zip(points, openings)])
+    for f, p, o, b in zip(frames, points, openings, batch):
+        single = r(f, p, o)
+        assert np.abs(single.astype(int) - b.astype(int)).max() <= 1
+        assert np.abs(single.astype(int) - f.astype(int)).max() > 20  # the mouth was re-drawn

@@ -1,60 +1,105 @@
 """The neural renderer: geometric warp of the lower face, then the DINet generator re-draws the mouth.
 
-Per frame: (1) the target lip landmarks (today from the target opening via `warp.target_points`; later
-directly from the audio model's lip shape) drive the full-resolution displacement warp of `warp.py`, which
-moves jaw, chin and lips; (2) the mouth window of the warped frame, with the mouth masked and the target
-lip map drawn, is the prompt of the generator, which re-draws lips, teeth and the inner mouth from K
-reference windows of the same video (cached encodings); (3) the generated mouth is colour-matched and pasted
-back inside the feathered lower-face mask (`paste.py`). Everything outside the lower face stays untouched.
+Per frame: (1) the target lip landmarks (the audio model's predicted lip shape, `lips.LipTargets`, or, from
+the target opening alone, `warp.target_points`) drive the full-resolution displacement warp of `warp.py`,
+which moves jaw, chin and lips; (2) the mouth window of the warped frame, with the mouth masked and the
+target lip map drawn, is the prompt of the generator, which re-draws lips, teeth and the inner mouth from K
+reference windows of the same video (encoded once per source); (3) the generated mouth is colour-matched and
+pasted back inside the feathered lower-face mask (`paste.py`). Everything outside the lower face stays
+untouched, so all per-frame work is done on the smallest box that holds the feathered lower-face mask and
+the window, never on the whole frame.
 
-`render_batch` runs the generator on many frames at once (fp16 autocast on CUDA); `__call__` is the
-per-frame `Renderer` protocol of the render stage.
+`render_batch` runs the generator on many frames at once (fp16 autocast on CUDA; channels-last tensors on
+CPU, where oneDNN's depthwise convolutions are several times faster in that layout); `__call__` is the
+per-frame `Renderer` protocol. `cached_model` keeps loaded generators per process.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from lipdub.digest import sha256_file
 from lipdub.face import landmarks as L
 from lipdub.render import paste, prompt, window
-from lipdub.render.dinet import DinetGenerator, load_checkpoint
+from lipdub.render.dinet import ChecksumError, DinetGenerator, expected_sha256, load_checkpoint
 from lipdub.render.warp import GRID_STEP, WarpRenderer, target_points
 
 MOVABLE = sorted(set(L.LIPS + L.JAW[3:-3]))  # landmarks a target may move (the jaw ends are warp anchors)
+MODEL_CACHE = 4  # generators kept per process (the generic weights plus a few enrolled fine-tunes)
+_models: OrderedDict[tuple[str, str, str], DinetGenerator] = OrderedDict()
+_models_lock = threading.Lock()
+
+
+def cached_model(checkpoint: Path, device: str = "cpu", sha256: str | None = None) -> DinetGenerator:
+    """The checkpoint's generator on `device`, loaded once per process and kept by (path, SHA-256, device).
+
+    The file's hash is checked on every call (cheap for a few MB): a replaced file is a new key, and a file
+    that no longer matches its expected hash is refused as by `load_checkpoint`. Cached generators are
+    shared, in eval mode, and only ever run under `torch.no_grad` (renderers never change them).
+    """
+    got = sha256_file(checkpoint)
+    want = sha256 or expected_sha256(checkpoint)
+    if want is not None and got != want:
+        raise ChecksumError(f"{checkpoint}: SHA-256 {got} does not match the expected {want}")
+    key = (str(checkpoint.resolve()), got, device)
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            model, _ = load_checkpoint(checkpoint, sha256)
+            model = _for_inference(model, torch.device(device))
+            _models[key] = model
+            while len(_models) > MODEL_CACHE:
+                _models.popitem(last=False)
+        _models.move_to_end(key)
+        return model
+
+
+def _for_inference(model: DinetGenerator, device: torch.device) -> DinetGenerator:
+    model = model.to(device).eval()
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 class DinetRenderer:
     name = "dinet"
 
     def __init__(self, model: DinetGenerator, references: Sequence[tuple[np.ndarray, np.ndarray]],
-                 device: str = "cpu", threads: int | None = None) -> None:
-        """`references`: K (frame, landmarks) pairs of the source video (see `prompt.select_references`)."""
+                 device: str = "cpu", threads: int | None = None, batch: int = 4) -> None:
+        """`references`: K (frame, landmarks) pairs of the source video (see `prompt.select_references`);
+        `batch`: frames per generator call in the render stage."""
         cfg = model.config
         if len(references) != cfg.refs:
             raise ValueError(f"{cfg.name} needs {cfg.refs} references, got {len(references)}")
         if threads is not None:
             torch.set_num_threads(threads)
-        self.model = model.to(device).eval()
         self.device = torch.device(device)
+        self.model = _for_inference(model, self.device)
         self.fp16 = self.device.type == "cuda"
+        self.layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.size = cfg.size
+        self.batch = batch
         self.warp = WarpRenderer()
         refs = []
         for frame, points in references:
             a = window.window_affine(points, self.size)
             refs.append(prompt.reference_input(window.crop(frame, a, self.size), window.apply(a, points[:, :2])))
         with torch.no_grad():
-            self.ref_feat = self.model.encode_refs(torch.from_numpy(np.concatenate(refs)[None]).to(self.device))
+            x = torch.from_numpy(np.concatenate(refs)[None]).to(self.device, memory_format=self.layout)
+            self.ref_feat = self.model.encode_refs(x)
 
     @classmethod
     def for_track(cls, track: object, checkpoint: Path, device: str = "cpu", sha256: str | None = None,
                   threads: int | None = None) -> DinetRenderer:
         """Renderer for a prepared source (`SourceTrack`): references from its most open frames."""
-        model, _ = load_checkpoint(checkpoint, sha256)
+        model = cached_model(checkpoint, device, sha256)
         landmarks: np.ndarray = track.landmarks  # type: ignore[attr-defined]
         valid: np.ndarray = track.valid  # type: ignore[attr-defined]
         k = model.config.refs
@@ -80,6 +125,15 @@ class DinetRenderer:
         target[idx] = moved
         return target
 
+    @classmethod
+    def target(cls, points: np.ndarray, opening: float, lips: np.ndarray | None = None) -> np.ndarray:
+        """Full target landmark set [478, 2]: the jaw follows the opening; the lips are `lips` ([40, 2]
+        frame px, order of `landmarks.LIPS`, the audio model's predicted shape) when given."""
+        target = cls.target_from_opening(points, opening)
+        if lips is not None:
+            target[L.LIPS] = lips
+        return target
+
     def render_batch(self, frames: Sequence[np.ndarray], points: Sequence[np.ndarray],
                      targets: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Render many frames: `targets` are full [478, 2] target landmark sets (frame pixels)."""
@@ -91,7 +145,7 @@ class DinetRenderer:
                 sources.append(job["source"])
         if sources:
             with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.fp16):
-                src = torch.from_numpy(np.stack(sources)).to(self.device)
+                src = torch.from_numpy(np.stack(sources)).to(self.device, memory_format=self.layout)
                 raw, blend = self.model.generate(src, ref_feat=self.ref_feat)
             raw_np = (raw.float().clamp(0, 1) * 255).permute(0, 2, 3, 1).cpu().numpy()
             blend_np = blend.float()[:, 0].cpu().numpy()
@@ -100,36 +154,49 @@ class DinetRenderer:
             if job is None:
                 out.append(frame)
                 continue
-            out.append(self._finish(frame, job, raw_np[k], blend_np[k]))
+            out.append(self._finish(job, raw_np[k], blend_np[k]))
             k += 1
         return out
 
     def _prepare(self, frame: np.ndarray, points: np.ndarray, target: np.ndarray) -> dict | None:
-        moved = MOVABLE
+        box = self.warp.region(points, frame.shape)
+        x0, y0, x1, y1 = box
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return None
         face_px = float(np.ptp(points[L.FACE_OVAL, 1]))
+        feather = self.warp.feather * face_px
+        a = window.window_affine(points, self.size)
+        # Only the feathered lower face can change, and the prompt needs the window: work on the box
+        # holding both (inside the warp's region box), not on the whole region or frame.
+        fx0, fy0, fx1, fy1 = paste.lower_face_bounds(points, feather)
+        wx0, wy0, wx1, wy1 = paste.window_box(a, self.size, frame.shape)
+        bx0, by0 = max(min(fx0, wx0), x0), max(min(fy0, wy0), y0)
+        bx1, by1 = min(max(fx1, wx1), x1), min(max(fy1, wy1), y1)
+        work = (bx0, by0, bx1, by1)
+        face = paste.lower_face_mask(points, work, feather)
         # The displacement field is smooth: ~40 evaluations across the face height are plenty.
         step = max(GRID_STEP, round(face_px / 40))
-        displaced = self.warp.displace(frame, points, np.array(moved), target[moved, :2].astype(np.float64), step)
-        if displaced is None:
-            return None
-        box, crop, warped, _, _ = displaced
-        x0, y0, _, _ = box
-        face = paste.lower_face_mask(points, box, self.warp.feather * face_px)
-        region = crop.astype(np.float32) * (1 - face[..., None]) + warped * face[..., None]
-        # The window sits where the *source* face is (stable landmarks), and is cut from the warped region.
-        a = window.window_affine(points, self.size)
-        a_box = a.copy()
-        a_box[:, 2] += a[:, :2] @ np.array([x0, y0], np.float32)
-        win = window.crop(np.clip(region, 0, 255).astype(np.uint8), a_box, self.size)
-        tw = window.apply(a, target[:, :2])
-        source = prompt.source_input(win, tw)
-        return {"box": box, "region": region, "face": face, "affine": a_box, "source": source}
+        moved = target[MOVABLE, :2].astype(np.float64)
+        map_x, map_y = self.warp.backward_map(points, np.array(MOVABLE), moved, box, step,
+                                              (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0))
+        warped = cv2.remap(frame[y0:y1, x0:x1], map_x, map_y, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        real = frame[by0:by1, bx0:bx1].astype(np.float32)
+        region = real + (warped.astype(np.float32) - real) * face[..., None]
+        out = frame.copy()
+        out[by0:by1, bx0:bx1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+        # The window sits where the *source* face is (stable landmarks), and is cut from the warped frame.
+        win = window.crop(out, a, self.size)
+        source = prompt.source_input(win, window.apply(a, target[:, :2]))
+        a_work = a.copy()
+        a_work[:, 2] += a[:, :2] @ np.array([bx0, by0], np.float32)
+        return {"out": out, "work": work, "region": region, "face": face, "affine": a_work, "source": source}
 
-    def _finish(self, frame: np.ndarray, job: dict, raw: np.ndarray, blend: np.ndarray) -> np.ndarray:
-        x0, y0, x1, y1 = job["box"]
+    def _finish(self, job: dict, raw: np.ndarray, blend: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = job["work"]
         source = job["source"]
         window_rgb = source[:3].transpose(1, 2, 0) * 255.0  # the real pixels wherever the mask is 0
         region = paste.paste_mouth(job["region"], raw, blend, source[3], window_rgb, job["affine"], job["face"])
-        out = frame.copy()
+        out = job["out"]
         out[y0:y1, x0:x1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
         return out

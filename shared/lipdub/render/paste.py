@@ -20,18 +20,37 @@ MAX_GAIN = 1.25  # colour-match spread ratio limits: a flat ring must not blow u
 RING_MIN, RING_MAX = 0.02, 0.98  # ring = where the generated mouth fades into the real skin
 
 
-def lower_face_mask(points: np.ndarray, box: tuple[int, int, int, int], feather_px: float) -> np.ndarray:
-    """[h, w] float32 weight of the lower face inside `box`: 1 inside the grown jaw line, below the nose."""
-    x0, y0, x1, y1 = box
-    xy = points[:, :2] - (x0, y0)
+def lower_face_polygon(points: np.ndarray) -> np.ndarray:
+    """[M, 2] frame-pixel outline of the lower face: the jaw line grown a little, closed under the nose."""
+    xy = points[:, :2]
     jaw = xy[L.JAW]
     centre = jaw.mean(0)
     grown = centre + (jaw - centre) * 1.12
     top = xy[[L.JAW[0], 98, L.NOSE_BOTTOM, 327, L.JAW[-1]]][::-1]
+    return np.concatenate([grown, top])
+
+
+def _feather_kernel(feather_px: float) -> int:
+    return max(3, int(feather_px) | 1)
+
+
+def lower_face_mask(points: np.ndarray, box: tuple[int, int, int, int], feather_px: float) -> np.ndarray:
+    """[h, w] float32 weight of the lower face inside `box`: 1 inside the grown jaw line, below the nose."""
+    x0, y0, x1, y1 = box
     mask = np.zeros((y1 - y0, x1 - x0), np.float32)
-    cv2.fillPoly(mask, [np.concatenate([grown, top]).astype(np.int32)], 1.0)
-    k = max(3, int(feather_px) | 1)
+    cv2.fillPoly(mask, [(lower_face_polygon(points) - (x0, y0)).astype(np.int32)], 1.0)
+    k = _feather_kernel(feather_px)
     return cv2.GaussianBlur(mask, (k, k), 0)
+
+
+def lower_face_bounds(points: np.ndarray, feather_px: float) -> tuple[int, int, int, int]:
+    """Frame box (x0, y0, x1, y1, unclipped) outside which `lower_face_mask` is exactly 0: the polygon's
+    box grown by the blur radius (and one pixel more, so the blur's mirrored border only mirrors zeros)."""
+    poly = lower_face_polygon(points).astype(np.int32)
+    r = _feather_kernel(feather_px) // 2 + 1
+    x0, y0 = poly.min(0) - r
+    x1, y1 = poly.max(0) + r + 1
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 def match_colour(generated: np.ndarray, real: np.ndarray, ring: np.ndarray) -> np.ndarray:

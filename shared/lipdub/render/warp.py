@@ -140,23 +140,41 @@ class WarpRenderer:
         if x1 - x0 < 16 or y1 - y0 < 16:
             return None
         crop = frame[y0:y1, x0:x1]
+        map_x, map_y = self.backward_map(points, moved_idx, moved_frame, box, grid_step)
+        warped = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return box, crop, warped.astype(np.float32), map_x, map_y
+
+    @staticmethod
+    def backward_map(points: np.ndarray, moved_idx: np.ndarray, moved_frame: np.ndarray,
+                     box: tuple[int, int, int, int], grid_step: int = GRID_STEP,
+                     within: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(map_x, map_y) in `box` pixels for the pixels of `within` (x0, y0, x1, y1 in box pixels; default
+        the whole box): where each output pixel samples the box crop. The field is the same whatever
+        `within` is (its grid stays aligned to the box and one extra cell on each side keeps the bilinear
+        upsampling exact), so a caller that changes only part of the box can compute only that part.
+        """
+        x0, y0, x1, y1 = box
+        h, w = y1 - y0, x1 - x0
         xy = points[:, :2] - (x0, y0)
         moved = moved_frame - (x0, y0)
-        h, w = crop.shape[:2]
         border = np.array([(x, y) for x in (0, w / 2, w - 1) for y in (0, h / 2, h - 1) if (x, y) != (w / 2, h / 2)])
         anchors = np.concatenate([xy[ANCHORS], border])
         # Control points sit at the *target* positions, carrying target→source offsets: a backward map.
         ctrl = np.concatenate([moved, anchors])
         offs = np.concatenate([xy[moved_idx] - moved, np.zeros_like(anchors)])
         field = RBFInterpolator(ctrl, offs, kernel="thin_plate_spline", smoothing=1e-3)
-        gy, gx = np.mgrid[0:h + grid_step:grid_step, 0:w + grid_step:grid_step]
+        sx0, sy0, sx1, sy1 = within or (0, 0, w, h)
+        s = grid_step
+        # The whole box has grid nodes 0 .. ceil(size / s) per axis; take the ones around `within`.
+        cx0, cy0 = max(sx0 // s - 1, 0), max(sy0 // s - 1, 0)
+        cx1, cy1 = min(-(-sx1 // s) + 2, -(-w // s) + 1), min(-(-sy1 // s) + 2, -(-h // s) + 1)
+        gy, gx = np.mgrid[cy0 * s:cy1 * s:s, cx0 * s:cx1 * s:s]
         coarse = field(np.stack([gx.ravel(), gy.ravel()], 1)).reshape(*gx.shape, 2).astype(np.float32)
-        fine = cv2.resize(coarse, (gx.shape[1] * grid_step, gx.shape[0] * grid_step),
-                          interpolation=cv2.INTER_LINEAR)[:h, :w]
-        base_x, base_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        map_x, map_y = base_x + fine[..., 0], base_y + fine[..., 1]
-        warped = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return box, crop, warped.astype(np.float32), map_x, map_y
+        fine = cv2.resize(coarse, (gx.shape[1] * s, gx.shape[0] * s), interpolation=cv2.INTER_LINEAR)
+        fine = fine[sy0 - cy0 * s:sy1 - cy0 * s, sx0 - cx0 * s:sx1 - cx0 * s]
+        base_x, base_y = np.meshgrid(np.arange(sx0, sx1, dtype=np.float32),
+                                     np.arange(sy0, sy1, dtype=np.float32))
+        return base_x + fine[..., 0], base_y + fine[..., 1]
 
     @staticmethod
     def _shade_cavity(warped: np.ndarray, crop: np.ndarray, xy: np.ndarray, moved_idx: np.ndarray,

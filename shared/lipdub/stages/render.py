@@ -1,9 +1,15 @@
-"""render: re-draw the mouth of every output frame; faceless frames pass through unchanged."""
+"""render: re-draw the mouth of every output frame; faceless frames pass through unchanged.
+
+Renderers take a frame, its landmarks and a target mouth opening (`Renderer`). A renderer that also takes
+full target landmark sets in batches (`BatchRenderer`, the DINet renderer) gets the audio model's predicted
+lip shapes (`render.lips.LipTargets`, when the mouth track has them) and up to `batch` frames per call;
+at most `batch` decoded frames are held at any time, so memory stays constant whatever the video's length.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -13,6 +19,7 @@ from lipdub.device import resolve_device
 from lipdub.media.video import VideoWriter
 from lipdub.progress import SILENT, Progress
 from lipdub.render import make_renderer
+from lipdub.render.lips import LipTargets
 from lipdub.stages.prep import SourceTrack
 from lipdub.timeline import Timeline
 
@@ -23,26 +30,62 @@ class Renderer(Protocol):
     def __call__(self, frame: np.ndarray, points: np.ndarray, opening: float) -> np.ndarray: ...
 
 
+@runtime_checkable
+class BatchRenderer(Protocol):
+    name: str
+    batch: int
+
+    def target(self, points: np.ndarray, opening: float, lips: np.ndarray | None = None) -> np.ndarray: ...
+
+    def render_batch(self, frames: list[np.ndarray], points: list[np.ndarray],
+                     targets: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
 def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out: Path, settings: Settings,
                  frames: range | None = None, renderer: Renderer | None = None,
                  progress: Progress = SILENT) -> int:
     """Encode output frames `frames` (default: all) to a silent H.264 file; returns frames passed through."""
     frames = frames if frames is not None else range(timeline.n_out)
     renderer = renderer or make_renderer(track, settings, resolve_device(settings.device))
+    batched = renderer if isinstance(renderer, BatchRenderer) else None
+    lips = LipTargets.for_track(track, mouth) if batched is not None else None
+    size = max(1, batched.batch) if batched is not None else 1
     passed = 0
     s = track.summary
+    # Frames in output order, each with its job (landmarks, opening, audio frame, source frame) if re-drawn.
+    pending: list[tuple[np.ndarray, tuple[np.ndarray, float, int | None, int] | None]] = []
     with track.reader() as reader, VideoWriter(out, s.width, s.height, settings.video_crf,
                                                settings.video_preset) as writer, \
             progress.stage("render", len(frames)) as advance:
+
+        def flush() -> None:
+            todo = [(k, frame, job) for k, (frame, job) in enumerate(pending) if job is not None]
+            done = [frame for frame, _ in pending]
+            if batched is not None and todo:
+                targets = [batched.target(p, o, lips(i, a) if lips is not None else None)
+                           for _, _, (p, o, a, i) in todo]
+                drawn = batched.render_batch([f for _, f, _ in todo], [j[0] for _, _, j in todo], targets)
+                for (k, _, _), frame in zip(todo, drawn):
+                    done[k] = frame
+            else:
+                for k, frame, (p, o, _, _) in todo:
+                    done[k] = renderer(frame, p, o)
+            for frame in done:
+                writer.write(frame)
+            advance(len(done))
+            pending.clear()
+
         for t in frames:
             i = timeline.source_index(t)
             frame = reader[i]
             if track.valid[i]:
                 a = timeline.audio_index(t)
                 motion = float(mouth.opening[a]) if a is not None else 0.0  # at rest past the dub's end
-                frame = renderer(frame, track.landmarks[i], s.rest_opening + motion)
+                pending.append((frame, (track.landmarks[i], s.rest_opening + motion, a, i)))
             else:
                 passed += 1
-            writer.write(frame)
-            advance(1)
+                pending.append((frame, None))
+            if len(pending) >= size:
+                flush()
+        flush()
     return passed
