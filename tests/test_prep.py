@@ -293,6 +293,27 @@ def test_cache_reuses_tracks_and_rejections(clips: Path, settings: Settings) -> 
     assert not list((settings.data_dir / "prep").glob(".tmp-*"))
 
 
+def test_cache_evicts_least_recently_used_entries(tmp_path: Path) -> None:
+    import os
+
+    from lipdub.prep.cache import IN_USE_S, evict, mark_used
+
+    now = time.time()
+    ages = {"old": 3 * IN_USE_S, "older": 4 * IN_USE_S, "mid": 2 * IN_USE_S, "busy": 10.0}
+    for name, age in ages.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "video.mp4").write_bytes(b"x" * 1000)
+        os.utime(tmp_path / name, (now - age, now - age))
+    (tmp_path / ".tmp-running").mkdir()
+    (tmp_path / ".tmp-running" / "video.mp4").write_bytes(b"x" * 5000)
+    mark_used(tmp_path / "older")  # a cache hit makes it the most recent
+    assert evict(tmp_path, 4000, now) == []
+    assert [p.name for p in evict(tmp_path, 2500, now)] == ["old", "mid"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-running", "busy", "older"]
+    assert evict(tmp_path, 0, now + 2 * IN_USE_S) == [tmp_path / "busy", tmp_path / "older"]
+    assert evict(tmp_path / "missing", 0) == []
+
+
 def test_face_choice_is_part_of_the_source_key() -> None:
     from lipdub.prep.cache import source_key
     from lipdub.service.batches import Item

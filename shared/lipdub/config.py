@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     prep_analysis_height: int = Field(default=720, gt=0,
                                       description="Prep tracks faces on frames scaled down to this height")
     preflight_seconds: float = Field(default=3.0, gt=0, description="Seconds of video a preflight samples")
+    prep_cache_max_gb: float = Field(default=50.0, gt=0,
+                                     description="Disk budget of this host's prep cache (data_dir/prep); the least "
+                                                 "recently used entries are deleted past it")
 
     # Audio stage.
     min_speech_seconds: float = Field(default=0.2, ge=0, description="Less voiced audio than this is no_speech")

@@ -6,6 +6,10 @@ resubmission fails fast with the same code. Entries are written under a temporar
 place, so concurrent preps of one source never see a half-written entry (the last rename wins; both are
 identical).
 
+The cache is bounded per host (`prep_cache_max_gb`): every use marks its entry as recent, and publishing an
+entry deletes the least recently used ones past the budget; entries used in the last hour are kept, since a
+render on this host may still be reading them.
+
 Layout: `<root>/<sha256>[-<target>]-v<PREP_VERSION>/{video.mp4, track.npz, track.json | rejected.json}`,
 matching the object-store keys of lipdub.service.storage (`prep/<sha256>[-<target>]-v<version>/<name>`).
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -27,8 +32,46 @@ from lipdub.progress import SILENT, Progress
 
 
 
+IN_USE_S = 3600.0  # entries used this recently are never evicted (a render chunk is far shorter)
+
+
 def cache_root(settings: Settings) -> Path:
     return settings.data_dir / "prep"
+
+
+def mark_used(entry: Path) -> None:
+    """Record a use of `entry` (its mtime) for the least-recently-used eviction."""
+    try:
+        entry.touch()
+    except OSError:
+        pass  # evicted meanwhile: the caller already holds what it needs
+
+
+def evict(root: Path, max_bytes: int, now: float | None = None) -> list[Path]:
+    """Delete the least recently used entries until the cache fits `max_bytes`; entries in progress
+    (temporary names) and entries used within IN_USE_S are never touched. Returns the deleted entries."""
+    now = time.time() if now is None else now
+    entries = []
+    for entry in root.iterdir() if root.is_dir() else ():
+        if not entry.is_dir() or entry.name.startswith(".tmp-"):
+            continue
+        size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+        entries.append((entry.stat().st_mtime, entry, size))
+    total = sum(size for _, _, size in entries)
+    deleted = []
+    for used, entry, size in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if now - used < IN_USE_S:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        total -= size
+        deleted.append(entry)
+    return deleted
+
+
+def max_bytes(settings: Settings) -> int:
+    return int(settings.prep_cache_max_gb * 1e9)
 
 
 def source_key(digest: str, target: Target | None = None) -> str:
@@ -71,6 +114,7 @@ def prepare_cached(video: Path, settings: Settings, progress: Progress = SILENT,
     entry = root / entry_name(source_key(digest or sha256_file(video), target))
     cached = load_entry(entry)
     if cached is not None:
+        mark_used(entry)
         return cached
     tmp = root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
     try:
@@ -86,6 +130,8 @@ def prepare_cached(video: Path, settings: Settings, progress: Progress = SILENT,
         publish(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    mark_used(entry)
+    evict(root, max_bytes(settings))
     track = load_entry(entry)
     assert track is not None
     return track

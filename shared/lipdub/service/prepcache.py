@@ -19,7 +19,7 @@ from typing import Any
 
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
-from lipdub.prep.cache import cache_root, entry_name, publish, source_key
+from lipdub.prep.cache import cache_root, entry_name, evict, mark_used, max_bytes, publish, source_key
 from lipdub.prep.cache import prepare_cached as prepare_on_host
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
@@ -75,6 +75,7 @@ def fetch_prep(source: str, store: JobStore, storage: Storage, settings: Setting
     root = cache_root(settings)
     entry = root / entry_name(source)
     if all((entry / name).is_file() for name in pointer["files"]):
+        mark_used(entry)
         return entry
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
@@ -85,4 +86,6 @@ def fetch_prep(source: str, store: JobStore, storage: Storage, settings: Setting
         publish(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    mark_used(entry)
+    evict(root, max_bytes(settings))
     return entry
