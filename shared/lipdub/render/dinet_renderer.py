@@ -4,8 +4,9 @@ Per frame: (1) the target lip landmarks (the audio model's predicted lip shape, 
 the target opening alone, `warp.target_points`) drive the full-resolution displacement warp of `warp.py`,
 which moves jaw, chin and lips; (2) the mouth window of the warped frame, with the mouth masked and the
 target lip map drawn, is the prompt of the generator, which re-draws lips, teeth and the inner mouth from K
-reference windows of the same video (encoded once per source); (3) the generated mouth is colour-matched and
-pasted back inside the feathered lower-face mask (`paste.py`). Everything outside the lower face stays
+reference windows of the same video (encoded once per source); (3) fine detail is added to the generated
+mouth (`DETAIL_SIGMA`: the warped source's outside the mouth cavity, the closest reference's inside), and
+it is colour-matched and pasted back inside the feathered lower-face mask (`paste.py`). Everything outside the lower face stays
 untouched, so all per-frame work is done on the smallest box that holds the feathered lower-face mask and
 the window, never on the whole frame.
 
@@ -32,6 +33,14 @@ from lipdub.render.dinet import ChecksumError, DinetGenerator, expected_sha256, 
 from lipdub.render.warp import GRID_STEP, WarpRenderer, target_points
 
 MOVABLE = sorted(set(L.LIPS + L.JAW[3:-3]))  # landmarks a target may move (the jaw ends are warp anchors)
+# The generator's mouth is soft: mouth sharpness 0.57 of the input frame on 6 held-out clips, where pasting
+# the real window back keeps 0.96 (4,000 CPU training steps do not draw fine texture). So the generated
+# window keeps its low and mid frequencies (shape, colour, teeth and cavity layout) and gets the fine detail
+# (window minus its Gaussian blur of this sigma, window px) of real pixels: the warped source's (the
+# geometric renderer's pixels, already moved to the target lips) and, inside the mouth cavity, the closest
+# reference's. Measured on the same clips: sharpness 0.57 -> 0.88, mouth PSNR 24.07 -> 24.36 dB, SSIM 0.737
+# -> 0.739 (sigma 1.5: 0.83; unsharp masking of the output instead: 0.70 at a PSNR/SSIM cost).
+DETAIL_SIGMA = 2.0
 MODEL_CACHE = 4  # generators kept per process (the generic weights plus a few enrolled fine-tunes)
 _models: OrderedDict[tuple[str, str, str], DinetGenerator] = OrderedDict()
 _models_lock = threading.Lock()
@@ -68,13 +77,27 @@ def _for_inference(model: DinetGenerator, device: torch.device) -> DinetGenerato
     return model
 
 
+def detail_layer(window_rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """The fine detail of a window: the image minus its Gaussian blur, float32."""
+    w = window_rgb.astype(np.float32)
+    return w - cv2.GaussianBlur(w, (0, 0), sigma)
+
+
+def cavity_mask(points: np.ndarray, size: int) -> np.ndarray:
+    """[size, size] float32: inside the inner lips of window-space landmarks, edge softened by a pixel."""
+    cavity = np.zeros((size, size), np.float32)
+    cv2.fillPoly(cavity, [np.round(points[L.LIPS_INNER, :2] * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
+    return cv2.GaussianBlur(cavity, (0, 0), 1.0)
+
+
 class DinetRenderer:
     name = "dinet"
 
     def __init__(self, model: DinetGenerator, references: Sequence[tuple[np.ndarray, np.ndarray]],
-                 device: str = "cpu", threads: int | None = None, batch: int = 4) -> None:
+                 device: str = "cpu", threads: int | None = None, batch: int = 4,
+                 detail: float = DETAIL_SIGMA) -> None:
         """`references`: K (frame, landmarks) pairs of the source video (see `prompt.select_references`);
-        `batch`: frames per generator call in the render stage."""
+        `batch`: frames per generator call in the render stage; `detail`: see DETAIL_SIGMA (0: off)."""
         cfg = model.config
         if len(references) != cfg.refs:
             raise ValueError(f"{cfg.name} needs {cfg.refs} references, got {len(references)}")
@@ -86,11 +109,16 @@ class DinetRenderer:
         self.layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.size = cfg.size
         self.batch = batch
+        self.detail = detail
         self.warp = WarpRenderer()
         refs = []
+        self.ref_detail: list[tuple[np.ndarray, np.ndarray, float]] = []  # (detail, inner lips, opening)
         for frame, points in references:
             a = window.window_affine(points, self.size)
-            refs.append(prompt.reference_input(window.crop(frame, a, self.size), window.apply(a, points[:, :2])))
+            win, wp = window.crop(frame, a, self.size), window.apply(a, points[:, :2])
+            refs.append(prompt.reference_input(win, wp))
+            self.ref_detail.append((detail_layer(win, detail or 1.0), wp[L.LIPS_INNER],
+                                    float(L.mouth_opening(wp))))
         with torch.no_grad():
             x = torch.from_numpy(np.concatenate(refs)[None]).to(self.device, memory_format=self.layout)
             self.ref_feat = self.model.encode_refs(x)
@@ -187,15 +215,36 @@ class DinetRenderer:
         out[by0:by1, bx0:bx1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
         # The window sits where the *source* face is (stable landmarks), and is cut from the warped frame.
         win = window.crop(out, a, self.size)
-        source = prompt.source_input(win, window.apply(a, target[:, :2]))
+        tw = window.apply(a, target[:, :2])
+        source = prompt.source_input(win, tw)
         a_work = a.copy()
         a_work[:, 2] += a[:, :2] @ np.array([bx0, by0], np.float32)
-        return {"out": out, "work": work, "region": region, "face": face, "affine": a_work, "source": source}
+        return {"out": out, "work": work, "region": region, "face": face, "affine": a_work, "source": source,
+                "window": win, "target": tw}
+
+    def _detail(self, win: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Fine detail for the generated window (see DETAIL_SIGMA): the warped source's, except inside the
+        target mouth cavity, where the warp only stretches whatever lay between the source's lips (a closed
+        mouth opened wide becomes vertical streaks); there it is the detail of the reference whose opening is
+        closest, mapped onto the target's inner lips by a least-squares affine (teeth, tongue, shadow)."""
+        cavity = cavity_mask(target, self.size)[..., None]
+        own = detail_layer(win, self.detail)
+        if float(cavity.max()) < 0.5:
+            return own
+        opening = float(L.mouth_opening(target))
+        ref, inner, _ = min(self.ref_detail, key=lambda r: abs(r[2] - opening))
+        src = np.hstack([inner, np.ones((len(inner), 1), np.float32)])
+        affine = np.linalg.lstsq(src, target[L.LIPS_INNER, :2], rcond=None)[0].T.astype(np.float32)
+        moved = cv2.warpAffine(ref, affine, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return own * (1 - cavity) + moved * cavity
 
     def _finish(self, job: dict, raw: np.ndarray, blend: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = job["work"]
         source = job["source"]
         window_rgb = source[:3].transpose(1, 2, 0) * 255.0  # the real pixels wherever the mask is 0
+        if self.detail > 0:
+            raw = np.clip(raw + self._detail(job["window"], job["target"]), 0, 255)
         region = paste.paste_mouth(job["region"], raw, blend, source[3], window_rgb, job["affine"], job["face"])
         out = job["out"]
         out[y0:y1, x0:x1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)

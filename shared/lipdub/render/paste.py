@@ -106,9 +106,11 @@ def paste_mouth(region: np.ndarray, generated: np.ndarray, blend: np.ndarray, ha
     a = affine.copy()
     a[:, 2] += a[:, :2] @ np.array([x0, y0], np.float32)
     rgba = np.dstack([gen, blend.astype(np.float32)])
-    up = cv2.warpAffine(rgba, a, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    # Bicubic: pasting the real window back (a perfect generator) keeps mouth sharpness 0.96 of the input
+    # frame with it, 0.86 with bilinear (held-out clips); the alpha's overshoot is clipped below.
+    up = cv2.warpAffine(rgba, a, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    m = (cv2.GaussianBlur(up[..., 3], (k, k), 0) * face[y0:y1, x0:x1])[..., None]
+    m = (np.clip(cv2.GaussianBlur(up[..., 3], (k, k), 0), 0, 1) * face[y0:y1, x0:x1])[..., None]
     out = region.copy()
     out[y0:y1, x0:x1] = region[y0:y1, x0:x1] * (1 - m) + up[..., :3] * m
     return out
