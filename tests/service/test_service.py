@@ -259,6 +259,25 @@ def test_preflight(api: httpx.Client, assets: dict[str, dict[str, Any]], finishe
     assert cached["summary"]["n_frames"] == 75 and cached["eta_seconds"] > 0
     faceless = api.post("/v1/preflight", json={"video": {"asset_id": assets["noface"]["id"]}}).json()
     assert faceless["verdict"] == "fail" and faceless["error"]["code"] == "no_face"
+    assert faceless["cached"] is False and faceless["eta_seconds"] is None
+
+
+def test_preflight_of_a_new_source_samples_it_then_prepares_it(api: httpx.Client, finished_job: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    from lipdub.demo import moving_face_video
+
+    video = upload(api, moving_face_video(tmp_path / "six_seconds.mp4", 6.0))
+    fast = api.post("/v1/preflight", json={"video": {"asset_id": video["id"]}}).json()
+    assert fast["verdict"] == "pass" and fast["cached"] is False and fast["error"] is None, fast
+    assert fast["sampled_seconds"] == 3.0 and fast["summary"]["n_frames"] == 75  # LIPDUB_PREFLIGHT_SECONDS
+    assert fast["summary"]["face_coverage"] > 0.9 and fast["eta_seconds"] > 0
+    # A passing preflight queues the full prep: the next preflight (and job) find the whole source cached.
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not (full := api.post("/v1/preflight", json={"video": {"asset_id": video["id"]}}).json())["cached"]:
+        assert time.monotonic() < deadline, full
+        time.sleep(0.5)
+    assert full["summary"]["n_frames"] == 150 and full["sampled_seconds"] is None
+    assert full["eta_seconds"] < fast["eta_seconds"]  # the prep is done
 
 
 def test_health_readiness_and_metrics(anonymous: httpx.Client, finished_job: dict[str, Any],

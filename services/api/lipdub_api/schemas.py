@@ -201,7 +201,10 @@ class PreflightCreate(BaseModel):
 class PreflightPublic(BaseModel):
     verdict: Literal["pass", "fail"]
     error: ErrorBody | None = None
-    summary: dict[str, Any] | None = Field(default=None, description="The prep stage's track summary")
+    summary: dict[str, Any] | None = Field(default=None, description="The prep stage's track summary (of the "
+                                                                    "sampled seconds when not cached)")
     cached: bool = Field(description="The summary came from the prep cache (a job on this source is faster)")
+    sampled_seconds: float | None = Field(default=None, description="Seconds of the video the verdict is "
+                                                                    "predicted from; null for a cached full prep")
     eta_seconds: float | None = Field(default=None, description="Estimated processing time of a job on this "
                                                                 "source, from the stage timings so far")

@@ -1,4 +1,5 @@
-"""`dub.probe`, `dub.prep` and `dub.preflight`: check the inputs, then track the source face once per source.
+"""`dub.probe`, `dub.prep`, `dub.prep_source` and `dub.preflight`: check the inputs, then track the source face
+once per source.
 
 Prep artifacts are stored under the source's SHA-256 and face choice (`prep/{source}-v{PREP_VERSION}/`), so
 every later job on the same bytes (and face) skips the work and records `cache.prep_hit`; a preflight warms
@@ -10,15 +11,17 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from celery.signals import worker_process_init
 from lipdub.config import get_settings
 from lipdub.errors import InputError, TransientError
-from lipdub.service.celery_app import app
-from lipdub.service.inputs import check_input, fetch_asset
+from lipdub.prep.preflight import preflight
 from lipdub.prep.tracking import Target
+from lipdub.service.celery_app import DEFAULT_PRIORITY, app
+from lipdub.service.inputs import check_input, fetch_asset
 from lipdub.service.prepcache import job_source, prepare_cached
 from lipdub.service.status import Stage, get_store
 from lipdub.service.storage import get_storage, keys
@@ -70,12 +73,16 @@ def prep_task(job_id: str) -> None:
         run.store.set_cache(job_id, prep_hit=hit)
 
 
-@app.task(name="dub.preflight", autoretry_for=(TransientError,), retry_backoff=2, max_retries=3,
-          acks_late=True, reject_on_worker_lost=True)
-def preflight_task(sha: str, target_face: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Prep one source outside any job (for the face `target_face` picks, as the job option; None:
-    automatic): the gate verdict and the track summary (and a warm cache)."""
-    scratch = Path(tempfile.mkdtemp(prefix="lipdub-preflight-", dir=_scratch_root()))
+_OUTSIDE_JOBS = {"autoretry_for": (TransientError,), "retry_backoff": 2, "max_retries": 3, "acks_late": True,
+                 "reject_on_worker_lost": True}
+
+
+@app.task(name="dub.prep_source", **_OUTSIDE_JOBS)
+def prep_source_task(sha: str, target_face: dict[str, Any] | str | None = None) -> dict[str, Any]:
+    """Prep one source outside any job (for the face `target_face` picks, as the job option; None or
+    "auto": automatic) into the prep cache: the gate verdict and the track summary. Batches prepare each
+    of their sources with this before releasing its items; a passing preflight warms the cache with it."""
+    scratch = Path(tempfile.mkdtemp(prefix="lipdub-prep-source-", dir=_scratch_root()))
     try:
         summary, hit = prepare_cached(sha, get_store(), get_storage(), get_settings(), scratch,
                                       target=Target.from_option(target_face))
@@ -84,6 +91,26 @@ def preflight_task(sha: str, target_face: dict[str, Any] | None = None) -> dict[
         return {"verdict": "fail", "error": exc.as_dict(), "cached": False}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@app.task(name="dub.preflight", **_OUTSIDE_JOBS)
+def preflight_task(sha: str, target_face: dict[str, Any] | str | None = None) -> dict[str, Any]:
+    """The fast preflight of a source not prepared yet (lipdub.prep.preflight: the face pass and gate on
+    the first `preflight_seconds`): the predicted verdict and the sample's summary. A passing source is then
+    queued for a full prep, so the job that usually follows finds it cached."""
+    scratch = Path(tempfile.mkdtemp(prefix="lipdub-preflight-", dir=_scratch_root()))
+    try:
+        video = get_storage().get_file(keys.asset(sha), scratch / "source")
+        result = preflight(video, get_settings(), Target.from_option(target_face))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if result.verdict.ok:
+        app.signature("dub.prep_source", args=(sha, target_face), priority=DEFAULT_PRIORITY).apply_async()
+    return {"verdict": "pass" if result.verdict.ok else "fail",
+            "error": None if result.verdict.ok else {"code": str(result.verdict.code),
+                                                     "message": result.verdict.message, "retryable": False},
+            "summary": None if result.summary is None else asdict(result.summary), "cached": False,
+            "sampled_seconds": result.sampled_seconds, "duration": result.duration}
 
 
 def _scratch_root() -> Path:

@@ -5,9 +5,9 @@ hold up the others):
   events.job_finished     a job reached succeeded/failed/canceled: its webhook, its batch's bookkeeping,
                           and the release of the tenant's next batch items
   batches.expand          validate a batch manifest, fetch URL inputs, group items by source, queue one
-                          preflight per unprepared source
-  batches.source_ready    a source's preflight finished: release (or fail) the items waiting for it
-  batches.source_failed   the preflight itself crashed: fail the items waiting for it
+                          dub.prep_source per unprepared source
+  batches.source_ready    a source's prep finished: release (or fail) the items waiting for it
+  batches.source_failed   the prep itself crashed: fail the items waiting for it
   batches.settle          cancel / finish a batch (after POST /v1/batches/{id}/cancel, and when items end)
 
 Payloads carry the job or batch exactly as the API returns it (lipdub_api.schemas.JobPublic), so this
@@ -137,9 +137,9 @@ def expand(batch_id: str) -> None:
     current = batches.get(batch_id)
     for source, item in needing.items() if current is not None and current.status == BatchStatus.in_progress \
             else ():
-        # Prep once per source (and face choice): the preflight warms the prep cache, then its items are released.
+        # Prep once per source (and face choice) into the prep cache, then its items are released.
         args = (item.video["sha256"], item.options.get("target_face"))
-        app.signature("dub.preflight", args=args, priority=BATCH_PRIORITY).apply_async(
+        app.signature("dub.prep_source", args=args, priority=BATCH_PRIORITY).apply_async(
             link=app.signature("batches.source_ready", args=(batch_id, source), queue=WEBHOOKS_QUEUE),
             link_error=app.signature("batches.source_failed", args=(batch_id, source), immutable=True,
                                      queue=WEBHOOKS_QUEUE))
@@ -187,7 +187,7 @@ def _fetch_urls(batch_id: str, tenant: str, items: list[Item], batches: BatchSto
 
 @app.task(name="batches.source_ready", **_TASK)
 def source_ready(result: dict[str, Any], batch_id: str, source: str) -> None:
-    """The preflight of one source finished: release its items, or fail them with the gate's code."""
+    """The prep of one source finished: release its items, or fail them with the gate's code."""
     store = get_store()
     batches = BatchStore(store)
     state = batches.get(batch_id)
@@ -196,7 +196,7 @@ def source_ready(result: dict[str, Any], batch_id: str, source: str) -> None:
     if result.get("verdict") == "pass":
         batches.source_ready(batch_id, state.tenant, source)
     else:
-        error = result.get("error") or {"code": "internal", "message": "preflight failed"}
+        error = result.get("error") or {"code": "internal", "message": "preparing the source failed"}
         batches.drop_waiting(batch_id, source, str(error.get("code")), str(error.get("message")))
     settle(batch_id)
     pump(state.tenant)

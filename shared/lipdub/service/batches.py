@@ -11,15 +11,15 @@ Life of a batch (the OpenAI Batch status enum):
   cancelling → cancelled   waiting items are dropped, released jobs are canceled (a running render stops
                at its next chunk)
 
-Source dedup: items are grouped by the SHA-256 of their video. A source with no prep in the cache gets
-one preflight (the prep stage, on the prep queue); its items are released only after it, so all of them
+Source dedup: items are grouped by source (Item.source: the SHA-256 of their video, and their face choice).
+A source with no prep in the cache gets one `dub.prep_source` (the prep stage, on the prep queue); its items are released only after it, so all of them
 hit the prep cache and N languages of one source run prep once. A source that fails the prep gate fails
 its items with the gate's code without running them.
 
 Redis keys (besides the job records, which JobStore owns):
   batch:{id}                 hash: the batch record (status, timestamps, counts, errors, ...)
   batch:{id}:ready           list of item JSON ready to become jobs, in manifest order
-  batch:{id}:wait:{source}   list of item JSON waiting for their source's preflight (Item.source)
+  batch:{id}:wait:{source}   list of item JSON waiting for their source's prep (Item.source)
   batch:{id}:jobs            hash: manifest line → job id
   batch:{id}:out / :err      lists of output / error JSONL rows, written as items finish
   tenant:{t}:batches         sorted set of the tenant's batch ids by creation time
@@ -344,7 +344,7 @@ class BatchStore:
                      total: int | None = None) -> dict[str, Item]:
         """Queue valid items (inputs resolved to assets, URL inputs downloaded): those whose source is
         prepared are ready, the rest wait per source (Item.source). `total` counts the manifest's items
-        including those already failed (a download that failed). Returns the sources that need a preflight,
+        including those already failed (a download that failed). Returns the sources that need a prep,
         each with its first item. Moves the batch to in_progress."""
         waiting: dict[str, list[Item]] = {}
         ready: list[Item] = []

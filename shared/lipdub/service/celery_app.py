@@ -19,6 +19,8 @@ DEFAULT_PRIORITY = 3
 TASK_ROUTES = {
     "dub.probe": {"queue": PREP_QUEUE},
     "dub.prep": {"queue": PREP_QUEUE},
+    "dub.prep_source": {"queue": PREP_QUEUE},
+    "dub.preflight": {"queue": PREP_QUEUE},
     "dub.audio": {"queue": AUDIO_QUEUE},
     "dub.plan": {"queue": MUX_QUEUE},
     "dub.render": {"queue": RENDER_QUEUE},

@@ -7,6 +7,7 @@ from typing import Any
 from celery.exceptions import TimeoutError as CeleryTimeout
 from fastapi import APIRouter
 
+from lipdub import FPS
 from lipdub.service.celery_app import app as celery_app
 from lipdub.service.prepcache import job_source_key
 from lipdub.service.status import JobStore, Stage
@@ -30,8 +31,10 @@ def eta_seconds(store: JobStore, n_frames: int, prep_cached: bool) -> float | No
 
 @router.post("/preflight", responses={503: {"model": ErrorResponse}})
 def preflight(body: PreflightCreate, tenant: TenantDep, store: StoreDep, settings: SettingsDep) -> PreflightPublic:
-    """Run (or reuse) the prep stage on a video: face coverage, size, frame count and the gate verdict.
-    A later job on the same video reuses this prep."""
+    """The prep stage's verdict on a video, without rendering: from the prep cache when the source was
+    prepared before (the full summary), else a fast look at its first seconds (the face pass and quality
+    gate on `LIPDUB_PREFLIGHT_SECONDS`), after which a passing source is prepared in the background so the
+    job that follows finds it cached."""
     video = resolve_input(body.video, "video", tenant, store)
     target = body.model_dump(mode="json")["target_face"]
     pointer = store.prep_pointer(job_source_key({"video": video, "options": {"target_face": target}}), PREP_VERSION)
@@ -46,13 +49,18 @@ def preflight(body: PreflightCreate, tenant: TenantDep, store: StoreDep, setting
             result = pending.get(timeout=settings.preflight_wait_seconds, propagate=False)
         except CeleryTimeout as exc:
             raise ApiError(503, ApiErrorCode.service_unavailable, "the preflight did not finish in "
-                           f"{settings.preflight_wait_seconds} s; try again (the work continues)") from exc
+                           f"{settings.preflight_wait_seconds} s; try again") from exc
         finally:
             pending.forget()
         if not isinstance(result, dict):
             raise ApiError(503, ApiErrorCode.service_unavailable, f"the preflight failed: {result}")
     summary = result.get("summary")
-    eta = eta_seconds(store, int(summary["n_frames"]), True) if summary else None
+    if "duration" in result:  # a sampled summary counts the sample's frames: the ETA needs the whole source's
+        n_frames = round(result["duration"] * FPS)
+    else:
+        n_frames = int(summary["n_frames"]) if summary else 0
+    passed = result["verdict"] == "pass"
+    eta = eta_seconds(store, n_frames, bool(result.get("cached"))) if passed and n_frames else None
     return PreflightPublic(verdict=result["verdict"], error=ErrorBody(**result["error"]) if result.get("error")
-                           else None, summary=summary, cached=bool(result.get("cached")), eta_seconds=eta)
-
+                           else None, summary=summary, cached=bool(result.get("cached")), eta_seconds=eta,
+                           sampled_seconds=result.get("sampled_seconds"))
