@@ -95,7 +95,9 @@ class Settings(BaseSettings):
     chunk_seconds: float = Field(default=10.0, gt=0,
                                  description="Render chunk length: a lost worker redoes one chunk, not the job")
     task_time_limit: int = Field(default=1800, gt=0,
-                                 description="Hard limit of one task (seconds); a render chunk must fit in it")
+                                 description="Hard limit of one stage task (seconds); a render chunk must fit in "
+                                             "it. A task past it fails its job with `timeout` and its worker "
+                                             "process exits to be restarted")
     visibility_timeout: int = Field(default=3600, gt=0,
                                     description="Seconds before Redis redelivers an unacked task; keep it "
                                                 "above task_time_limit or long tasks run twice")

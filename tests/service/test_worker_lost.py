@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ import redis
 from lipdub.service.auth import ApiKeys
 from lipdub.service.stack import StackConfig, start, start_process, stop
 from lipdub.service.status import JobStore
+from lipdub.service.worker import EXIT_TIMED_OUT
 from tests.service.conftest import JOB_TIMEOUT, create_job, free_port, upload, wait_for
 
 VISIBILITY_TIMEOUT = 15  # seconds: above every task of this test (chunks take ~2 s, prep of 3 s ~5 s)
@@ -78,3 +80,31 @@ def test_killed_render_worker_redoes_one_chunk(lossy_stack: StackConfig, service
                                 capture_output=True, text=True, check=True).stdout.strip()
         report = api.get(f"/v1/jobs/{job['id']}/report").json()
         assert int(frames) == report["frames"]
+
+
+def test_task_past_the_time_limit_fails_its_job_and_ends_its_worker(lossy_stack: StackConfig,
+                                                                    service_media: dict[str, Path]) -> None:
+    """The stage workers' solo pool does not enforce Celery's time limit: the watchdog does."""
+    cfg = lossy_stack
+    old = json.loads((cfg.root / "render_worker.pid").read_text())["pid"]
+    os.killpg(old, signal.SIGKILL)
+    os.waitpid(old, 0)
+    # One render chunk for the whole ~9-s output, against a 1-s limit.
+    strict = replace(cfg, extra_env={**cfg.extra_env, "LIPDUB_TASK_TIME_LIMIT": "1", "LIPDUB_CHUNK_SECONDS": "30"})
+    pid = start_process(strict, "render_worker")
+    r = redis.Redis.from_url(cfg.settings().redis_url, decode_responses=True)
+    try:
+        with httpx.Client(base_url=cfg.api_url, timeout=60,
+                          headers={"Authorization": f"Bearer {ApiKeys(r).create('strict')}"}) as api:
+            job = wait_for(api, create_job(api, upload(api, service_media["face"]),
+                                           upload(api, service_media["long_speech"]))["id"])
+        assert job["status"] == "failed" and job["stage"] == "render", job
+        assert job["error"]["code"] == "timeout" and job["error"]["retryable"] is True
+        assert "render:0 ran longer than the task time limit (1 s)" in job["error"]["message"]
+        deadline = time.monotonic() + 30
+        while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline, "the worker did not exit after its task overran"
+            time.sleep(0.1)
+        assert os.waitstatus_to_exitcode(ended[1]) == EXIT_TIMED_OUT
+    finally:
+        start_process(cfg, "render_worker")  # the stack as it was, for whatever runs next

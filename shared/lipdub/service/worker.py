@@ -1,10 +1,13 @@
 """What every worker task shares: the StageTask base (retries, failure recording) and `stage_run`, which
-marks a stage started/finished in JobStore, stops canceled jobs, and gives the task a scratch directory."""
+marks a stage started/finished in JobStore, stops canceled jobs, gives the task a scratch directory and
+enforces the task time limit (`Watchdog`)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import threading
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +76,39 @@ class StageRun:
         return fetch_prep(source, self.store, self.storage, self.settings)
 
 
+EXIT_TIMED_OUT = 75  # the worker's exit status after a task overran (EX_TEMPFAIL: restart me)
+
+
+class Watchdog:
+    """The task time limit of the stage workers. Their solo pool (one task at a time in the worker process)
+    does not enforce Celery's task_time_limit, and a task stuck in a C call or waiting on a child process
+    can't be interrupted from Python; so when a task overruns `limit` seconds, this timer fails its job with
+    `timeout` (retryable) and ends the worker process, which compose/Kubernetes restart. The task's message
+    was never acknowledged: Redis redelivers it later and the task then finds its job final and skips."""
+
+    def __init__(self, job_id: str, what: str, limit: float, store: JobStore) -> None:
+        self.job_id, self.what, self.limit, self.store = job_id, what, limit, store
+        self._timer = threading.Timer(limit, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        log.critical("%s of job %s ran longer than %.0f s: failing the job and restarting this worker",
+                     self.what, self.job_id, self.limit)
+        try:
+            self.store.fail(self.job_id, ErrorCode.timeout, f"{self.what} ran longer than the task time limit "
+                                                            f"({self.limit:.0f} s)", retryable=True)
+        finally:
+            logging.shutdown()
+            os._exit(EXIT_TIMED_OUT)
+
+
 @contextmanager
 def stage_run(job_id: str, stage: Stage, attempt_key: str | None = None,
               progress_span: tuple[float, float] = (0.0, 1.0), finish: bool = True) -> Iterator[StageRun | None]:
@@ -101,7 +137,8 @@ def stage_run(job_id: str, stage: Stage, attempt_key: str | None = None,
     scratch = Path(tempfile.mkdtemp(prefix=f"lipdub-{stage}-", dir=_scratch_root()))
     started = time.perf_counter()
     try:
-        yield StageRun(job_id, stage, scratch, store, storage, _settings, CallbackProgress(report))
+        with Watchdog(job_id, attempt_key or str(stage), _settings.task_time_limit, store):
+            yield StageRun(job_id, stage, scratch, store, storage, _settings, CallbackProgress(report))
         busy = time.perf_counter() - started
         if finish:
             store.stage_finished(job_id, stage, busy)
