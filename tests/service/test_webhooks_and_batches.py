@@ -316,7 +316,7 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
     for custom_id, batch_job in jobs.items():
         assert batch_job["status"] == "succeeded" and batch_job["batch"] == batch_id
         assert batch_job["priority"] == "low" and batch_job["metadata"]["custom_id"] == custom_id
-        # The source was prepared once, by the batch's preflight: every language hit the prep cache.
+        # The source was prepared once, by the batch's dub.prep_source: every language hit the prep cache.
         assert batch_job["cache"] == {"prep_hit": True}, batch_job
         assert rows[[r["custom_id"] for r in rows].index(custom_id)]["result_url"].endswith(
             f"/v1/jobs/{batch_job['id']}/result")
