@@ -85,14 +85,28 @@ def paste_mouth(region: np.ndarray, generated: np.ndarray, blend: np.ndarray, ha
 
     `generated` [S, S, 3] is the raw generator output (0-255), `window_rgb` the window it was given (the
     real pixels around the mouth), `blend`/`hard` [S, S] the soft and hard mouth masks, `face` the
-    lower-face weight of the region. The colour match runs at window resolution (cheap, and the ring is
-    defined there); only the frame rectangle under the blend mask is resampled. Returns the new region.
+    lower-face weight of the region. Returns the new region (see `paste_patch` for the changed part only).
+    """
+    out = region.astype(np.float32)
+    patch = paste_patch(region, generated, blend, hard, window_rgb, affine, face)
+    if patch is not None:
+        (x0, y0, x1, y1), pixels = patch
+        out[y0:y1, x0:x1] = pixels
+    return out
+
+
+def paste_patch(region: np.ndarray, generated: np.ndarray, blend: np.ndarray, hard: np.ndarray,
+                window_rgb: np.ndarray, affine: np.ndarray, face: np.ndarray
+                ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """The part of `region` (any dtype) that the paste changes: ((x0, y0, x1, y1) in region pixels, its new
+    float32 pixels), or None when nothing changes. The colour match runs at window resolution (cheap, and
+    the ring is defined there); only the rectangle under the blend mask is resampled and blended.
     """
     ring = (blend > RING_MIN) & (blend < RING_MAX) & (hard < 0.5)
     gen = match_colour(generated, window_rgb, ring.astype(np.float32))
     ys, xs = np.nonzero(blend > 0)
     if ys.size == 0:
-        return region
+        return None
     corners = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1],
                         [xs.max() + 1, ys.max() + 1]], np.float32)
     in_frame = window.apply(window.invert(affine), corners)
@@ -102,7 +116,7 @@ def paste_mouth(region: np.ndarray, generated: np.ndarray, blend: np.ndarray, ha
     x0, y0 = np.maximum(np.floor(in_frame.min(0)).astype(int) - k, 0)
     x1, y1 = np.minimum(np.ceil(in_frame.max(0)).astype(int) + k, (w, h))
     if x1 <= x0 or y1 <= y0:
-        return region
+        return None
     a = affine.copy()
     a[:, 2] += a[:, :2] @ np.array([x0, y0], np.float32)
     rgba = np.dstack([gen, blend.astype(np.float32)])
@@ -111,9 +125,8 @@ def paste_mouth(region: np.ndarray, generated: np.ndarray, blend: np.ndarray, ha
     up = cv2.warpAffine(rgba, a, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     m = (np.clip(cv2.GaussianBlur(up[..., 3], (k, k), 0), 0, 1) * face[y0:y1, x0:x1])[..., None]
-    out = region.copy()
-    out[y0:y1, x0:x1] = region[y0:y1, x0:x1] * (1 - m) + up[..., :3] * m
-    return out
+    real = region[y0:y1, x0:x1].astype(np.float32)
+    return (int(x0), int(y0), int(x1), int(y1)), real + (up[..., :3] - real) * m
 
 
 def window_box(affine: np.ndarray, side: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
