@@ -10,7 +10,9 @@ against the truth, mouth-opening correlation (MOC) with the truth, lip jitter (v
 Pass-through (the source frame unchanged) is the baseline.
 
 Speed — one frame of a held-out clip scaled to 1280x720; ms per frame of the renderer call (warp, paste-back
-included) at 1 and 2 threads, and the whole render stage (`render_video`: decode, render, x264 encode).
+included) at 1 and 2 threads, and the whole render stage (`render_video`: decode, render, x264 encode):
+frames/s and CPU ms per frame (this process; ffmpeg). `dinet-nodetail` is DINet without the detail layer
+(`dinet_renderer.DETAIL_SIGMA`).
 
 Run: `python -m bench.bench_render [--weights W] [--seconds 3] [--enroll-clips 3]`; prints JSON.
 """
@@ -154,8 +156,12 @@ def speed(frame: np.ndarray, points: np.ndarray, renderers: dict[str, object], n
     return out
 
 
-def stage_speed(frame: np.ndarray, points: np.ndarray, renderer: object, n: int = 75) -> float:
-    """Frames/s of the whole render stage (decode + render + encode) on an n-frame 720p source."""
+def stage_speed(frame: np.ndarray, points: np.ndarray, renderer: object, n: int = 75) -> dict[str, float]:
+    """The whole render stage (decode + render + encode) on an n-frame 720p source: frames/s (wall) and CPU
+    ms per frame of this process (render, pipes) and of its ffmpeg children (decode, encode). On a shared
+    machine the wall rate follows the load; the CPU times do not, and bound the rate on idle cores."""
+    import resource
+
     from lipdub.audio.mouth import MouthTrack
     from lipdub.config import Settings
     from lipdub.media.video import VideoWriter
@@ -173,9 +179,16 @@ def stage_speed(frame: np.ndarray, points: np.ndarray, renderer: object, n: int 
         track = SourceTrack(d, summary, np.repeat(points[None], n, 0), np.ones(n, bool))
         mouth = MouthTrack((0.25 + 0.2 * np.sin(np.arange(n) / 3)).astype(np.float32), np.ones(n, bool))
         settings = Settings(data_dir=d / "var")
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         render_video(track, mouth, Timeline(n, n, "cut_off"), d / "out.mp4", settings, renderer=renderer)  # type: ignore[arg-type]
-        return n / (time.perf_counter() - t)
+        wall = time.perf_counter() - t
+        me2, kids2 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+
+        def cpu_ms(a: resource.struct_rusage, b: resource.struct_rusage) -> float:
+            return (b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime) / n * 1000
+
+        return {"fps": n / wall, "cpu_ms_python": cpu_ms(me, me2), "cpu_ms_ffmpeg": cpu_ms(kids, kids2)}
 
 
 def main() -> None:
@@ -206,7 +219,8 @@ def main() -> None:
                                  "train_step": extra.get("step"), "seconds": args.seconds}
     n = round(args.seconds * 25)
 
-    def dinet_for(frames: list[np.ndarray], marks: np.ndarray, valid: np.ndarray, weights: Path) -> DinetRenderer:
+    def dinet_for(frames: list[np.ndarray], marks: np.ndarray, valid: np.ndarray, weights: Path
+                  ) -> DinetRenderer:
         m, _ = load_checkpoint(weights)
         idx = select_references(L.mouth_opening(marks), valid, m.config.refs)
         return DinetRenderer(m, [(frames[i], marks[i]) for i in idx])
@@ -230,6 +244,9 @@ def main() -> None:
             renderers: dict[str, object] = {"pass-through": None, "warp": WarpRenderer(),
                                             "dinet": dinet_for(*ev, args.weights)}
             renderers["dinet-lmk"] = renderers["dinet"]
+            plain = dinet_for(*ev, args.weights)
+            plain.detail = 0.0  # the generator's own pixels only (no detail layer): what DETAIL_SIGMA adds
+            renderers["dinet-nodetail"] = plain
             if enrol and len(frames) >= m + 40:
                 # Per-source fine-tuning on the frames *after* the evaluated window (never the same frames).
                 from lipdub.render.enroll import enroll
@@ -275,8 +292,8 @@ def main() -> None:
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
         spd[f"call_ms_{threads}t"] = speed(big, bpts, {"warp": WarpRenderer(), "dinet": dinet})
-        spd[f"stage_fps_{threads}t"] = {"warp": stage_speed(big, bpts, WarpRenderer()),
-                                       "dinet": stage_speed(big, bpts, dinet)}
+        spd[f"stage_{threads}t"] = {"warp": stage_speed(big, bpts, WarpRenderer()),
+                                   "dinet": stage_speed(big, bpts, dinet)}
     report["speed_720p"] = spd
     report["face_px_720p"] = float(np.ptp(bpts[L.FACE_OVAL, 1]))
     print(json.dumps(report, indent=1, default=float))

@@ -4,9 +4,9 @@ Per frame: (1) the target lip landmarks (the audio model's predicted lip shape, 
 the target opening alone, `warp.target_points`) drive the full-resolution displacement warp of `warp.py`,
 which moves jaw, chin and lips; (2) the mouth window of the warped frame, with the mouth masked and the
 target lip map drawn, is the prompt of the generator, which re-draws lips, teeth and the inner mouth from K
-reference windows of the same video (encoded once per source); (3) fine detail is added to the generated
-mouth (`DETAIL_SIGMA`: the warped source's outside the mouth cavity, the closest reference's inside), and
-it is colour-matched and pasted back inside the feathered lower-face mask (`paste.py`). Everything outside the lower face stays
+reference windows of the same video (encoded once per source); (3) the closest reference's fine detail is
+added inside the target mouth cavity (`DETAIL_SIGMA`), and the mouth is colour-matched and pasted back
+inside the feathered lower-face mask (`paste.py`). Everything outside the lower face stays
 untouched, so all per-frame work is done on the smallest box that holds the feathered lower-face mask and
 the window, never on the whole frame.
 
@@ -33,13 +33,13 @@ from lipdub.render.dinet import ChecksumError, DinetGenerator, expected_sha256, 
 from lipdub.render.warp import GRID_STEP, WarpRenderer, target_points
 
 MOVABLE = sorted(set(L.LIPS + L.JAW[3:-3]))  # landmarks a target may move (the jaw ends are warp anchors)
-# The generator's mouth is soft: mouth sharpness 0.57 of the input frame on 6 held-out clips, where pasting
-# the real window back keeps 0.96 (4,000 CPU training steps do not draw fine texture). So the generated
-# window keeps its low and mid frequencies (shape, colour, teeth and cavity layout) and gets the fine detail
-# (window minus its Gaussian blur of this sigma, window px) of real pixels: the warped source's (the
-# geometric renderer's pixels, already moved to the target lips) and, inside the mouth cavity, the closest
-# reference's. Measured on the same clips: sharpness 0.57 -> 0.88, mouth PSNR 24.07 -> 24.36 dB, SSIM 0.737
-# -> 0.739 (sigma 1.5: 0.83; unsharp masking of the output instead: 0.70 at a PSNR/SSIM cost).
+# The generator's mouth is soft: 4,000 CPU training steps do not draw fine texture, least of all teeth.
+# Inside the target mouth cavity the generated window gets the fine detail (window minus its Gaussian blur of
+# this sigma, window px) of the reference whose opening is closest, mapped onto the target's inner lips
+# (real teeth, tongue and shadow edges of the same person); the generator keeps the low and mid frequencies.
+# Held-out `lipdub eval` (teacher, 12 clips, medians): mouth sharpness 0.66 -> 0.74 with lip LMD 4.30 ->
+# 4.26 and MOC 0.423 -> 0.432 (no loss of sync). Also adding the warped source's detail outside the cavity
+# reached 0.82 but cost sync (MOC 0.33, lip LMD 4.46): face meshes then see the source's lip edges.
 DETAIL_SIGMA = 2.0
 MODEL_CACHE = 4  # generators kept per process (the generic weights plus a few enrolled fine-tunes)
 _models: OrderedDict[tuple[str, str, str], DinetGenerator] = OrderedDict()
@@ -224,32 +224,30 @@ class DinetRenderer:
         source = prompt.source_input(win, tw)
         a_work = a.copy()
         a_work[:, 2] += a[:, :2] @ np.array([bx0, by0], np.float32)
-        return {"out": out, "work": work, "face": face, "affine": a_work, "source": source, "window": win,
-                "target": tw}
+        return {"out": out, "work": work, "face": face, "affine": a_work, "source": source, "target": tw}
 
-    def _detail(self, win: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Fine detail for the generated window (see DETAIL_SIGMA): the warped source's, except inside the
-        target mouth cavity, where the warp only stretches whatever lay between the source's lips (a closed
-        mouth opened wide becomes vertical streaks); there it is the detail of the reference whose opening is
-        closest, mapped onto the target's inner lips by a least-squares affine (teeth, tongue, shadow)."""
-        cavity = cavity_mask(target, self.size)[..., None]
-        own = detail_layer(win, self.detail)
+    def _detail(self, target: np.ndarray) -> np.ndarray | None:
+        """Fine detail for the generated window's mouth cavity (see DETAIL_SIGMA), or None for a closed
+        mouth: the detail of the reference whose opening is closest, mapped onto the target's inner lips by
+        a least-squares affine (teeth, tongue, shadow), weighted by the feathered cavity mask."""
+        cavity = cavity_mask(target, self.size)
         if float(cavity.max()) < 0.5:
-            return own
+            return None
         opening = float(L.mouth_opening(target))
         ref, inner, _ = min(self.ref_detail, key=lambda r: abs(r[2] - opening))
         src = np.hstack([inner, np.ones((len(inner), 1), np.float32)])
         affine = np.linalg.lstsq(src, target[L.LIPS_INNER, :2], rcond=None)[0].T.astype(np.float32)
         moved = cv2.warpAffine(ref, affine, (self.size, self.size), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return own * (1 - cavity) + moved * cavity
+        return moved * cavity[..., None]
 
     def _finish(self, job: dict, raw: np.ndarray, blend: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = job["work"]
         source = job["source"]
         window_rgb = source[:3].transpose(1, 2, 0) * 255.0  # the real pixels wherever the mask is 0
-        if self.detail > 0:
-            raw = np.clip(raw + self._detail(job["window"], job["target"]), 0, 255)
+        detail = self._detail(job["target"]) if self.detail > 0 else None
+        if detail is not None:
+            raw = np.clip(raw + detail, 0, 255)
         out = job["out"]
         region = out[y0:y1, x0:x1]  # the warped lower face, written by _prepare
         patch = paste.paste_patch(region, raw, blend, source[3], window_rgb, job["affine"], job["face"])
