@@ -1,9 +1,9 @@
 """The neural renderer: geometric warp of the lower face, then the DINet generator re-draws the mouth.
 
-Per frame: (1) the target lip landmarks (the audio model's predicted lip shape, `lips.LipTargets`, or, from
-the target opening alone, `warp.target_points`) drive the full-resolution displacement warp of `warp.py`,
-which moves jaw, chin and lips; (2) the mouth window of the warped frame, with the mouth masked and the
-target lip map drawn, is the prompt of the generator, which re-draws lips, teeth and the inner mouth from K
+Per frame: (1) the full-resolution displacement warp of `warp.py` moves jaw, chin and lips to the target's
+mouth opening (`warp.target_points`); (2) the mouth window of the warped frame, with the mouth masked and
+the target lip map drawn (the audio model's predicted lip shape, `lips.LipTargets`, or the opening rule's
+lips), is the prompt of the generator, which re-draws lips, teeth and the inner mouth from K
 reference windows of the same video (encoded once per source); (3) the closest reference's fine detail is
 added inside the target mouth cavity (`DETAIL_SIGMA`), and the mouth is colour-matched and pasted back
 inside the feathered lower-face mask (`paste.py`). Everything outside the lower face stays
@@ -210,7 +210,12 @@ class DinetRenderer:
         face = paste.lower_face_mask(points, work, feather)
         # The displacement field is smooth: ~40 evaluations across the face height are plenty.
         step = max(GRID_STEP, round(face_px / 40))
-        moved = target[MOVABLE, :2].astype(np.float64)
+        # The warp, which also moves chin and jaw skin, follows the opening rule at the target's opening; the
+        # prompt's lip map carries the target's own lip shape, which the generator draws. Warping to
+        # predicted lips directly dragged the chin with them (held-out eval: jaw LMD 6.35 vs 5.94, lip LMD
+        # 4.26 vs 4.07, MOC 0.432 vs 0.456).
+        warp_target = self.target_from_opening(points, float(L.mouth_opening(target)))
+        moved = warp_target[MOVABLE, :2].astype(np.float64)
         map_x, map_y = self.warp.backward_map(points, np.array(MOVABLE), moved, box, step,
                                               (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0))
         warped = cv2.remap(frame[y0:y1, x0:x1], map_x, map_y, cv2.INTER_LINEAR,
