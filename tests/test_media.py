@@ -65,3 +65,17 @@ def test_probe_errors(tmp_path: Path) -> None:
         probe(tmp_path / "notes.mp4")
     assert text.value.code == ErrorCode.input_unreadable
     assert "notes.mp4" in text.value.message
+
+
+def test_video_writer_reports_a_dead_encoder_and_never_hangs(tmp_path: Path) -> None:
+    frame = np.zeros((64, 64, 3), np.uint8)
+    writer = VideoWriter(tmp_path / "missing-dir" / "out.mp4", 64, 64)  # ffmpeg can't open its output
+    with pytest.raises(RuntimeError, match="ffmpeg encoder"):
+        for _ in range(500):  # more than the queue and the pipe hold: the feeder must not block for good
+            writer.write(frame)
+        writer.close()
+    with pytest.raises(ValueError):  # an error in the caller's block kills the encoder and leaves no file
+        with VideoWriter(tmp_path / "half.mp4", 64, 64) as w:
+            w.write(frame)
+            raise ValueError("caller failed")
+    assert not list(tmp_path.glob("half*"))
