@@ -259,7 +259,7 @@ def test_preflight(api: httpx.Client, assets: dict[str, dict[str, Any]], finishe
     assert cached["summary"]["n_frames"] == 75 and cached["eta_seconds"] > 0
     faceless = api.post("/v1/preflight", json={"video": {"asset_id": assets["noface"]["id"]}}).json()
     assert faceless["verdict"] == "fail" and faceless["error"]["code"] == "no_face"
-    assert faceless["cached"] is False and faceless["eta_seconds"] is None
+    assert faceless["eta_seconds"] is None  # cached or not: the job tests may have met this source first
 
 
 def test_preflight_of_a_new_source_samples_it_then_prepares_it(api: httpx.Client, finished_job: dict[str, Any],
@@ -278,6 +278,13 @@ def test_preflight_of_a_new_source_samples_it_then_prepares_it(api: httpx.Client
         time.sleep(0.5)
     assert full["summary"]["n_frames"] == 150 and full["sampled_seconds"] is None
     assert full["eta_seconds"] < fast["eta_seconds"]  # the prep is done
+    wall = tmp_path / "wall.mp4"  # new bytes: never prepared, so the fast path judges it
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:d=4",
+                    "-pix_fmt", "yuv420p", str(wall)], check=True)
+    faceless = api.post("/v1/preflight", json={"video": {"asset_id": upload(api, wall)["id"]}}).json()
+    assert faceless["verdict"] == "fail" and faceless["cached"] is False, faceless
+    assert faceless["error"]["code"] == "no_face" and faceless["error"]["retryable"] is False
+    assert faceless["sampled_seconds"] == 3.0 and faceless["eta_seconds"] is None
 
 
 def test_health_readiness_and_metrics(anonymous: httpx.Client, finished_job: dict[str, Any],
