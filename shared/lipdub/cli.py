@@ -54,20 +54,18 @@ def dub(
 
 
 def parse_face(face: str | None, time: float) -> Target | None:
-    """`--face X,Y` or `--face X0,Y0,X1,Y1` (pixels, non-negative) into a prep Target."""
+    """`--face X,Y` or `--face X0,Y0,X1,Y1` (pixels) at `--face-time` into a prep Target."""
     if face is None:
         return None
     try:
         values = [float(v) for v in face.split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (2, 4) or any(v < 0 for v in values) or time < 0 or \
-            (len(values) == 4 and not (values[0] < values[2] and values[1] < values[3])):
-        raise typer.BadParameter("a point X,Y or a box X0,Y0,X1,Y1 (x0 < x1, y0 < y1) in non-negative pixels, "
-                                 "at a non-negative --face-time", param_hint="--face")
-    if len(values) == 2:
-        return Target(time, point=(values[0], values[1]))
-    return Target(time, box=(values[0], values[1], values[2], values[3]))
+        if len(values) not in (2, 4):
+            raise ValueError("give a point X,Y or a box X0,Y0,X1,Y1")
+        if len(values) == 2:
+            return Target(time, point=(values[0], values[1]))
+        return Target(time, box=(values[0], values[1], values[2], values[3]))
+    except ValueError as exc:
+        raise typer.BadParameter(f"a point X,Y or a box X0,Y0,X1,Y1 in pixels: {exc}", param_hint="--face") from exc
 
 
 @app.command()

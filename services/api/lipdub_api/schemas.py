@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from lipdub.config import SyncMode
+from lipdub.prep.tracking import Target
 from lipdub.service.status import Asset, JobState, JobStatus, Stage
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")  # the sync.so rule
@@ -122,12 +123,7 @@ class FaceTarget(BaseModel):
 
     @model_validator(mode="after")
     def point_or_box(self) -> FaceTarget:
-        if (self.point is None) == (self.box is None):
-            raise ValueError("give exactly one of point or box")
-        if any(v < 0 for v in (self.point or self.box or ())):
-            raise ValueError("coordinates are pixels and can't be negative")
-        if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
-            raise ValueError("box must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1")
+        Target(self.time, self.point, self.box)  # prep's rule for a face choice; its ValueError becomes a 422
         return self
 
 

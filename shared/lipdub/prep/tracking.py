@@ -96,6 +96,15 @@ class Target:
     point: tuple[float, float] | None = None
     box: tuple[float, float, float, float] | None = None
 
+    def __post_init__(self) -> None:
+        """The one rule for a user's choice (the CLI's --face and the API's target_face both build a Target)."""
+        if (self.point is None) == (self.box is None):
+            raise ValueError("give exactly one of a point or a box")
+        if self.time < 0 or any(v < 0 for v in (self.point or self.box or ())):
+            raise ValueError("the time and the coordinates (pixels) can't be negative")
+        if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
+            raise ValueError("a box is (x0, y0, x1, y1) with x0 < x1 and y0 < y1")
+
     def key(self) -> str:
         """Stable text for cache keys."""
         if self.box is not None:
