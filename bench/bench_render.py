@@ -156,7 +156,7 @@ def speed(frame: np.ndarray, points: np.ndarray, renderers: dict[str, object], n
     return out
 
 
-def stage_speed(frame: np.ndarray, points: np.ndarray, renderer: object, n: int = 75) -> dict[str, float]:
+def stage_speed(frame: np.ndarray, points: np.ndarray, renderer: object, n: int = 250) -> dict[str, float]:
     """The whole render stage (decode + render + encode) on an n-frame 720p source: frames/s (wall) and CPU
     ms per frame of this process (render, pipes) and of its ffmpeg children (decode, encode). On a shared
     machine the wall rate follows the load; the CPU times do not, and bound the rate on idle cores."""

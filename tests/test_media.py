@@ -43,6 +43,22 @@ def test_reader_serves_any_order_identically(tmp_path: Path) -> None:
     assert jumps == [50, 3, 40, 41, 7]
 
 
+def test_writer_keeps_colours_and_needs_even_sizes(tmp_path: Path) -> None:
+    # The writer converts RGB to YUV 4:2:0 itself: a channel mix-up or a range error would show here.
+    colours = [(200, 30, 40), (20, 180, 60), (30, 50, 210), (240, 240, 240)]
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for k, c in enumerate(colours):
+        frame[:, k * 16:(k + 1) * 16] = c
+    with VideoWriter(tmp_path / "rgb.mp4", 64, 48, crf=0) as writer:
+        writer.write(frame)
+    with FrameReader(tmp_path / "rgb.mp4", 64, 48, 1) as reader:
+        back = reader[0].astype(int)
+    for k, c in enumerate(colours):
+        assert np.abs(back[8:40, k * 16 + 4:(k + 1) * 16 - 4].mean((0, 1)) - c).max() < 4
+    with pytest.raises(ValueError, match="even"):
+        VideoWriter(tmp_path / "odd.mp4", 63, 48)
+
+
 def test_audio_roundtrip_resamples_to_16k_mono(tmp_path: Path) -> None:
     t = np.arange(22050) / 22050
     save_wav(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32), 22050)
