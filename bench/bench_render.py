@@ -12,7 +12,7 @@ Pass-through (the source frame unchanged) is the baseline.
 Speed — one frame of a held-out clip scaled to 1280x720; ms per frame of the renderer call (warp, paste-back
 included) at 1 and 2 threads, and the whole render stage (`render_video`: decode, render, x264 encode):
 frames/s and CPU ms per frame (this process; ffmpeg). `dinet-nodetail` is DINet without the detail layer
-(`dinet_renderer.DETAIL_SIGMA`).
+(`render/detail.py`).
 
 Run: `python -m bench.bench_render [--weights W] [--seconds 3] [--enroll-clips 3]`; prints JSON.
 """
@@ -118,7 +118,7 @@ def evaluate_clip(frames: list[np.ndarray], marks: np.ndarray, valid: np.ndarray
                 src, sp = frames[s], marks[s]
                 if name == "pass-through":
                     out = src
-                elif name == "dinet-lmk":
+                elif name.startswith("dinet-lmk"):
                     assert isinstance(r, DinetRenderer)
                     out = r.render_batch([src], [sp], [aligned_target(sp, marks[t], float(opening[t]))])[0]
                 else:
@@ -206,6 +206,7 @@ def main() -> None:
     p.add_argument("--enroll-clips", type=int, default=3)
     p.add_argument("--enroll-steps", type=int, default=150)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lip-detail", type=float, default=0.0, help="also rate DINet with this lip-detail strength (default DETAIL)")
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--results", type=Path, default=None, help="per-clip JSON, reused when rerun")
@@ -245,8 +246,13 @@ def main() -> None:
                                             "dinet": dinet_for(*ev, args.weights)}
             renderers["dinet-lmk"] = renderers["dinet"]
             plain = dinet_for(*ev, args.weights)
-            plain.detail = 0.0  # the generator's own pixels only (no detail layer): what DETAIL_SIGMA adds
+            plain.detail = 0.0  # the generator's own pixels only: what the references' lip detail adds
             renderers["dinet-nodetail"] = plain
+            if args.lip_detail > 0:  # frame-resolution lip detail from the references (render/detail.py)
+                lipped = dinet_for(*ev, args.weights)
+                lipped.detail = args.lip_detail
+                renderers["dinet-lipdetail"] = lipped
+                renderers["dinet-lmk-lipdetail"] = lipped
             if enrol and len(frames) >= m + 40:
                 # Per-source fine-tuning on the frames *after* the evaluated window (never the same frames).
                 from lipdub.render.enroll import enroll

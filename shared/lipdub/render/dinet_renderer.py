@@ -4,9 +4,9 @@ Per frame: (1) the full-resolution displacement warp of `warp.py` moves jaw, chi
 mouth opening (`warp.target_points`); (2) the mouth window of the warped frame, with the mouth masked and
 the target lip map drawn (the audio model's predicted lip shape, `lips.LipTargets`, or the opening rule's
 lips), is the prompt of the generator, which re-draws lips, teeth and the inner mouth from K
-reference windows of the same video (encoded once per source); (3) the closest reference's fine detail is
-added inside the target mouth cavity (`DETAIL_SIGMA`), and the mouth is colour-matched and pasted back
-inside the feathered lower-face mask (`paste.py`). Everything outside the lower face stays
+reference windows of the same video (encoded once per source); (3) the mouth is colour-matched and pasted
+back inside the feathered lower-face mask (`paste.py`); (4) the closest reference's fine detail, at frame
+resolution, is carried onto the target lips (`detail.py`). Everything outside the lower face stays
 untouched, so all per-frame work is done on the smallest box that holds the feathered lower-face mask and
 the window, never on the whole frame.
 
@@ -29,18 +29,16 @@ import torch
 from lipdub.digest import sha256_file
 from lipdub.face import landmarks as L
 from lipdub.render import paste, prompt, window
+from lipdub.render.detail import LipDetail
 from lipdub.render.dinet import ChecksumError, DinetGenerator, expected_sha256, load_checkpoint
 from lipdub.render.warp import GRID_STEP, WarpRenderer, target_points
 
 MOVABLE = sorted(set(L.LIPS + L.JAW[3:-3]))  # landmarks a target may move (the jaw ends are warp anchors)
-# The generator's mouth is soft: 4,000 CPU training steps do not draw fine texture, least of all teeth.
-# Inside the target mouth cavity the generated window gets the fine detail (window minus its Gaussian blur of
-# this sigma, window px) of the reference whose opening is closest, mapped onto the target's inner lips
-# (real teeth, tongue and shadow edges of the same person); the generator keeps the low and mid frequencies.
-# Held-out `lipdub eval` (teacher, 12 clips, medians): mouth sharpness 0.66 -> 0.74 with lip LMD 4.30 ->
-# 4.26 and MOC 0.423 -> 0.432 (no loss of sync). Also adding the warped source's detail outside the cavity
-# reached 0.82 but cost sync (MOC 0.33, lip LMD 4.46): face meshes then see the source's lip edges.
+# The generator's mouth is soft: 4,000 CPU training steps on a 96-px window do not draw fine texture. The
+# references' detail above this cut (window px; the generator keeps the lower frequencies) is added on the
+# target lips at frame resolution, times DETAIL (0: off); see `detail.py` for what was measured.
 DETAIL_SIGMA = 2.0
+DETAIL = 1.0
 MODEL_CACHE = 4  # generators kept per process (the generic weights plus a few enrolled fine-tunes)
 _models: OrderedDict[tuple[str, str, str], DinetGenerator] = OrderedDict()
 _models_lock = threading.Lock()
@@ -77,28 +75,15 @@ def _for_inference(model: DinetGenerator, device: torch.device) -> DinetGenerato
     return model
 
 
-def detail_layer(window_rgb: np.ndarray, sigma: float) -> np.ndarray:
-    """The fine detail of a window: the image minus its Gaussian blur, float32."""
-    w = window_rgb.astype(np.float32)
-    return w - cv2.GaussianBlur(w, (0, 0), sigma)
-
-
-def cavity_mask(points: np.ndarray, size: int) -> np.ndarray:
-    """[size, size] float32: inside the inner lips of window-space landmarks, edge softened by a pixel."""
-    cavity = np.zeros((size, size), np.float32)
-    cv2.fillPoly(cavity, [np.round(points[L.LIPS_INNER, :2] * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
-    return cv2.GaussianBlur(cavity, (0, 0), 1.0)
-
-
 class DinetRenderer:
     name = "dinet"
 
     def __init__(self, model: DinetGenerator, references: Sequence[tuple[np.ndarray, np.ndarray]],
                  device: str = "cpu", threads: int | None = None, batch: int = 4,
-                 detail: float = DETAIL_SIGMA) -> None:
+                 detail: float = DETAIL) -> None:
         """`references`: K (frame, landmarks) pairs of the source video (see `prompt.select_references`);
-        `batch`: frames per generator call in the render stage; `detail`: see DETAIL_SIGMA (0: off);
-        `threads`: torch intra-op threads (process-wide; default 1 on CPU)."""
+        `batch`: frames per generator call in the render stage; `detail`: strength of the references' lip
+        detail (DETAIL; 0: off); `threads`: torch intra-op threads (process-wide; default 1 on CPU)."""
         cfg = model.config
         if len(references) != cfg.refs:
             raise ValueError(f"{cfg.name} needs {cfg.refs} references, got {len(references)}")
@@ -118,13 +103,11 @@ class DinetRenderer:
         self.detail = detail
         self.warp = WarpRenderer()
         refs = []
-        self.ref_detail: list[tuple[np.ndarray, np.ndarray, float]] = []  # (detail, inner lips, opening)
         for frame, points in references:
             a = window.window_affine(points, self.size)
             win, wp = window.crop(frame, a, self.size), window.apply(a, points[:, :2])
             refs.append(prompt.reference_input(win, wp))
-            self.ref_detail.append((detail_layer(win, detail or 1.0), wp[L.LIPS_INNER],
-                                    float(L.mouth_opening(wp))))
+        self.lip_detail = LipDetail(references, self.size, DETAIL_SIGMA)
         with torch.no_grad():
             x = torch.from_numpy(np.concatenate(refs)[None]).to(self.device, memory_format=self.layout)
             self.ref_feat = self.model.encode_refs(x)
@@ -231,32 +214,16 @@ class DinetRenderer:
         a_work[:, 2] += a[:, :2] @ np.array([bx0, by0], np.float32)
         return {"out": out, "work": work, "face": face, "affine": a_work, "source": source, "target": tw}
 
-    def _detail(self, target: np.ndarray) -> np.ndarray | None:
-        """Fine detail for the generated window's mouth cavity (see DETAIL_SIGMA), or None for a closed
-        mouth: the detail of the reference whose opening is closest, mapped onto the target's inner lips by
-        a least-squares affine (teeth, tongue, shadow), weighted by the feathered cavity mask."""
-        cavity = cavity_mask(target, self.size)
-        if float(cavity.max()) < 0.5:
-            return None
-        opening = float(L.mouth_opening(target))
-        ref, inner, _ = min(self.ref_detail, key=lambda r: abs(r[2] - opening))
-        src = np.hstack([inner, np.ones((len(inner), 1), np.float32)])
-        affine = np.linalg.lstsq(src, target[L.LIPS_INNER, :2], rcond=None)[0].T.astype(np.float32)
-        moved = cv2.warpAffine(ref, affine, (self.size, self.size), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return moved * cavity[..., None]
-
     def _finish(self, job: dict, raw: np.ndarray, blend: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = job["work"]
         source = job["source"]
         window_rgb = source[:3].transpose(1, 2, 0) * 255.0  # the real pixels wherever the mask is 0
-        detail = self._detail(job["target"]) if self.detail > 0 else None
-        if detail is not None:
-            raw = np.clip(raw + detail, 0, 255)
         out = job["out"]
         region = out[y0:y1, x0:x1]  # the warped lower face, written by _prepare
         patch = paste.paste_patch(region, raw, blend, source[3], window_rgb, job["affine"], job["face"])
         if patch is not None:
             (px0, py0, px1, py1), pixels = patch
             region[py0:py1, px0:px1] = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+        if self.detail > 0:
+            self.lip_detail.add(region, job["affine"], job["target"], self.detail)
         return out
