@@ -52,6 +52,7 @@ def test_quick_eval_writes_reports_and_measures_the_dub(eval_inputs: tuple[Path,
         assert self_out["lmd_frames"] > 60
         assert abs(self_out["duration_video_minus_audio_ms"]) <= 80
         assert self_out["outside_psnr"] > 30  # the renderer leaves the background alone
+        assert "audio_moc" in self_out  # the audio model's own MOC (NaN here: the source mouth never moves)
         (cross,) = clip["cross_dub"]
         assert cross["audio"] == "german" and cross["error"] is None
         # The astronaut's own mouth never moves: the dubbed mouth must follow the German track better.

@@ -189,19 +189,20 @@ def _frame_and_face() -> tuple[np.ndarray, np.ndarray]:
 
 def test_seam_score_is_zero_untouched_and_sees_a_pasted_patch() -> None:
     img, pts = _frame_and_face()
-    assert seam_score(img, img, pts) == (0.0, 0.0)
+    assert seam_score(img, img, pts) == (0.0, 0.0, 1.0)
     import cv2
 
     # A hard-edged paste of a brighter lower face: the seam a renderer without feathering leaves.
     region = np.zeros(img.shape[:2], np.uint8)
     cv2.fillPoly(region, [lower_face_boundary(pts).astype(np.int32)], 1)
     pasted = np.where(region[..., None] == 1, np.clip(img.astype(int) + 25, 0, 255), img).astype(np.uint8)
-    colour, gradient = seam_score(pasted, img, pts)
-    assert colour > 20 and gradient > 3
+    colour, gradient, ratio = seam_score(pasted, img, pts)
+    assert colour > 20 and gradient > 3 and ratio > 1.2
     # The same change feathered over ~15 px leaves a much smaller jump.
     soft = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 6)[..., None]
     feathered = np.clip(img + 25.0 * soft, 0, 255).astype(np.uint8)
-    assert seam_score(feathered, img, pts)[1] < gradient / 2
+    _, soft_gradient, soft_ratio = seam_score(feathered, img, pts)
+    assert soft_gradient < gradient / 2 and soft_ratio < ratio
 
 
 def test_outside_face_and_sharpness() -> None:

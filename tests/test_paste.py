@@ -87,7 +87,7 @@ def test_colour_cast_generator_leaves_no_seam(face_frame: tuple[np.ndarray, np.n
     assert diff[inside].mean() < 6.0, diff[inside].mean()
     from lipdub.eval.image import seam_score
 
-    colour, _ = seam_score(out, frame, points)
+    colour, _, _ = seam_score(out, frame, points)
     assert colour < 1.0
     # The same generator without colour matching: the test above would fail (the check can fail).
     raw = np.abs(cast - truth).mean()

@@ -160,6 +160,15 @@ class Evaluator:
             return None, f"[{exc.code}] {exc.message}"
         return time.perf_counter() - start, None
 
+    def _audio_moc(self, audio: Path, work: Path, m_gt: np.ndarray) -> float:
+        """The audio model's own predicted opening against the original's: the MOC a perfect renderer would
+        keep, so a renderer's MOC can be read against it (issue 6 asks for within 0.05)."""
+        from lipdub.stages.audio import analyze_audio
+
+        mouth = analyze_audio(audio, work / "audio", self.settings)
+        k = min(len(mouth), len(m_gt))
+        return mouth_opening_correlation(mouth.opening[:k].astype(np.float64), m_gt[:k])
+
     def _images(self, out: VideoTrack, src_reader_track: VideoTrack, src_index: np.ndarray,
                 gt: VideoTrack | None, label: str, rendered: bool = True) -> dict:
         """Stream output frame t, its source frame src_index[t] (and GT frame t) through the image metrics."""
@@ -218,6 +227,7 @@ class Evaluator:
             res.update(self._images(out, rev, np.arange(out.n_frames), gt, f"{clip.id} self-reenactment"))
             res.update(_duration_check(out_path, len(samples) / SAMPLE_RATE))
             res["realtime_factor"] = (seconds or 0.0) / max(out.n_frames / FPS, 1e-6)
+            res["audio_moc"] = self._audio_moc(own_wav, work, m_gt)
             self_res["output"] = res
             self_sig.mouths["lipdub"] = m_out
             self_sig.curves["lipdub"] = sync

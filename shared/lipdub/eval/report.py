@@ -25,6 +25,7 @@ SUMMARY_METRICS: list[tuple[str, str, str, str]] = [
     ("lmd_lips", "LMD lips (×100/IOD)", "{:.2f}", "lower"),
     ("lmd_jaw", "LMD jaw (×100/IOD)", "{:.2f}", "lower"),
     ("moc", "mouth-opening correlation with GT", "{:.3f}", "higher"),
+    ("audio_moc", "the audio model's own opening correlation with GT", "{:.3f}", "renderer's MOC within 0.05"),
     ("mouth_psnr", "mouth PSNR vs GT (dB)", "{:.2f}", "higher"),
     ("mouth_ssim", "mouth SSIM vs GT", "{:.3f}", "higher"),
     ("outside_psnr", "outside-face PSNR vs source (dB)", "{:.2f}", "higher"),
@@ -33,6 +34,7 @@ SUMMARY_METRICS: list[tuple[str, str, str, str]] = [
     ("lip_jitter", "lip jitter (×100/IOD per frame²)", "{:.3f}", "≈ GT"),
     ("seam_color", "seam colour jump (grey levels)", "{:.2f}", "lower"),
     ("seam_gradient", "seam gradient jump (grey levels)", "{:.2f}", "lower"),
+    ("seam_ratio", "boundary gradient output / source", "{:.2f}", "≤ 1.2"),
     ("duration_video_minus_audio_ms", "video − audio duration (ms)", "{:+.0f}", "within ±40"),
     ("realtime_factor", "dub wall time / output duration", "{:.2f}", "lower"),
 ]
