@@ -64,9 +64,10 @@ class Settings(BaseSettings):
 
     # Render stage (lipdub.render).
     renderer: Literal["warp", "dinet"] = Field(
-        default="warp", description="Mouth renderer: warp (geometric; keeps more of the audio model's sync "
-        "and a sharp mouth, see BENCHMARKS.md) or dinet (neural mouth: higher mouth PSNR/SSIM, softer teeth; "
-        "falls back to warp without trained weights)")
+        default="dinet", description="Mouth renderer: dinet (the neural mouth: warp of jaw and lips, then the "
+        "DINet mini generator re-draws lips, teeth and inner mouth from reference frames; falls back to warp "
+        "without trained weights) or warp (geometric only: sharper, less close to real lip shapes; see "
+        "BENCHMARKS.md)")
     dinet_weights: Path | None = Field(default=None,
                                        description="DINet generator checkpoint (default: the packaged mini "
                                                    "weights); its .sha256 sidecar is verified on load")

@@ -37,7 +37,7 @@ MOVABLE = sorted(set(L.LIPS + L.JAW[3:-3]))  # landmarks a target may move (the 
 # The generator's mouth is soft: 4,000 CPU training steps on a 96-px window do not draw fine texture. The
 # references' detail above this cut (window px; the generator keeps the lower frequencies) is added on the
 # target lips at frame resolution, times DETAIL (0: off); see `detail.py` for what was measured.
-DETAIL_SIGMA = 2.0
+DETAIL_SIGMA = 3.0
 DETAIL = 1.0
 MODEL_CACHE = 4  # generators kept per process (the generic weights plus a few enrolled fine-tunes)
 _models: OrderedDict[tuple[str, str, str], DinetGenerator] = OrderedDict()
