@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -354,3 +355,30 @@ def test_lip_detail_lands_on_the_target_lips_only(demo_track) -> None:
     assert err_after < 0.5 * err_before  # the frame's own lip texture came back where it was
     far = ~cv2.dilate(lips, np.ones((41, 41), np.uint8)).astype(bool)
     assert np.array_equal(region[far], before[far])  # nothing outside the lips moved
+
+
+def test_enroll_lands_where_dub_finds_it(demo_inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from lipdub.config import Settings
+    from lipdub.prep.cache import prepare_cached
+    from lipdub.render import ENROLLED, current_enrolment, make_renderer, packaged_weights
+    from lipdub.render.dinet_renderer import DinetRenderer
+
+    video = demo_inputs[0]
+    data = tmp_path / "var"
+    proc = subprocess.run([sys.executable, "-m", "lipdub.cli", "enroll", str(video), "--steps", "2"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "LIPDUB_DATA_DIR": str(data)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    settings = Settings(data_dir=data)
+    track = prepare_cached(video, settings)  # the cache entry `lipdub dub` reads (a hit: enroll prepared it)
+    assert current_enrolment(track.dir, packaged_weights()) == track.dir / ENROLLED
+    used: list[Path] = []
+    monkeypatch.setattr(DinetRenderer, "for_track", classmethod(lambda cls, t, w, d="cpu": used.append(w)))
+    make_renderer(track, settings)
+    assert used == [track.dir / ENROLLED]
+    # Fine-tuned from other generic weights, the file is stale and the generic weights are used.
+    other = tmp_path / "other.pt"
+    other.write_bytes(packaged_weights().read_bytes() + b"\0")
+    assert current_enrolment(track.dir, other) is None

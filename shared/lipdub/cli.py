@@ -255,32 +255,23 @@ def train_render(
 def enroll(
     source: Annotated[Path, typer.Argument(help="Source video to fine-tune the DINet renderer on")],
     steps: Annotated[int | None, typer.Option(help="Fine-tuning steps (default: LIPDUB_DINET_ENROLL_STEPS)")] = None,
-    track_dir: Annotated[Path | None, typer.Option(help="Prep folder of the source (default: "
-                                                        "DATA_DIR/sources/<sha256 of the video>)")] = None,
+    face: Annotated[str | None, typer.Option(help="The face to tune on, as for `lipdub dub --face`")] = None,
+    face_time: Annotated[float, typer.Option(help="Seconds into the video where --face is visible")] = 0.0,
 ) -> None:
-    """Prepare SOURCE and fine-tune the DINet renderer on its own frames; cached with the source track."""
-    import hashlib
-
+    """Prepare SOURCE and fine-tune the DINet renderer on its own frames; later dubs of SOURCE (same face
+    choice) use the result, which is cached with the source's prep."""
     from lipdub.progress import ConsoleProgress
-    from lipdub.render import generic_weights
-    from lipdub.render.enroll import enroll as run
-    from lipdub.stages.prep import SourceTrack, prepare_source
+    from lipdub.render.enroll import enroll_source
 
-    settings = get_settings()
-    weights = generic_weights(settings)
-    if not weights.is_file():
-        raise typer.BadParameter(f"no DINet weights at {weights}", param_hint="LIPDUB_DINET_WEIGHTS")
-    if track_dir is None:
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-        track_dir = settings.data_dir / "sources" / digest
     try:
-        track = (SourceTrack.load(track_dir) if (track_dir / "track.json").is_file()
-                 else prepare_source(source, track_dir, settings, ConsoleProgress()))
+        out = enroll_source(source, get_settings(), steps, parse_face(face, face_time), ConsoleProgress(),
+                            log=True)
     except LipdubError as exc:
         _fail(exc)
         return
-    out = run(track, weights, settings.dinet_enroll_steps if steps is None else steps, log=True)
-    err.print(f"[green]wrote[/] {out} (used by the dinet renderer for sources prepared in {track_dir})")
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="LIPDUB_DINET_WEIGHTS") from exc
+    err.print(f"[green]wrote[/] {out} (used by `lipdub dub` for this source)")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
                           "LIPDUB_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
                           # The service is under test here, not the mouth model: the fast energy model.
                           "LIPDUB_AUDIO_MODEL": "energy",
+                          # The job option `enroll` is tested for its plumbing: a few fine-tuning steps.
+                          "LIPDUB_DINET_ENROLL_STEPS": "4",
                       })
     try:
         start(cfg)

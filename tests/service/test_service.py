@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -87,6 +88,25 @@ def test_same_source_reuses_prep(api: httpx.Client, assets: dict[str, dict[str, 
     assert second["cache"] == {"prep_hit": True}
     assert second["timings"]["prep"] < first["timings"]["prep"]
     assert redis_client.keys(f"prep:{assets['face2']['sha256']}:v*")
+
+
+def test_enroll_option_stores_a_fine_tuned_renderer_with_the_source(
+        api: httpx.Client, assets: dict[str, dict[str, Any]], stack: StackConfig, redis_client: redis.Redis) -> None:
+    from lipdub.render import ENROLLED
+    from lipdub.service.storage import keys, make_storage
+    from lipdub.stages.prep import PREP_VERSION
+
+    sha = assets["face"]["sha256"]
+    job = wait_for(api, create_job(api, assets["face"], assets["speech"], options={"enroll": True})["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["options"]["enroll"] is True
+    pointer = json.loads(redis_client.get(f"prep:{sha}:v{PREP_VERSION}"))
+    assert ENROLLED in pointer["files"]  # every render worker's copy of the entry now carries it
+    stored = make_storage(stack.settings())
+    assert stored.exists(keys.prep(sha, PREP_VERSION, ENROLLED))
+    again = wait_for(api, create_job(api, assets["face"], assets["speech"], options={"enroll": True})["id"])
+    assert again["status"] == "succeeded", again["error"]
+    assert json.loads(redis_client.get(f"prep:{sha}:v{PREP_VERSION}"))["files"] == pointer["files"]
 
 
 def test_target_face_picks_one_of_two_equal_faces(api: httpx.Client, assets: dict[str, dict[str, Any]],

@@ -133,6 +133,9 @@ class JobOptions(BaseModel):
     target_face: Literal["auto"] | FaceTarget = Field(
         default="auto", description="Which face to dub: 'auto' = the largest, most central, most persistent one; "
         "or a point/box at a time (a video whose faces are equally prominent needs one, else multiple_faces)")
+    enroll: bool = Field(default=False, description="Fine-tune the DINet renderer on this source's own frames "
+                         "before rendering (LIPDUB_DINET_ENROLL_STEPS steps, once per source; later jobs of the "
+                         "source use it too). Measured gain on held-out clips so far: none (BENCHMARKS.md)")
 
 
 class JobCreate(BaseModel):

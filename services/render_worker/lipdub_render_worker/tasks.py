@@ -18,7 +18,7 @@ from lipdub.config import get_settings
 from lipdub.pipeline import render_chunks, start_render
 from lipdub.render import generic_weights
 from lipdub.service.celery_app import app
-from lipdub.service.prepcache import job_source_key
+from lipdub.service.prepcache import enroll_cached, job_source_key
 from lipdub.service.quality import sync_estimate
 from lipdub.service.status import JobState, Stage, get_store
 from lipdub.service.storage import get_storage, keys
@@ -55,9 +55,16 @@ def plan_task(job_id: str) -> None:
     state = store.get(job_id)
     if state is None or state.status.is_final or store.render_queued(job_id):
         return  # canceled, failed, or already planned by an earlier delivery of this task
-    pointer = store.prep_pointer(job_source_key(state.spec), PREP_VERSION)
+    source = job_source_key(state.spec)
+    pointer = store.prep_pointer(source, PREP_VERSION)
     if pointer is None:
         raise RuntimeError("prep finished without a prep cache pointer")
+    if state.spec.get("options", {}).get("enroll"):
+        # Before any chunk is queued, so every chunk renders with the fine-tuned generator.
+        with stage_run(job_id, Stage.render, "enroll", (0.0, 0.0), finish=False) as run:
+            if run is None:
+                return
+            enroll_cached(source, run.store, run.storage, run.settings)
     with tempfile.TemporaryDirectory(prefix="lipdub-plan-") as tmp:
         mouth = MouthTrack.load(storage.get_file(keys.mouth(job_id), Path(tmp) / "mouth.npz"))
     timeline = Timeline(int(pointer["summary"]["n_frames"]), len(mouth), _mode(state))  # type: ignore[arg-type]

@@ -29,25 +29,30 @@ def generic_weights(settings: Settings) -> Path:
     return settings.dinet_weights or packaged_weights()
 
 
+def current_enrolment(track_dir: Path, weights: Path) -> Path | None:
+    """The source's fine-tuned generator (`lipdub enroll`, or the job option `enroll`) when it was tuned from
+    `weights` as they are now; a fine-tune of older generic weights is stale once those change."""
+    enrolled = track_dir / ENROLLED
+    if not enrolled.is_file():
+        return None
+    import torch
+
+    from lipdub.digest import sha256_file
+
+    extra = torch.load(enrolled, map_location="cpu", weights_only=True).get("extra", {})
+    return enrolled if extra.get("base_sha256") == sha256_file(weights) else None
+
+
 def make_renderer(track: SourceTrack, settings: Settings, device: str = "cpu") -> Renderer:
     """The renderer the settings ask for; DINet without weights falls back to the warp renderer."""
     from lipdub.render.warp import WarpRenderer
 
     if settings.renderer == "warp":
         return WarpRenderer()
-    from lipdub.digest import sha256_file
     from lipdub.render.dinet_renderer import DinetRenderer
 
     weights = generic_weights(settings)
     if not weights.is_file():
         log.warning("no DINet weights at %s: using the warp renderer", weights)
         return WarpRenderer()
-    enrolled = track.dir / ENROLLED
-    if enrolled.is_file():
-        import torch
-
-        extra = torch.load(enrolled, map_location="cpu", weights_only=True).get("extra", {})
-        # A fine-tune of older generic weights is stale once the generic weights change.
-        if extra.get("base_sha256") == sha256_file(weights):
-            weights = enrolled
-    return DinetRenderer.for_track(track, weights, device)
+    return DinetRenderer.for_track(track, current_enrolment(track.dir, weights) or weights, device)

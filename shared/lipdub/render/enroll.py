@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lipdub.face import landmarks as L
-from lipdub.render import ENROLLED, window
-from lipdub.render.dataset import ClipWindows
+from lipdub.config import Settings
 from lipdub.digest import sha256_file
+from lipdub.face import landmarks as L
+from lipdub.prep.tracking import Target
+from lipdub.progress import SILENT, Progress
+from lipdub.render import ENROLLED, generic_weights, window
+from lipdub.render.dataset import ClipWindows
 from lipdub.render.dinet import load_checkpoint, save_checkpoint
 from lipdub.render.train import TrainOptions, train
 
@@ -59,3 +62,16 @@ def enroll(track: object, base: Path, steps: int, out: Path | None = None, indic
                                              "frames": len(clip.crops)})
     shutil.rmtree(run, ignore_errors=True)
     return out
+
+
+def enroll_source(video: Path, settings: Settings, steps: int | None = None, target: Target | None = None,
+                  progress: Progress = SILENT, log: bool = False) -> Path:
+    """Prepare `video` through the prep cache (as `lipdub dub` does) and fine-tune the generic weights on it;
+    the result lands in the source's cache entry, where `make_renderer` finds it."""
+    from lipdub.prep.cache import prepare_cached
+
+    weights = generic_weights(settings)
+    if not weights.is_file():
+        raise FileNotFoundError(f"no DINet weights at {weights}")
+    track = prepare_cached(video, settings, progress, target=target)
+    return enroll(track, weights, settings.dinet_enroll_steps if steps is None else steps, log=log)

@@ -89,3 +89,28 @@ def fetch_prep(source: str, store: JobStore, storage: Storage, settings: Setting
     mark_used(entry)
     evict(root, max_bytes(settings))
     return entry
+
+
+def enroll_cached(source: str, store: JobStore, storage: Storage, settings: Settings) -> bool:
+    """Make sure source `source` has a renderer fine-tuned on it (the job option `enroll`), stored with its
+    prep artifacts so every render worker's copy of the entry carries it; tuned once per source and generic
+    weights. Returns False when there is nothing to tune (warp renderer, no DINet weights)."""
+    from lipdub.render import ENROLLED, current_enrolment, generic_weights
+    from lipdub.render.enroll import enroll
+    from lipdub.stages.prep import SourceTrack
+
+    weights = generic_weights(settings)
+    if settings.renderer != "dinet" or not weights.is_file():
+        return False
+    entry = fetch_prep(source, store, storage, settings)
+    if current_enrolment(entry, weights) is not None:
+        log.info("enrolled renderer cached source=%s", source[:12])
+        return True
+    enroll(SourceTrack.load(entry), weights, settings.dinet_enroll_steps)
+    storage.put_file(keys.prep(source, PREP_VERSION, ENROLLED), entry / ENROLLED)
+    pointer = store.prep_pointer(source, PREP_VERSION) or {}
+    # Listed last, as with the prep artifacts: a worker that sees the name finds the file in storage.
+    pointer["files"] = sorted(set(pointer.get("files", [])) | {ENROLLED})
+    store.set_prep_pointer(source, PREP_VERSION, pointer)
+    log.info("enrolled renderer stored source=%s", source[:12])
+    return True
