@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from lipdub.audio.augment import speed, stretch_labels
 from lipdub.audio.corpus import identity_key
+from lipdub.audio.distill import spec_augment
 from lipdub.audio.features import n_video_frames
 from lipdub.audio.models import basis
 from lipdub.audio.shape import (
@@ -77,6 +79,22 @@ def test_speed_perturbation_keeps_labels_in_step() -> None:
     stretched = stretch_labels(labels, n_video_frames(len(fast)))
     assert stretched.shape == (n_video_frames(len(fast)), 8)
     assert stretched[0, 0] == 0.0 and stretched[-1, 0] == pytest.approx(1.0)
+
+
+def test_spec_augment_masks_bands_with_the_mean_and_is_off_by_default() -> None:
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(4, 208, 80)).astype(np.float32) + 5.0)
+    fill = torch.full((80,), -1.0)
+    before = x.clone()
+    assert spec_augment(x, fill, rng, 0, 10, 0, 10) is x
+    masked = spec_augment(x, fill, np.random.default_rng(1), 2, 10, 2, 10)
+    assert masked.shape == x.shape and torch.equal(x, before)  # the input is left alone
+    changed = masked != x
+    assert torch.all(masked[changed] == -1.0)
+    for i in range(len(x)):
+        rows, cols = changed[i].all(1).sum(), changed[i].all(0).sum()
+        assert rows <= 20 and cols <= 20  # at most two masks of at most 10 rows / bins each
+    assert changed.any()
 
 
 def test_identity_keys_group_lookalikes_and_labels() -> None:

@@ -145,6 +145,8 @@ def train_audio(
     synthetic: Annotated[int, typer.Option(help="espeak-ng utterances added to the distillation data")] = 500,
     augmented: Annotated[int, typer.Option(help="Degraded copies of every distillation source")] = 3,
     dropout: Annotated[float, typer.Option(help="Dropout between the student's LSTM layers (training only)")] = 0.25,
+    spec_masks: Annotated[int, typer.Option(help="SpecAugment time masks (up to 10 rows) and frequency masks (up "
+                                            "to 10 mel bins) per training window of the student (0 = off)")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of splits, augmentation and training")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
     evaluate_only: Annotated[bool, typer.Option(help="Only re-measure the held-out metrics of the weights "
@@ -167,7 +169,7 @@ def train_audio(
         return
     report = run(corpus, settings.data_dir / "audio_model", weights or weights_dir(), runs,
                  encoder_path=settings.audio_encoder, student_minutes=student_minutes, n_synthetic=synthetic,
-                 n_augmented=augmented, seed=seed, threads=threads, dropout=dropout)
+                 n_augmented=augmented, seed=seed, threads=threads, dropout=dropout, spec_masks=spec_masks)
     err.print(json.dumps(report["card"]["metrics"], indent=1))
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lipdub.audio.augment import augment
-from lipdub.audio.features import fbank
+from lipdub.audio.features import N_MELS, fbank
 from lipdub.audio.student import LOOKAHEAD, Audio2Feature
 from lipdub.media.audio import load_audio
 
@@ -98,6 +98,26 @@ def sample_batch(data: Dataset, rng: np.random.Generator, batch: int, window: in
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
+def spec_augment(x: torch.Tensor, fill: torch.Tensor, rng: np.random.Generator, time_masks: int, time_rows: int,
+                 freq_masks: int, freq_bins: int) -> torch.Tensor:
+    """[B, 2T, 80] fbank windows with random time and frequency bands set to `fill` (the per-bin mean, about zero
+    after the network's input normalisation), so the student cannot lean on any one band or instant of the audio."""
+    if time_masks == 0 and freq_masks == 0:
+        return x
+    x = x.clone()
+    b, n, f = x.shape
+    for i in range(b):
+        for _ in range(freq_masks):
+            w = int(rng.integers(0, freq_bins + 1))
+            s = int(rng.integers(0, f - w + 1))
+            x[i, :, s: s + w] = fill[s: s + w]
+        for _ in range(time_masks):
+            w = int(rng.integers(0, time_rows + 1))
+            s = int(rng.integers(0, n - w + 1))
+            x[i, s: s + w] = fill
+    return x
+
+
 @dataclass
 class TrainConfig:
     minutes: float = 35.0
@@ -111,6 +131,12 @@ class TrainConfig:
     threads: int = 1
     eval_every: int = 250
     dropout: float = 0.0  # between the LSTM layers, training only
+    # SpecAugment on the fbank input, training only: per window, this many time masks of up to
+    # `time_mask_rows` 20-ms rows and frequency masks of up to `freq_mask_bins` mel bins (0 = off).
+    time_masks: int = 0
+    time_mask_rows: int = 10
+    freq_masks: int = 0
+    freq_mask_bins: int = 10
 
 
 def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray, cfg: TrainConfig,
@@ -119,8 +145,10 @@ def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray,
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
+    mask_rng = np.random.default_rng(cfg.seed + 100)  # its own stream: masking leaves the batches unchanged
     net = Audio2Feature(n_out=n_out, dropout=cfg.dropout)
     mean, std = feature_stats(train)
+    fill = torch.from_numpy(mean.reshape(2, N_MELS).mean(0))
     net.feat_mean.copy_(torch.from_numpy(mean))
     net.feat_std.copy_(torch.from_numpy(std))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -150,6 +178,7 @@ def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray,
             g["lr"] = cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * frac)))
         net.train()
         x, y = sample_batch(train, rng, cfg.batch, cfg.window, LOOKAHEAD)
+        x = spec_augment(x, fill, mask_rng, cfg.time_masks, cfg.time_mask_rows, cfg.freq_masks, cfg.freq_mask_bins)
         loss = loss_of(x, y)
         opt.zero_grad()
         loss.backward()

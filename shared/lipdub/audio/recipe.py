@@ -63,7 +63,7 @@ def _summary(values: list[float]) -> dict:
 def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
         student_minutes: float = 22.0, n_synthetic: int = 500, n_augmented: int = 3, seed: int = 0,
         threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4,
-        dropout: float = 0.25) -> dict:
+        dropout: float = 0.25, spec_masks: int = 0) -> dict:
     t0 = time.monotonic()
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -122,9 +122,9 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     k = basis.n_components
     loss_weights = 0.5 + 0.5 * k * basis.explained / basis.explained.sum()
     run_dir = runs / f"audio-student-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    net, train_info = train_student(train_data, dev_data, k, loss_weights,
-                                    TrainConfig(minutes=student_minutes, seed=seed, threads=threads, dropout=dropout),
-                                    run_dir)
+    cfg = TrainConfig(minutes=student_minutes, seed=seed, threads=threads, dropout=dropout,
+                      time_masks=spec_masks, freq_masks=spec_masks)
+    net, train_info = train_student(train_data, dev_data, k, loss_weights, cfg, run_dir)
     student = StudentModel(net)
     student.save(weights / STUDENT_FILE)
 
@@ -162,7 +162,10 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
                     "sources": {g: sum(1 for s in sources if s.group == g) for g in ("corpus", "speech", "synthetic")},
                     "source_minutes": {g: round(sum(len(s.samples) for s in sources if s.group == g) / 16000 / 60, 1)
                                        for g in ("corpus", "speech", "synthetic")},
-                    "augmented_copies": n_augmented, "lstm_dropout": dropout, **{k_: v for k_, v in train_info.items() if k_ != "history"}},
+                    "augmented_copies": n_augmented, "lstm_dropout": dropout,
+                    "spec_augment": {"time_masks": cfg.time_masks, "time_mask_rows": cfg.time_mask_rows,
+                                     "freq_masks": cfg.freq_masks, "freq_mask_bins": cfg.freq_mask_bins},
+                    **{k_: v for k_, v in train_info.items() if k_ != "history"}},
         "data": {"corpus_clips": len(paired), "train_clips_split0": len(train0),
                  "held_out_identities": sorted(split0.held_out),
                  "offsets": [o for o in offsets if o["action"] != "keep"]},
