@@ -249,8 +249,11 @@ def test_render_stage_batches_in_order_and_passes_lip_shapes(demo_track, tmp_pat
             self.lips.append(lips)
             return DinetRenderer.target(points, opening, lips)
 
-        def render_batch(self, frames: list[np.ndarray], points: list[np.ndarray],
-                         targets: list[np.ndarray]) -> list[np.ndarray]:
+        def prepare(self, frames: list[np.ndarray], points: list[np.ndarray],
+                    targets: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+        def finish(self, frames: list[np.ndarray]) -> list[np.ndarray]:  # runs on the stage's second thread
             self.calls.append(len(frames))
             out = []
             for f in frames:
@@ -382,3 +385,39 @@ def test_enroll_lands_where_dub_finds_it(demo_inputs, tmp_path: Path, monkeypatc
     other = tmp_path / "other.pt"
     other.write_bytes(packaged_weights().read_bytes() + b"\0")
     assert current_enrolment(track.dir, other) is None
+
+
+def test_render_stage_reports_a_failing_batch_and_leaves_no_file(demo_track, tmp_path: Path) -> None:
+    """What goes wrong on the stage's finishing thread surfaces in the caller; no half-written video."""
+    from lipdub.audio.mouth import MouthTrack
+    from lipdub.config import Settings
+    from lipdub.render.dinet_renderer import DinetRenderer
+    from lipdub.stages.render import render_video
+    from lipdub.timeline import Timeline
+
+    class Broken:
+        name, batch = "broken", 2
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def target(self, points: np.ndarray, opening: float, lips: np.ndarray | None = None) -> np.ndarray:
+            return DinetRenderer.target(points, opening, lips)
+
+        def prepare(self, frames: list[np.ndarray], points: list[np.ndarray],
+                    targets: list[np.ndarray]) -> list[np.ndarray]:
+            return frames
+
+        def finish(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("generator exploded")
+            return frames
+
+    n = 8
+    mouth = MouthTrack(np.zeros(n, np.float32), np.ones(n, bool))
+    out = tmp_path / "o.mp4"
+    with pytest.raises(RuntimeError, match="generator exploded"):
+        render_video(demo_track, mouth, Timeline(demo_track.summary.n_frames, n, "cut_off"), out,
+                     Settings(data_dir=tmp_path / "var"), frames=range(n), renderer=Broken())  # type: ignore[arg-type]
+    assert not out.exists() and not list(tmp_path.glob("o.tmp*"))

@@ -154,12 +154,17 @@ class DinetRenderer:
     def render_batch(self, frames: Sequence[np.ndarray], points: Sequence[np.ndarray],
                      targets: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Render many frames: `targets` are full [478, 2] target landmark sets (frame pixels)."""
-        jobs, sources = [], []
-        for frame, pts, tgt in zip(frames, points, targets):
-            job = self._prepare(frame, pts, tgt)
-            jobs.append(job)
-            if job is not None:
-                sources.append(job["source"])
+        return self.finish(self.prepare(frames, points, targets))
+
+    def prepare(self, frames: Sequence[np.ndarray], points: Sequence[np.ndarray],
+                targets: Sequence[np.ndarray]) -> list[tuple[np.ndarray, dict | None]]:
+        """First half of `render_batch` (warp, prompt): the render stage runs it for the next frames while
+        another thread runs `finish` on the last ones."""
+        return [(frame, self._prepare(frame, pts, tgt)) for frame, pts, tgt in zip(frames, points, targets)]
+
+    def finish(self, prepared: Sequence[tuple[np.ndarray, dict | None]]) -> list[np.ndarray]:
+        """Second half of `render_batch`: the generator on all prepared frames, paste-back, lip detail."""
+        sources = [job["source"] for _, job in prepared if job is not None]
         if sources:
             with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.fp16):
                 src = torch.from_numpy(np.stack(sources)).to(self.device, memory_format=self.layout)
@@ -167,7 +172,7 @@ class DinetRenderer:
             raw_np = (raw.float().clamp(0, 1) * 255).permute(0, 2, 3, 1).cpu().numpy()
             blend_np = blend.float()[:, 0].cpu().numpy()
         out, k = [], 0
-        for frame, job in zip(frames, jobs):
+        for frame, job in prepared:
             if job is None:
                 out.append(frame)
                 continue

@@ -2,14 +2,18 @@
 
 Renderers take a frame, its landmarks and a target mouth opening (`Renderer`). A renderer that also takes
 full target landmark sets in batches (`BatchRenderer`, the DINet renderer) gets the audio model's predicted
-lip shapes (`render.lips.LipTargets`, when the mouth track has them) and up to `batch` frames per call;
-at most `batch` decoded frames are held at any time, so memory stays constant whatever the video's length.
+lip shapes (`render.lips.LipTargets`, when the mouth track has them) and up to `batch` frames per call, in
+two halves: `prepare` (warp and prompt) runs for the next batch while a second thread runs `finish`
+(generator, paste-back) on the last one and hands it to the encoder, so the two halves share the cores.
+At most two batches of decoded frames are held at any time, so memory stays constant whatever the video's
+length.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -38,8 +42,10 @@ class BatchRenderer(Protocol):
 
     def target(self, points: np.ndarray, opening: float, lips: np.ndarray | None = None) -> np.ndarray: ...
 
-    def render_batch(self, frames: list[np.ndarray], points: list[np.ndarray],
-                     targets: list[np.ndarray]) -> list[np.ndarray]: ...
+    def prepare(self, frames: list[np.ndarray], points: list[np.ndarray],
+                targets: list[np.ndarray]) -> list[Any]: ...
+
+    def finish(self, prepared: list[Any]) -> list[np.ndarray]: ...
 
 
 def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out: Path, settings: Settings,
@@ -60,23 +66,43 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
     # decoder and encoder beside it (720p DINet: 35 -> 18 ms of CPU a frame).
     with threadpool_limits(limits=1, user_api="blas"), track.reader() as reader, \
             VideoWriter(out, s.width, s.height, settings.video_crf, settings.video_preset) as writer, \
-            progress.stage("render", len(frames)) as advance:
+            progress.stage("render", len(frames)) as advance, \
+            ThreadPoolExecutor(1, thread_name_prefix="render-finish") as pool:
+        inflight: tuple[Future[None], int] | None = None
+
+        def finish_and_write(frames_out: list[np.ndarray], keys: list[int], prepared: list[Any]) -> None:
+            assert batched is not None
+            for k, frame in zip(keys, batched.finish(prepared)):
+                frames_out[k] = frame
+            for frame in frames_out:
+                writer.write(frame)
+
+        def wait() -> None:
+            nonlocal inflight
+            if inflight is not None:
+                done, n = inflight
+                inflight = None
+                done.result()  # re-raises what went wrong in the finishing thread
+                advance(n)
 
         def flush() -> None:
+            nonlocal inflight
             todo = [(k, frame, job) for k, (frame, job) in enumerate(pending) if job is not None]
-            done = [frame for frame, _ in pending]
-            if batched is not None and todo:
+            frames_out = [frame for frame, _ in pending]
+            if batched is not None:
                 targets = [batched.target(p, o, lips(i, a) if lips is not None else None)
                            for _, _, (p, o, a, i) in todo]
-                drawn = batched.render_batch([f for _, f, _ in todo], [j[0] for _, _, j in todo], targets)
-                for (k, _, _), frame in zip(todo, drawn):
-                    done[k] = frame
+                prepared = (batched.prepare([f for _, f, _ in todo], [j[0] for _, _, j in todo], targets)
+                            if todo else [])
+                wait()  # the last batch is encoded before this one: output order, two batches at most
+                inflight = (pool.submit(finish_and_write, frames_out, [k for k, _, _ in todo], prepared),
+                            len(frames_out))
             else:
                 for k, frame, (p, o, _, _) in todo:
-                    done[k] = renderer(frame, p, o)
-            for frame in done:
-                writer.write(frame)
-            advance(len(done))
+                    frames_out[k] = renderer(frame, p, o)
+                for frame in frames_out:
+                    writer.write(frame)
+                advance(len(frames_out))
             pending.clear()
 
         for t in frames:
@@ -92,4 +118,5 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
             if len(pending) >= size:
                 flush()
         flush()
+        wait()
     return passed
