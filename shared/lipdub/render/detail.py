@@ -52,12 +52,11 @@ class LipDetail:
         self.refs: list[Reference] = []
         for frame, points in references:
             a = window.window_affine(points, size)
-            scale = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))  # window px per frame px
             x0, y0, x1, y1 = _lip_box(points[L.LIPS, :2], frame.shape, MARGIN)
             if x1 - x0 < 8 or y1 - y0 < 8:
                 continue
             crop = frame[y0:y1, x0:x1].astype(np.float32)
-            detail = crop - cv2.GaussianBlur(crop, (0, 0), sigma / scale)
+            detail = crop - cv2.GaussianBlur(crop, (0, 0), sigma / window.scale(a))
             to_box = window.invert(a)
             to_box[:, 2] -= (x0, y0)
             wp = window.apply(a, points[:, :2])
@@ -81,7 +80,7 @@ class LipDetail:
         mask = np.zeros((y1 - y0, x1 - x0), np.float32)
         cv2.fillPoly(mask, [np.round((centre + (outer - centre) * GROW - (x0, y0)) * 16).astype(np.int32)],
                      1.0, cv2.LINE_AA, 4)
-        mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.6 / float(np.sqrt(abs(np.linalg.det(to_window[:, :2]))))))
+        mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.6 / window.scale(to_window)))
         # Backward map: region px -> window (affine) -> reference window (spline on the lips) -> reference box.
         spline = RBFInterpolator(target[L.LIPS].astype(np.float64), ref.lips.astype(np.float64),
                                  kernel="thin_plate_spline", smoothing=1e-2)

@@ -110,7 +110,7 @@ def paste_patch(region: np.ndarray, generated: np.ndarray, blend: np.ndarray, ha
     corners = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1],
                         [xs.max() + 1, ys.max() + 1]], np.float32)
     in_frame = window.apply(window.invert(affine), corners)
-    scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))  # window px per frame px
+    scale = window.scale(affine)
     k = max(3, int(1.5 / scale) | 1)  # resampling a 96-px window up leaves a stair-stepped edge: smooth it
     h, w = region.shape[:2]
     x0, y0 = np.maximum(np.floor(in_frame.min(0)).astype(int) - k, 0)

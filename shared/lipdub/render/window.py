@@ -31,6 +31,11 @@ def window_affine(points: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
     return np.hstack([rot, offset[:, None]]).astype(np.float32)
 
 
+def scale(affine: np.ndarray) -> float:
+    """Window px per frame px of a (similarity) affine."""
+    return float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
+
+
 def invert(affine: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(affine)
 
@@ -41,16 +46,16 @@ def apply(affine: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 def crop(frame: np.ndarray, affine: np.ndarray, side: int) -> np.ndarray:
     """The window's pixels; strong downscales are pre-blurred so the crop does not alias."""
-    scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
-    if scale < 0.6:
+    k = scale(affine)
+    if k < 0.6:
         # Blur only the frame region under the window (a full 720p blur per frame would dominate the cost).
         corners = apply(invert(affine), np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float32))
-        pad = int(np.ceil(3 / scale))
+        pad = int(np.ceil(3 / k))
         h, w = frame.shape[:2]
         x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - pad, 0)
         x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + pad, (w, h))
         if x1 > x0 and y1 > y0:
-            frame = cv2.GaussianBlur(frame[y0:y1, x0:x1], (0, 0), 0.45 / scale)
+            frame = cv2.GaussianBlur(frame[y0:y1, x0:x1], (0, 0), 0.45 / k)
             affine = affine.copy()
             affine[:, 2] += affine[:, :2] @ np.array([x0, y0], np.float32)
     return cv2.warpAffine(frame, affine, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
