@@ -141,12 +141,13 @@ def train_audio(
     weights: Annotated[Path | None, typer.Option(help="Where to write the weights and card "
                                                  "(default: the package's lipdub/audio/weights)")] = None,
     runs: Annotated[Path, typer.Option(help="TensorBoard log root")] = Path("runs"),
-    student_minutes: Annotated[float, typer.Option(help="Wall-clock budget of the student's training")] = 22.0,
+    student_steps: Annotated[int, typer.Option(help="Training steps of the student (a step count, not a time "
+                                               "budget, so the weights do not depend on the machine's load)")] = 3000,
     synthetic: Annotated[int, typer.Option(help="espeak-ng utterances added to the distillation data")] = 500,
     augmented: Annotated[int, typer.Option(help="Degraded copies of every distillation source")] = 3,
     dropout: Annotated[float, typer.Option(help="Dropout between the student's LSTM layers (training only)")] = 0.25,
     spec_masks: Annotated[int, typer.Option(help="SpecAugment time masks (up to 10 rows) and frequency masks (up "
-                                            "to 10 mel bins) per training window of the student (0 = off)")] = 0,
+                                            "to 10 mel bins) per training window of the student (0 = off)")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of splits, augmentation and training")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
     evaluate_only: Annotated[bool, typer.Option(help="Only re-measure the held-out metrics of the weights "
@@ -168,7 +169,7 @@ def train_audio(
         err.print(json.dumps({k: v for k, v in metrics.items() if k != "split0_clips"}, indent=1))
         return
     report = run(corpus, settings.data_dir / "audio_model", weights or weights_dir(), runs,
-                 encoder_path=settings.audio_encoder, student_minutes=student_minutes, n_synthetic=synthetic,
+                 encoder_path=settings.audio_encoder, student_steps=student_steps, n_synthetic=synthetic,
                  n_augmented=augmented, seed=seed, threads=threads, dropout=dropout, spec_masks=spec_masks)
     err.print(json.dumps(report["card"]["metrics"], indent=1))
 

@@ -21,20 +21,12 @@ import numpy as np
 import torch
 
 from lipdub import __version__
-from lipdub.audio.distill import (
-    Source,
-    TrainConfig,
-    build_dataset,
-    label_silence,
-    speech_files,
-    train_student,
-)
+from lipdub.audio.distill import TrainConfig, distill, distillation_audio, label_sources, student_loss_weights
 from lipdub.audio.features import fbank
 from lipdub.audio.models import BASIS_FILE, CARD_FILE, STUDENT_FILE, TEACHER_FILE, LearnedMouthModel
 from lipdub.audio.mouth import EnergyMouthModel
 from lipdub.audio.splits import identity_splits
 from lipdub.audio.student import StudentModel
-from lipdub.audio.synthetic import synthetic_utterances
 from lipdub.audio.teacher import TeacherModel, WhisperEncoder
 from lipdub.audio.training import (
     check_offsets,
@@ -47,7 +39,6 @@ from lipdub.audio.training import (
     select_alpha,
     silence_ratio,
 )
-from lipdub.media.audio import load_audio
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +52,9 @@ def _summary(values: list[float]) -> dict:
 
 
 def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
-        student_minutes: float = 22.0, n_synthetic: int = 500, n_augmented: int = 3, seed: int = 0,
+        student_steps: int = 3000, n_synthetic: int = 500, n_augmented: int = 3, seed: int = 0,
         threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4,
-        dropout: float = 0.25, spec_masks: int = 0) -> dict:
+        dropout: float = 0.25, spec_masks: int = 2) -> dict:
     t0 = time.monotonic()
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -101,30 +92,16 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     head.save(weights / TEACHER_FILE)
 
     # 6. distillation sources, labelled by the shipped teacher on clean audio.
-    sources: list[Source] = []
-    for p in paired:
-        if not split0.is_test(p.clip):
-            sources.append(Source(p.clip.name, p.samples, teacher.coeffs(p.samples), "corpus"))
-    for path in speech_files(corpus):
-        x = load_audio(path)
-        sources.append(Source(path.name, x, teacher.coeffs(x), "speech"))
-    for desc, x, pre, post in synthetic_utterances(n_synthetic, seed=seed):
-        sources.append(Source(desc, x, label_silence(teacher.coeffs(x), pre, post, basis.rest), "synthetic"))
+    audio = distillation_audio(corpus, [(p.clip.name, p.samples) for p in paired if not split0.is_test(p.clip)],
+                               n_synthetic, seed)
+    sources = label_sources(audio, teacher, basis.rest)
     log.info("distillation sources: %d (%.1f min), labelled at %.0f s", len(sources),
              sum(len(s.samples) for s in sources) / 16000 / 60, time.monotonic() - t0)
-    rng = np.random.default_rng(seed)
-    dev_idx = set(rng.choice(len(sources), size=max(4, len(sources) // 20), replace=False).tolist())
-    babble = np.concatenate([s.samples for s in sources if s.group == "speech"][:20])
-    train_data = build_dataset([s for i, s in enumerate(sources) if i not in dev_idx], n_augmented, seed, babble)
-    dev_data = build_dataset([s for i, s in enumerate(sources) if i in dev_idx], 1, seed + 7, babble)
-    log.info("student data: %d train frames, %d dev frames (%.0f s)", train_data.frames, dev_data.frames,
-             time.monotonic() - t0)
     k = basis.n_components
-    loss_weights = 0.5 + 0.5 * k * basis.explained / basis.explained.sum()
     run_dir = runs / f"audio-student-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    cfg = TrainConfig(minutes=student_minutes, seed=seed, threads=threads, dropout=dropout,
+    cfg = TrainConfig(max_steps=student_steps, seed=seed, threads=threads, dropout=dropout,
                       time_masks=spec_masks, freq_masks=spec_masks)
-    net, train_info = train_student(train_data, dev_data, k, loss_weights, cfg, run_dir)
+    net, train_info = distill(sources, student_loss_weights(basis), cfg, n_augmented, run_dir)
     student = StudentModel(net)
     student.save(weights / STUDENT_FILE)
 
@@ -158,7 +135,6 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
                     "lags": list(head.lags), "file": TEACHER_FILE},
         "student": {"architecture": "DH_live Audio2Feature (pair-stacking, MLP 160-80, LSTM 2x192, MLP head)",
                     "lookahead_frames": student.lookahead, "file": STUDENT_FILE,
-                    "train_frames": train_data.frames, "dev_frames": dev_data.frames,
                     "sources": {g: sum(1 for s in sources if s.group == g) for g in ("corpus", "speech", "synthetic")},
                     "source_minutes": {g: round(sum(len(s.samples) for s in sources if s.group == g) / 16000 / 60, 1)
                                        for g in ("corpus", "speech", "synthetic")},

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from lipdub import SAMPLES_PER_FRAME
-from lipdub.digest import sha256_file
 from lipdub.audio.features import n_video_frames
+from lipdub.digest import sha256_file
 
 CORE_FRAMES = 100  # video frames kept per window (4 s)
 MARGIN_FRAMES = 25  # context on each side (1 s); must exceed the head's lags

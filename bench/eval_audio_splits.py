@@ -1,0 +1,144 @@
+"""Teacher and student on held-out identities, pooled over identity splits (issue 5's target metric).
+
+For each split (split 0 = the fixed held-out identities, then random splits of 10 identities, as
+`lipdub train audio`), a teacher is fit on the split's training identities only (offsets corrected, the
+recipe's ridge strength) and a student is distilled from it by the recipe's own steps (`distill`): the
+training identities' clip audio, `speech/` and espeak-ng utterances, labelled by that teacher. The student
+trains for a fixed number of steps rather than minutes, so the result does not depend on the machine's load.
+Both are scored on the split's held-out clips as recorded: Pearson r of predicted vs true mouth opening, as
+the audio stage runs them (gain + silence gating) and ungated. Medians are pooled over all clip evaluations.
+
+Splits run in parallel processes, one thread each. Run:
+`python -m bench.eval_audio_splits [--steps 3000] [--jobs 2] [--spec-masks 2] [--out var/audio_splits.json]`
+(about 12 min of one core per split at 3,000 steps).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse
+import json
+import logging
+import multiprocessing
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("bench.eval_audio_splits")
+
+
+@dataclass(frozen=True)
+class Job:
+    split: int
+    corpus: Path
+    cache: Path
+    steps: int
+    spec_masks: int
+    n_synthetic: int
+    n_augmented: int
+    dropout: float
+    seed: int
+
+
+def run_split(job: Job) -> dict:
+    """One split end to end in a fresh process: teacher fit, labels, student, held-out scores."""
+    import torch
+    from lipdub.audio.distill import (
+        TrainConfig,
+        distill,
+        distillation_audio,
+        label_sources,
+        student_loss_weights,
+    )
+    from lipdub.audio.models import card
+    from lipdub.audio.recipe import held_out_metrics
+    from lipdub.audio.splits import identity_splits
+    from lipdub.audio.student import StudentModel
+    from lipdub.audio.teacher import TeacherModel, WhisperEncoder
+    from lipdub.audio.training import check_offsets, correct_offsets, fit_teacher, load_paired
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [split {job.split}] %(message)s")
+    torch.set_num_threads(1)
+    t0 = time.monotonic()
+    np.random.seed(job.seed)
+    torch.manual_seed(job.seed)
+    encoder = WhisperEncoder(None, threads=1)
+    ident = encoder.identity
+    paired = load_paired(job.corpus, job.cache, encoder)
+    split = identity_splits([p.clip for p in paired], seed=job.seed)[job.split]
+    corrected, _ = correct_offsets(check_offsets(paired, ident, alpha=3.0, seed=job.seed))
+    shipped = card()
+    fit = fit_teacher([p for p in corrected if not split.is_test(p.clip)], ident, shipped["teacher"]["alpha"])
+    basis = fit.basis
+    basis.gain = np.full(basis.n_components, shipped["representation"]["amplitude_gain"], np.float32)
+    teacher = TeacherModel(fit.head, encoder)
+    audio = distillation_audio(job.corpus, [(p.clip.name, p.samples) for p in paired if not split.is_test(p.clip)],
+                               job.n_synthetic, job.seed)
+    sources = label_sources(audio, teacher, basis.rest)
+    log.info("%d sources labelled at %.0f s", len(sources), time.monotonic() - t0)
+    cfg = TrainConfig(max_steps=job.steps, seed=job.seed, threads=1, dropout=job.dropout,
+                      time_masks=job.spec_masks, freq_masks=job.spec_masks)
+    net, info = distill(sources, student_loss_weights(basis), cfg, job.n_augmented)
+    test = [p for p in paired if split.is_test(p.clip)]
+    rows, silence = held_out_metrics(test, teacher, StudentModel(net), basis)
+    log.info("done at %.0f s", time.monotonic() - t0)
+    return {"split": split.name, "held_out": sorted(split.held_out), "clips": rows, "silence": silence,
+            "steps": info["steps"], "best_step": info["best_step"], "seconds": round(time.monotonic() - t0)}
+
+
+def summary(values: list[float]) -> dict:
+    v = np.array([x for x in values if not np.isnan(x)])
+    return {"median": round(float(np.median(v)), 3), "q25": round(float(np.percentile(v, 25)), 3),
+            "q75": round(float(np.percentile(v, 75)), 3), "mean": round(float(v.mean()), 3), "n": int(v.size)}
+
+
+MODELS = ("teacher", "student", "teacher_ungated", "student_ungated", "energy")
+
+
+def report(results: list[dict]) -> dict:
+    clips = [c for r in results for c in r["clips"]]
+    gap = [c["teacher"] - c["student"] for c in clips if not np.isnan(c["teacher"] - c["student"])]
+    return {"pooled": {m: summary([c[m] for c in clips]) for m in MODELS},
+            "per_split": {r["split"]: {m: summary([c[m] for c in r["clips"]])["median"] for m in MODELS}
+                          for r in results},
+            "teacher_minus_student_per_clip": summary(gap)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=Path("../shared/corpus"))
+    parser.add_argument("--cache", type=Path, default=None, help="default: LIPDUB_DATA_DIR/audio_model")
+    parser.add_argument("--splits", type=int, nargs="*", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--spec-masks", type=int, default=2)
+    parser.add_argument("--synthetic", type=int, default=500)
+    parser.add_argument("--augmented", type=int, default=3)
+    parser.add_argument("--dropout", type=float, default=0.25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("var/audio_splits.json"))
+    args = parser.parse_args()
+    if not (args.corpus / "manifest.csv").is_file():
+        raise SystemExit(f"no corpus at {args.corpus} (../shared/corpus): nothing to evaluate")
+    from lipdub.config import get_settings
+
+    cache = args.cache or get_settings().data_dir / "audio_model"
+    jobs = [Job(s, args.corpus, cache, args.steps, args.spec_masks, args.synthetic, args.augmented, args.dropout,
+                args.seed) for s in args.splits]
+    # spawn, not fork: CTranslate2 and torch thread pools do not survive a fork.
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        results = sorted(pool.map(run_split, jobs, chunksize=1), key=lambda r: r["split"])
+    out = {"args": {k: str(v) for k, v in vars(args).items()}, **report(results), "splits": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1, default=float) + "\n")
+    print(json.dumps({k: out[k] for k in ("pooled", "per_split", "teacher_minus_student_per_clip")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

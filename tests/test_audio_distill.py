@@ -1,0 +1,51 @@
+"""Distillation bookkeeping: teacher labels with rested silence, and a seeded, step-counted student training."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
+from lipdub.audio.distill import Source, TrainConfig, Utterance, distill, label_sources
+from lipdub.audio.features import n_video_frames
+
+
+class ConstantTeacher:
+    def coeffs(self, samples: np.ndarray) -> np.ndarray:
+        return np.ones((n_video_frames(len(samples)), 3), np.float32)
+
+
+def test_label_sources_rests_inserted_silence_and_leaves_real_audio_alone() -> None:
+    x = np.zeros(40 * SAMPLES_PER_FRAME, np.float32)
+    rest = np.zeros(3, np.float32)
+    synthetic, real = label_sources([Utterance("tts", x, "synthetic", pre=5, post=6), Utterance("clip", x, "corpus")],
+                                    ConstantTeacher(), rest)
+    assert np.all(synthetic.labels[:5] == 0) and np.all(synthetic.labels[-6:] == 0)
+    assert np.all(synthetic.labels[12:28] == 1)  # the eased joins are short
+    assert np.all(real.labels == 1)  # no silence inserted: the teacher's labels untouched, ends included
+
+
+def _sources(seed: int) -> list[Source]:
+    """Eight 2-s noise bursts whose loudness follows a sine, labelled with that envelope."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(8):
+        t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+        env = 0.5 + 0.5 * np.sin(2 * np.pi * (1 + i / 4) * t)
+        x = (0.1 * env * rng.standard_normal(len(t))).astype(np.float32)
+        frames = env[::SAMPLES_PER_FRAME][: n_video_frames(len(x))]
+        out.append(Source(f"u{i}", x, np.stack([frames, -frames], 1).astype(np.float32),
+                          "speech" if i % 2 else "synthetic"))
+    return out
+
+
+def test_distill_runs_the_step_count_and_is_deterministic_with_a_seed() -> None:
+    cfg = TrainConfig(max_steps=6, batch=4, window=20, eval_every=3, seed=3, time_masks=1, freq_masks=1)
+    weights = np.ones(2, np.float32)
+    net_a, info_a = distill(_sources(0), weights, cfg, n_augmented=1)
+    net_b, _ = distill(_sources(0), weights, cfg, n_augmented=1)
+    assert info_a["steps"] == 6 and info_a["best_step"] in (3, 6)
+    assert info_a["train_frames"] > 0 and info_a["dev_frames"] > 0
+    for (name, a), (_, b) in zip(net_a.state_dict().items(), net_b.state_dict().items()):
+        assert torch.equal(a, b), name
+    net_c, _ = distill(_sources(0), weights, TrainConfig(**{**cfg.__dict__, "seed": 4}), n_augmented=1)
+    assert not torch.equal(net_a.head[-1].weight, net_c.head[-1].weight)
