@@ -81,7 +81,7 @@ def test_speed_perturbation_keeps_labels_in_step() -> None:
     assert stretched[0, 0] == 0.0 and stretched[-1, 0] == pytest.approx(1.0)
 
 
-def test_spec_augment_masks_bands_with_the_mean_and_is_off_by_default() -> None:
+def test_spec_augment_masks_bands_with_the_mean_and_is_off_with_zero_masks() -> None:
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.normal(size=(4, 208, 80)).astype(np.float32) + 5.0)
     fill = torch.full((80,), -1.0)
