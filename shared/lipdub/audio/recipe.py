@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 ALPHAS = (1.0, 3.0, 10.0)
 
 
-def _summary(values: list[float]) -> dict:
+def summarise(values: list[float]) -> dict:
     med, q25, q75 = median_iqr(values)
     return {"median": round(med, 3), "q25": round(q25, 3), "q75": round(q75, 3),
             "n": int(np.sum(~np.isnan(values)))}
@@ -112,12 +112,12 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     pooled_teacher = [c["teacher"] for r in results for c in r["clips"]]
     pooled_energy = [c["energy"] for r in results for c in r["clips"]]
     metrics = {
-        "split0": {name: _summary([r[name] for r in rows])
+        "split0": {name: summarise([r[name] for r in rows])
                    for name in ("teacher", "student", "energy", "teacher_ungated", "student_ungated")},
-        "pooled_teacher_fit_per_split": {"teacher": _summary(pooled_teacher), "energy": _summary(pooled_energy),
+        "pooled_teacher_fit_per_split": {"teacher": summarise(pooled_teacher), "energy": summarise(pooled_energy),
                                          "splits": [r["split"] for r in results]},
-        "per_split": {r["split"]: {"teacher": _summary([c["teacher"] for c in r["clips"]]),
-                                   "energy": _summary([c["energy"] for c in r["clips"]])} for r in results},
+        "per_split": {r["split"]: {"teacher": summarise([c["teacher"] for c in r["clips"]]),
+                                   "energy": summarise([c["energy"] for c in r["clips"]])} for r in results},
         "silence_opening_ratio": silence,
         "split0_clips": rows,
     }
@@ -195,7 +195,7 @@ def reevaluate(corpus: Path, cache: Path, weights: Path, threads: int = 1) -> di
     student = StudentModel.load(weights / STUDENT_FILE)
     rows, silence = held_out_metrics(test, teacher, student, basis)
     card = json.loads((weights / CARD_FILE).read_text())
-    card["metrics"]["split0"] = {name: _summary([r[name] for r in rows]) for name in
+    card["metrics"]["split0"] = {name: summarise([r[name] for r in rows]) for name in
                                  ("teacher", "student", "energy", "teacher_ungated", "student_ungated")}
     card["metrics"]["silence_opening_ratio"] = silence
     card["metrics"]["split0_clips"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
