@@ -99,10 +99,9 @@ def summary(values: list[float]) -> dict:
     return {**summarise(values), "mean": round(float(np.nanmean(values)), 3)}
 
 
-MODELS = ("teacher", "student", "teacher_ungated", "student_ungated", "energy")
-
-
 def report(results: list[dict]) -> dict:
+    from lipdub.audio.recipe import HELD_OUT_COLUMNS as MODELS
+
     clips = [c for r in results for c in r["clips"]]
     gap = [c["teacher"] - c["student"] for c in clips if not np.isnan(c["teacher"] - c["student"])]
     return {"pooled": {m: summary([c[m] for c in clips]) for m in MODELS},

@@ -51,6 +51,15 @@ def summarise(values: list[float]) -> dict:
             "n": int(np.sum(~np.isnan(values)))}
 
 
+# The per-clip columns `held_out_metrics` returns, in the order reports list them.
+HELD_OUT_COLUMNS = ("teacher", "student", "energy", "teacher_ungated", "student_ungated")
+
+
+def summarise_rows(rows: list[dict]) -> dict:
+    """Median [q25, q75] of each held-out column over per-clip rows."""
+    return {name: summarise([r[name] for r in rows]) for name in HELD_OUT_COLUMNS}
+
+
 def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
         student_steps: int = 3000, n_synthetic: int = 500, n_augmented: int = 3, seed: int = 0,
         threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4,
@@ -112,8 +121,7 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     pooled_teacher = [c["teacher"] for r in results for c in r["clips"]]
     pooled_energy = [c["energy"] for r in results for c in r["clips"]]
     metrics = {
-        "split0": {name: summarise([r[name] for r in rows])
-                   for name in ("teacher", "student", "energy", "teacher_ungated", "student_ungated")},
+        "split0": summarise_rows(rows),
         "pooled_teacher_fit_per_split": {"teacher": summarise(pooled_teacher), "energy": summarise(pooled_energy),
                                          "splits": [r["split"] for r in results]},
         "per_split": {r["split"]: {"teacher": summarise([c["teacher"] for c in r["clips"]]),
@@ -195,8 +203,7 @@ def reevaluate(corpus: Path, cache: Path, weights: Path, threads: int = 1) -> di
     student = StudentModel.load(weights / STUDENT_FILE)
     rows, silence = held_out_metrics(test, teacher, student, basis)
     card = json.loads((weights / CARD_FILE).read_text())
-    card["metrics"]["split0"] = {name: summarise([r[name] for r in rows]) for name in
-                                 ("teacher", "student", "energy", "teacher_ungated", "student_ungated")}
+    card["metrics"]["split0"] = summarise_rows(rows)
     card["metrics"]["silence_opening_ratio"] = silence
     card["metrics"]["split0_clips"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
                                        for r in rows]
