@@ -9,7 +9,8 @@ Both are scored on the split's held-out clips as recorded: Pearson r of predicte
 the audio stage runs them (gain + silence gating) and ungated. Medians are pooled over all clip evaluations.
 
 Splits run in parallel processes, one thread each. Run:
-`python -m bench.eval_audio_splits [--steps 3000] [--jobs 2] [--spec-masks 2] [--out var/audio_splits.json]`
+`python -m bench.eval_audio_splits [--steps 3000] [--jobs 2] [--spec-masks 2] [--lookahead 4]
+[--out var/audio_splits.json]`
 (about 12 min of one core per split at 3,000 steps).
 """
 
@@ -44,6 +45,7 @@ class Job:
     n_augmented: int
     dropout: float
     seed: int
+    lookahead: int
 
 
 def run_split(job: Job) -> dict:
@@ -83,10 +85,10 @@ def run_split(job: Job) -> dict:
     sources = label_sources(audio, teacher, basis.rest)
     log.info("%d sources labelled at %.0f s", len(sources), time.monotonic() - t0)
     cfg = TrainConfig(max_steps=job.steps, seed=job.seed, threads=1, dropout=job.dropout,
-                      time_masks=job.spec_masks, freq_masks=job.spec_masks)
+                      time_masks=job.spec_masks, freq_masks=job.spec_masks, lookahead=job.lookahead)
     net, info = distill(sources, student_loss_weights(basis), cfg, job.n_augmented)
     test = [p for p in paired if split.is_test(p.clip)]
-    rows, silence = held_out_metrics(test, teacher, StudentModel(net), basis)
+    rows, silence = held_out_metrics(test, teacher, StudentModel(net, job.lookahead), basis)
     log.info("done at %.0f s", time.monotonic() - t0)
     return {"split": split.name, "held_out": sorted(split.held_out), "clips": rows, "silence": silence,
             "steps": info["steps"], "best_step": info["best_step"], "seconds": round(time.monotonic() - t0)}
@@ -121,6 +123,7 @@ def main() -> None:
     parser.add_argument("--augmented", type=int, default=3)
     parser.add_argument("--dropout", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lookahead", type=int, default=4, help="student look-ahead in video frames")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("var/audio_splits.json"))
     args = parser.parse_args()
@@ -130,7 +133,7 @@ def main() -> None:
 
     cache = args.cache or get_settings().data_dir / "audio_model"
     jobs = [Job(s, args.corpus, cache, args.steps, args.spec_masks, args.synthetic, args.augmented, args.dropout,
-                args.seed) for s in args.splits]
+                args.seed, args.lookahead) for s in args.splits]
     # spawn, not fork: CTranslate2 and torch thread pools do not survive a fork.
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = sorted(pool.map(run_split, jobs, chunksize=1), key=lambda r: r["split"])

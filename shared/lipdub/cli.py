@@ -148,6 +148,8 @@ def train_audio(
     dropout: Annotated[float, typer.Option(help="Dropout between the student's LSTM layers (training only)")] = 0.25,
     spec_masks: Annotated[int, typer.Option(help="SpecAugment time masks (up to 10 rows) and frequency masks (up "
                                             "to 10 mel bins) per training window of the student (0 = off)")] = 2,
+    lookahead: Annotated[int, typer.Option(help="Frames of future audio (40 ms each) the student hears before it "
+                                           "answers: better sync, more streaming latency")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of splits, augmentation and training")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
     evaluate_only: Annotated[bool, typer.Option(help="Only re-measure the held-out metrics of the weights "
@@ -170,7 +172,8 @@ def train_audio(
         return
     report = run(corpus, settings.data_dir / "audio_model", weights or weights_dir(), runs,
                  encoder_path=settings.audio_encoder, student_steps=student_steps, n_synthetic=synthetic,
-                 n_augmented=augmented, seed=seed, threads=threads, dropout=dropout, spec_masks=spec_masks)
+                 n_augmented=augmented, seed=seed, threads=threads, dropout=dropout, spec_masks=spec_masks,
+                 lookahead=lookahead)
     err.print(json.dumps(report["card"]["metrics"], indent=1))
 
 

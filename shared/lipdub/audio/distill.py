@@ -172,6 +172,7 @@ class TrainConfig:
     time_mask_rows: int = 10
     freq_masks: int = 0
     freq_mask_bins: int = 10
+    lookahead: int = LOOKAHEAD  # video frames of future audio the student hears before answering
 
 
 def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray, cfg: TrainConfig,
@@ -194,11 +195,11 @@ def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray,
 
         writer = SummaryWriter(str(log_dir))
     dev_rng = np.random.default_rng(cfg.seed + 1)
-    dev_batches = [sample_batch(dev, dev_rng, cfg.batch, cfg.window, LOOKAHEAD) for _ in range(6)]
+    dev_batches = [sample_batch(dev, dev_rng, cfg.batch, cfg.window, cfg.lookahead) for _ in range(6)]
 
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out, _ = net(x)
-        pred = out[:, LOOKAHEAD:][:, cfg.warmup:]
+        pred = out[:, cfg.lookahead:][:, cfg.warmup:]
         err = nn.functional.smooth_l1_loss(pred, y[:, cfg.warmup:], reduction="none", beta=0.5)
         return (err * w).mean()
 
@@ -213,7 +214,7 @@ def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray,
         for g in opt.param_groups:
             g["lr"] = cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * frac)))
         net.train()
-        x, y = sample_batch(train, rng, cfg.batch, cfg.window, LOOKAHEAD)
+        x, y = sample_batch(train, rng, cfg.batch, cfg.window, cfg.lookahead)
         x = spec_augment(x, fill, mask_rng, cfg.time_masks, cfg.time_mask_rows, cfg.freq_masks, cfg.freq_mask_bins)
         loss = loss_of(x, y)
         opt.zero_grad()

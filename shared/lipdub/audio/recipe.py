@@ -26,7 +26,7 @@ from lipdub.audio.features import fbank
 from lipdub.audio.models import BASIS_FILE, CARD_FILE, STUDENT_FILE, TEACHER_FILE, LearnedMouthModel
 from lipdub.audio.mouth import EnergyMouthModel
 from lipdub.audio.splits import identity_splits
-from lipdub.audio.student import StudentModel
+from lipdub.audio.student import LOOKAHEAD, StudentModel
 from lipdub.audio.teacher import TeacherModel, WhisperEncoder
 from lipdub.audio.training import (
     check_offsets,
@@ -63,7 +63,7 @@ def summarise_rows(rows: list[dict]) -> dict:
 def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
         student_steps: int = 3000, n_synthetic: int = 500, n_augmented: int = 3, seed: int = 0,
         threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4,
-        dropout: float = 0.25, spec_masks: int = 2) -> dict:
+        dropout: float = 0.25, spec_masks: int = 2, lookahead: int = LOOKAHEAD) -> dict:
     t0 = time.monotonic()
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -109,9 +109,9 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     k = basis.n_components
     run_dir = runs / f"audio-student-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     cfg = TrainConfig(max_steps=student_steps, seed=seed, threads=threads, dropout=dropout,
-                      time_masks=spec_masks, freq_masks=spec_masks)
+                      time_masks=spec_masks, freq_masks=spec_masks, lookahead=lookahead)
     net, train_info = distill(sources, student_loss_weights(basis), cfg, n_augmented, run_dir)
-    student = StudentModel(net)
+    student = StudentModel(net, lookahead)
     student.save(weights / STUDENT_FILE)
 
     # Held-out evaluation of all three on split 0, plus silence behaviour (gated as shipped, and raw).
