@@ -49,3 +49,26 @@ def test_distill_runs_the_step_count_and_is_deterministic_with_a_seed() -> None:
         assert torch.equal(a, b), name
     net_c, _ = distill(_sources(0), weights, TrainConfig(**{**cfg.__dict__, "seed": 4}), n_augmented=1)
     assert not torch.equal(net_a.head[-1].weight, net_c.head[-1].weight)
+
+
+def _leading_sources(lead: int) -> list[Source]:
+    """Noise switched on and off every 4-11 frames, labelled with the loudness `lead` frames later: only a student
+    that hears that far ahead can know the label."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(8):
+        n = 3 * SAMPLE_RATE
+        levels = np.repeat(rng.choice([0.02, 1.0], 40), rng.integers(4, 12, 40))[: n // SAMPLES_PER_FRAME + 20]
+        x = (0.1 * np.repeat(levels, SAMPLES_PER_FRAME)[:n] * rng.standard_normal(n)).astype(np.float32)
+        label = levels[np.minimum(np.arange(n_video_frames(n)) + lead, len(levels) - 1)]
+        out.append(Source(f"u{i}", x, np.stack([label, -label], 1).astype(np.float32), "synthetic"))
+    return out
+
+
+def test_the_look_ahead_setting_lets_the_student_hear_the_future_it_is_trained_on() -> None:
+    def best_dev_loss(lookahead: int) -> float:
+        cfg = TrainConfig(max_steps=300, batch=8, window=25, warmup=2, eval_every=50, seed=0, lookahead=lookahead)
+        return distill(_leading_sources(4), np.ones(2, np.float32), cfg, n_augmented=0)[1]["best_dev_loss"]
+
+    # Measured: 0.25 without look-ahead against 0.12 with 6 frames (seed 1: 0.19 / 0.03).
+    assert best_dev_loss(6) < 0.6 * best_dev_loss(0)
