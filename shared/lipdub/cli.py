@@ -148,8 +148,8 @@ def train_audio(
     dropout: Annotated[float, typer.Option(help="Dropout between the student's LSTM layers (training only)")] = 0.25,
     spec_masks: Annotated[int, typer.Option(help="SpecAugment time masks (up to 10 rows) and frequency masks (up "
                                             "to 10 mel bins) per training window of the student (0 = off)")] = 2,
-    lookahead: Annotated[int, typer.Option(help="Frames of future audio (40 ms each) the student hears before it "
-                                           "answers: better sync, more streaming latency")] = 4,
+    lookahead: Annotated[int, typer.Option(help="Frames of future audio the student hears before it answers; each "
+                                           "adds 40 ms of streaming latency (8 gave no gain: BENCHMARKS.md)")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of splits, augmentation and training")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
     evaluate_only: Annotated[bool, typer.Option(help="Only re-measure the held-out metrics of the weights "
