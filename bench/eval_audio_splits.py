@@ -88,7 +88,7 @@ def run_split(job: Job) -> dict:
                       time_masks=job.spec_masks, freq_masks=job.spec_masks, lookahead=job.lookahead)
     net, info = distill(sources, student_loss_weights(basis), cfg, job.n_augmented)
     test = [p for p in paired if split.is_test(p.clip)]
-    rows, silence = held_out_metrics(test, teacher, StudentModel(net, job.lookahead), basis)
+    rows, silence = held_out_metrics(test, teacher, StudentModel(net, cfg.lookahead), basis)
     log.info("done at %.0f s", time.monotonic() - t0)
     return {"split": split.name, "held_out": sorted(split.held_out), "clips": rows, "silence": silence,
             "steps": info["steps"], "best_step": info["best_step"], "seconds": round(time.monotonic() - t0)}

@@ -111,7 +111,7 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     cfg = TrainConfig(max_steps=student_steps, seed=seed, threads=threads, dropout=dropout,
                       time_masks=spec_masks, freq_masks=spec_masks, lookahead=lookahead)
     net, train_info = distill(sources, student_loss_weights(basis), cfg, n_augmented, run_dir)
-    student = StudentModel(net, lookahead)
+    student = StudentModel(net, cfg.lookahead)  # the look-ahead it was trained with
     student.save(weights / STUDENT_FILE)
 
     # Held-out evaluation of all three on split 0, plus silence behaviour (gated as shipped, and raw).
