@@ -106,3 +106,18 @@ def test_mouth_track_round_trip(tmp_path: Path, speech: np.ndarray) -> None:
     np.testing.assert_array_equal(back.opening, track.opening)
     np.testing.assert_array_equal(back.coeffs, track.coeffs)
     np.testing.assert_array_equal(back.lips, track.lips)
+
+
+def test_the_card_keeps_the_per_clip_rows_its_split0_summary_comes_from() -> None:
+    import json
+
+    from lipdub.audio.recipe import summarise_rows
+    from lipdub.audio.splits import held_out_identities
+
+    card = json.loads((weights_dir() / "audio_model.json").read_text())
+    rows = card["metrics"]["split0_clips"]
+    assert len(rows) == card["metrics"]["split0"]["teacher"]["n"] > 0
+    assert set(card["data"]["held_out_identities"]) == held_out_identities()
+    for name, summary in summarise_rows(rows).items():  # rows are kept to 3 decimals
+        for stat in ("median", "q25", "q75"):
+            assert summary[stat] == pytest.approx(card["metrics"]["split0"][name][stat], abs=2e-3), (name, stat)

@@ -60,6 +60,11 @@ def summarise_rows(rows: list[dict]) -> dict:
     return {name: summarise([r[name] for r in rows]) for name in HELD_OUT_COLUMNS}
 
 
+def clip_rows(rows: list[dict]) -> list[dict]:
+    """Per-clip held-out rows as the card keeps them (3 decimals), whichever command wrote the card."""
+    return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+
+
 def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
         student_steps: int = 3000, n_synthetic: int = 500, n_augmented: int = 3, seed: int = 0,
         threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4,
@@ -127,7 +132,7 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
         "per_split": {r["split"]: {"teacher": summarise([c["teacher"] for c in r["clips"]]),
                                    "energy": summarise([c["energy"] for c in r["clips"]])} for r in results},
         "silence_opening_ratio": silence,
-        "split0_clips": rows,
+        "split0_clips": clip_rows(rows),
     }
     card = {
         "version": __version__,
@@ -153,7 +158,7 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
         "data": {"corpus_clips": len(paired), "train_clips_split0": len(train0),
                  "held_out_identities": sorted(split0.held_out),
                  "offsets": [o for o in offsets if o["action"] != "keep"]},
-        "metrics": {k_: v for k_, v in metrics.items() if k_ != "split0_clips"},
+        "metrics": metrics,
         "basis_file": BASIS_FILE,
     }
     (weights / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
@@ -205,8 +210,7 @@ def reevaluate(corpus: Path, cache: Path, weights: Path, threads: int = 1) -> di
     card = json.loads((weights / CARD_FILE).read_text())
     card["metrics"]["split0"] = summarise_rows(rows)
     card["metrics"]["silence_opening_ratio"] = silence
-    card["metrics"]["split0_clips"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
-                                       for r in rows]
+    card["metrics"]["split0_clips"] = clip_rows(rows)
     card["evaluated"] = datetime.now(UTC).isoformat(timespec="seconds")
     (weights / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
     return card["metrics"]
