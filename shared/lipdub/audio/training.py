@@ -19,7 +19,7 @@ from lipdub.audio.features import fbank
 from lipdub.audio.mouth import EnergyMouthModel
 from lipdub.audio.shape import MouthBasis, canonical_mouth, reference_head
 from lipdub.audio.splits import Split
-from lipdub.audio.teacher import EncoderIdentity, RidgeHead, WhisperEncoder
+from lipdub.audio.teacher import LAGS, EncoderIdentity, RidgeHead, WhisperEncoder, stack_lags
 from lipdub.face.landmarks import mouth_opening
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ class TeacherFit:
     head: RidgeHead
 
 
-def fit_teacher(train: list[Paired], encoder: EncoderIdentity, alpha: float, n_components: int = 8) -> TeacherFit:
+def fit_teacher(train: list[Paired], encoder: EncoderIdentity, alpha: float, n_components: int = 8,
+                lags: tuple[int, ...] = LAGS) -> TeacherFit:
     ref = train[0].extras["ref"]
     basis = MouthBasis.fit([p.shapes for p in train], ref, n_components)
     feats, targets = [], []
@@ -111,19 +112,17 @@ def fit_teacher(train: list[Paired], encoder: EncoderIdentity, alpha: float, n_c
         # Rows without a face are dropped after stacking so the lag context stays intact.
         feats.append(p.feats)
         targets.append(np.where(ok[:, None], coeffs, np.nan))
-    head = _fit_masked(feats, targets, alpha, encoder)
+    head = _fit_masked(feats, targets, alpha, encoder, lags)
     return TeacherFit(basis, head)
 
 
 def _fit_masked(feats: list[np.ndarray], targets: list[np.ndarray], alpha: float,
-                encoder: EncoderIdentity) -> RidgeHead:
-    from lipdub.audio.teacher import LAGS, stack_lags
-
+                encoder: EncoderIdentity, lags: tuple[int, ...]) -> RidgeHead:
     allf = np.concatenate(feats)
     mean, std = allf.mean(0), allf.std(0) + 1e-5
     xs, ys = [], []
     for f, y in zip(feats, targets):
-        x = stack_lags((f - mean) / std, LAGS)
+        x = stack_lags((f - mean) / std, lags)
         ok = ~np.isnan(y[:, 0])
         xs.append(x[ok])
         ys.append(y[ok])
@@ -136,7 +135,7 @@ def _fit_masked(feats: list[np.ndarray], targets: list[np.ndarray], alpha: float
     weight = np.linalg.solve(gram, xc.T @ (y - ym))
     bias = ym - xm @ weight
     return RidgeHead(mean.astype(np.float32), std.astype(np.float32), weight.astype(np.float32),
-                     bias.astype(np.float32), LAGS, encoder)
+                     bias.astype(np.float32), lags, encoder)
 
 
 def predict_opening(fit: TeacherFit, p: Paired) -> np.ndarray:
@@ -186,7 +185,7 @@ def correct_offsets(checks: list[tuple[Paired, int, float, float]], min_gain: fl
 
 
 def evaluate_split(train_pool: list[Paired], test_pool: list[Paired], split: Split, encoder: EncoderIdentity,
-                   alpha: float) -> dict:
+                   alpha: float, lags: tuple[int, ...] = LAGS) -> dict:
     """Per-clip r on the split's held-out identities for the teacher (fit on the rest) and the energy baseline.
 
     Evaluation always uses the held-out clips as recorded (lag 0, no offset correction): correcting them with a
@@ -194,7 +193,7 @@ def evaluate_split(train_pool: list[Paired], test_pool: list[Paired], split: Spl
     """
     train = [p for p in train_pool if not split.is_test(p.clip)]
     test = [p for p in test_pool if split.is_test(p.clip)]
-    fit = fit_teacher(train, encoder, alpha)
+    fit = fit_teacher(train, encoder, alpha, lags=lags)
     rows = []
     for p in test:
         rows.append({"clip": p.clip.name, "frames": int(p.valid.sum()),
