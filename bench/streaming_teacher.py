@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.eval_audio_splits import summary
+
 log = logging.getLogger("bench.streaming_teacher")
 
 CONTEXT_BEFORE = 25  # frames of past audio in every window: the teacher's own margin (1 s)
@@ -70,12 +72,6 @@ def windowed_features(job: Job) -> dict[str, np.ndarray]:
 def with_feats(paired: list, feats: dict[str, np.ndarray]) -> list:
     """The same clips (offsets included: they shift the face track, not the features) with other features."""
     return [replace(p, feats=feats[p.clip.name].astype(np.float32)) for p in paired]
-
-
-def summary(values: list[float]) -> dict:
-    from lipdub.audio.recipe import summarise
-
-    return {**summarise(values), "mean": round(float(np.nanmean(values)), 3)}
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -109,8 +110,6 @@ def test_mouth_track_round_trip(tmp_path: Path, speech: np.ndarray) -> None:
 
 
 def test_the_card_keeps_the_per_clip_rows_its_split0_summary_comes_from() -> None:
-    import json
-
     from lipdub.audio.recipe import summarise_rows
     from lipdub.audio.splits import held_out_identities
 
