@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEBS := ffmpeg espeak-ng redis-server docker-compose
 APT_STAMP := $(VENV)/.debs
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 install: $(STAMP) $(APT_STAMP)
 
@@ -30,7 +30,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: install
 	$(BIN)/lipdub demo -o out/demo.mp4
 
-test: install
+# Style and correctness checks first (ruff, rules in pyproject.toml): seconds, before a long pytest run.
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from lipdub import SAMPLE_RATE
 
 

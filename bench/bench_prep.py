@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from lipdub.config import Settings
 from lipdub.demo import face_image
 from lipdub.face import landmarks as L

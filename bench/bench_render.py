@@ -29,6 +29,7 @@ from typing import Self
 import cv2
 import numpy as np
 import torch
+
 from lipdub.face import landmarks as L
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -97,11 +98,12 @@ def aligned_target(src_pts: np.ndarray, tgt_pts: np.ndarray, opening: float) -> 
 
 def evaluate_clip(frames: list[np.ndarray], marks: np.ndarray, valid: np.ndarray, n: int,
                   renderers: dict[str, object]) -> dict[str, dict[str, float]]:
+    from skimage.metrics import structural_similarity
+
     from lipdub.eval.image import ImageStats, align_frame, frame_metrics
     from lipdub.eval.lmd import landmark_distance, lip_jitter, mouth_opening_correlation
     from lipdub.face.mesh import FaceMesh
     from lipdub.render.dinet_renderer import DinetRenderer
-    from skimage.metrics import structural_similarity
 
     results: dict[str, dict[str, float]] = {}
     opening = L.mouth_opening(marks)

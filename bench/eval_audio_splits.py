@@ -51,6 +51,7 @@ class Job:
 def run_split(job: Job) -> dict:
     """One split end to end in a fresh process: teacher fit, labels, student, held-out scores."""
     import torch
+
     from lipdub.audio.distill import (
         TrainConfig,
         distill,

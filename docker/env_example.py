@@ -18,8 +18,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from lipdub.config import Settings
 from pydantic.fields import FieldInfo
+
+from lipdub.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / ".env.example"

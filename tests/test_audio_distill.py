@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
 from lipdub.audio.distill import Source, TrainConfig, Utterance, distill, label_sources
 from lipdub.audio.features import n_video_frames

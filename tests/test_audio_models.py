@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
 from lipdub.audio.features import fbank, n_video_frames
 from lipdub.audio.models import load_model, weights_dir

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
+
 from lipdub.audio.augment import speed, stretch_labels
 from lipdub.audio.corpus import identity_key
 from lipdub.audio.distill import spec_augment
@@ -18,7 +20,6 @@ from lipdub.audio.shape import (
     shape_opening,
     similarity,
 )
-from scipy.spatial.transform import Rotation
 
 
 def _face(rng: np.random.Generator) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lipdub.render.dinet import (
     CONFIGS,
     REF_CHANNELS,
@@ -197,8 +198,8 @@ def test_batched_fp16_cuda_matches_cpu(demo_track, mini_checkpoint: Path) -> Non
 
 
 def test_packaged_mini_weights_verify_and_load() -> None:
-    from lipdub.render import packaged_weights
     from lipdub.digest import sha256_file
+    from lipdub.render import packaged_weights
     from lipdub.render.dinet import expected_sha256
 
     path = packaged_weights("mini")
@@ -332,8 +333,8 @@ def test_render_batch_equals_frame_by_frame(demo_track, mini_checkpoint: Path) -
 def test_lip_detail_lands_on_the_target_lips_only(demo_track) -> None:
     import cv2
 
-    from lipdub.render import window
     from lipdub.face import landmarks as L
+    from lipdub.render import window
     from lipdub.render.detail import LipDetail
 
     i = int(np.flatnonzero(demo_track.valid)[0])

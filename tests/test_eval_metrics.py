@@ -9,8 +9,13 @@ from scipy.ndimage import gaussian_filter1d
 from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
 from lipdub.eval.image import face_mask, lower_face_boundary, outside_face, seam_score, sharpness
 from lipdub.eval.lmd import landmark_distance, lip_jitter, mouth_opening_correlation, umeyama
-from lipdub.eval.signals import (audio_envelope, mouth_opening_signal, nan_median3, silence_behaviour,
-                                 voice_activity)
+from lipdub.eval.signals import (
+    audio_envelope,
+    mouth_opening_signal,
+    nan_median3,
+    silence_behaviour,
+    voice_activity,
+)
 from lipdub.eval.sync import estimate_offset
 from lipdub.face import landmarks as L
 

@@ -88,8 +88,8 @@ def test_video_writer_reports_a_dead_encoder_and_never_hangs(tmp_path: Path) -> 
         for _ in range(500):  # more than the queue and the pipe hold: the feeder must not block for good
             writer.write(frame)
         writer.close()
-    with pytest.raises(ValueError):  # an error in the caller's block kills the encoder and leaves no file
-        with VideoWriter(tmp_path / "half.mp4", 64, 64) as w:
-            w.write(frame)
-            raise ValueError("caller failed")
+    # An error in the caller's block kills the encoder and leaves no file.
+    with pytest.raises(ValueError), VideoWriter(tmp_path / "half.mp4", 64, 64) as w:
+        w.write(frame)
+        raise ValueError("caller failed")
     assert not list(tmp_path.glob("half*"))

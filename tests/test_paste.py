@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lipdub.face import landmarks as L
 from lipdub.render import paste, prompt, window
 from lipdub.render.dinet import blend_mask

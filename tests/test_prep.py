@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_prep_media as M
+
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
 from lipdub.face import landmarks as L

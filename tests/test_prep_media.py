@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from lipdub.demo import face_image
 from lipdub.media.video import VideoWriter
 

@@ -10,7 +10,7 @@ from typing import Protocol
 
 
 class Progress(Protocol):
-    def stage(self, name: str, total: int) -> "StageProgress": ...
+    def stage(self, name: str, total: int) -> StageProgress: ...
 
 
 class StageProgress(Protocol):
@@ -32,7 +32,8 @@ class ConsoleProgress:
             yield lambda n=1: None
             return
         if self.tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn, Progress as Bar
+            from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
 
             with Bar(f"[bold]{name:<7}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                      transient=False) as bar:

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
+
 from lipdub.config import Settings
 from lipdub.service import processes
 

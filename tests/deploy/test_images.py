@@ -12,9 +12,10 @@ import tomllib
 from importlib.metadata import distribution
 
 import dockerfile
-from lipdub.service import processes
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from lipdub.service import processes
 
 from .conftest import ROOT, need_tool
 

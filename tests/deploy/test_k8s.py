@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import SchemaNotFoundError
+
 from lipdub.config import Settings
 from lipdub.service import processes
 from lipdub.service.celery_app import queue_lists

@@ -4,6 +4,7 @@ priority land in exactly the lists the ScaledObjects' triggers name (a real redi
 from __future__ import annotations
 
 import redis
+
 from lipdub.config import Settings
 from lipdub.service.celery_app import make_app
 

@@ -10,8 +10,8 @@ import pytest
 
 from lipdub.config import Settings
 from lipdub.service import processes
-from lipdub.service.status import JobStatus, JobStore, Stage
 from lipdub.service.stack import wait_ready
+from lipdub.service.status import JobStatus, JobStore, Stage
 from tests.service.conftest import free_port
 
 

@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from lipdub.config import Settings
+from lipdub.digest import sha256_file
 from lipdub.errors import TransientError
 from lipdub.service import processes
-from lipdub.digest import sha256_file
-from lipdub.service.storage import LocalStorage, MissingObject, S3Storage, Storage, keys
 from lipdub.service.stack import wait_ready
+from lipdub.service.storage import LocalStorage, MissingObject, S3Storage, Storage, keys
 from tests.service.conftest import free_port
 
 

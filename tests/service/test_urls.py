@@ -23,7 +23,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *_: object) -> None:  # keep test output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         type(self).seen_hosts.append(self.headers.get("Host", ""))
         port = self.server.server_address[1]
         if self.path == "/file":

@@ -117,7 +117,7 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *_: object) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
             self.send_response(500 if len(state.requests) <= state.fail_first else 200)
@@ -153,7 +153,7 @@ def file_server(media: dict[str, Path]) -> Iterator[str]:
         def log_message(self, *_: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             path = folder / self.path.lstrip("/")
             if not path.is_file():
                 self.send_response(404)

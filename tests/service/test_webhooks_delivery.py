@@ -39,7 +39,7 @@ def receiver() -> Iterator[tuple[str, list[dict[str, str]]]]:
         def log_message(self, *_: object) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
             if self.path == "/slow":

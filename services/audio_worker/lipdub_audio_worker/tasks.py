@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery.signals import worker_process_init
+
 from lipdub.audio.models import load_model
 from lipdub.config import get_settings
 from lipdub.service.celery_app import app

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from celery.signals import worker_process_init
+
 from lipdub.config import get_settings
 from lipdub.errors import InputError, TransientError
 from lipdub.prep.preflight import preflight

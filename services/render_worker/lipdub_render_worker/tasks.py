@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from celery.signals import worker_process_init
+
 from lipdub import FPS
 from lipdub.audio.mouth import MouthTrack
 from lipdub.config import get_settings

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import ValidationError
+
 from lipdub import pipeline
 from lipdub.errors import TransientError
 from lipdub.service import webhooks
@@ -35,7 +37,6 @@ from lipdub.service.storage import get_storage
 from lipdub.service.webhooks import EventType
 from lipdub.stages.prep import PREP_VERSION
 from lipdub_api.schemas import JobOptions, JobPublic
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -246,11 +247,11 @@ def settle(batch_id: str) -> None:
             batches.move(batch_id, BatchStatus.cancelled)
             notify_batch(batch_id)
         return
-    if state.status == BatchStatus.in_progress and state.done >= state.total:
-        if batches.move(batch_id, BatchStatus.finalizing):
-            _write_outputs(batch_id)
-            batches.move(batch_id, BatchStatus.completed)
-            notify_batch(batch_id)
+    if (state.status == BatchStatus.in_progress and state.done >= state.total
+            and batches.move(batch_id, BatchStatus.finalizing)):
+        _write_outputs(batch_id)
+        batches.move(batch_id, BatchStatus.completed)
+        notify_batch(batch_id)
 
 
 def _finish_once(batch_id: str) -> bool:

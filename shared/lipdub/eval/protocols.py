@@ -25,8 +25,15 @@ from lipdub.eval.lmd import landmark_distance, lip_jitter, mouth_opening_correla
 from lipdub.eval.progress import EvalProgress
 from lipdub.eval.signals import audio_envelope, mouth_opening_signal, silence_behaviour, voice_activity
 from lipdub.eval.sync import SyncResult, estimate_offset
-from lipdub.eval.tracks import (VideoTrack, cut_audio, load_wav, open_25fps, prepare_clip, reverse_clip,
-                                 track_video)
+from lipdub.eval.tracks import (
+    VideoTrack,
+    cut_audio,
+    load_wav,
+    open_25fps,
+    prepare_clip,
+    reverse_clip,
+    track_video,
+)
 from lipdub.media.probe import probe
 from lipdub.timeline import Timeline
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import subprocess
 import threading
@@ -59,10 +60,9 @@ F_SETPIPE_SZ = 1031  # fcntl command (Linux); the fcntl module names it only fro
 def widen_pipe(stream: object, size: int = 1 << 20) -> None:
     """Give a frame pipe a 1 MB kernel buffer instead of 64 KB: a 720p RGB frame (2.7 MB) then crosses in 3
     wake-ups instead of 42, which took ~15 ms of system time per frame in the render stage (read + write)."""
-    try:
+    # OSError: not Linux, or above /proc/sys/fs/pipe-max-size; the default buffer still works.
+    with contextlib.suppress(OSError):
         fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, size)  # type: ignore[attr-defined]
-    except OSError:
-        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default buffer still works
 
 
 def count_frames(path: Path) -> int:
@@ -107,10 +107,8 @@ class Decoder:
     def close(self) -> None:
         self._proc.kill()
         while self._thread.is_alive():  # unblock a pump waiting on a full queue
-            try:
+            with contextlib.suppress(Empty):
                 self._queue.get(timeout=0.05)
-            except Empty:
-                pass
         self._proc.wait()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
@@ -241,10 +239,8 @@ class VideoWriter:
         assert self._proc.stdin is not None
         self._queue.put(None)
         self._feeder.join()
-        try:
+        with contextlib.suppress(OSError):  # already broken: the exit status below says why
             self._proc.stdin.close()
-        except OSError:
-            pass  # already broken: the exit status below says why
         err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
         if self._proc.wait() != 0 or self._failed is not None:
             raise RuntimeError(f"ffmpeg encoder failed: {err.strip()[-500:] or self._failed}")

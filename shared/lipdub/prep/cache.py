@@ -16,6 +16,7 @@ matching the object-store keys of lipdub.service.storage (`prep/<sha256>[-<targe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -30,8 +31,6 @@ from lipdub.prep.track import PREP_VERSION, SourceTrack
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 
-
-
 IN_USE_S = 3600.0  # entries used this recently are never evicted (a render chunk is far shorter)
 
 
@@ -41,10 +40,8 @@ def cache_root(settings: Settings) -> Path:
 
 def mark_used(entry: Path) -> None:
     """Record a use of `entry` (its mtime) for the least-recently-used eviction."""
-    try:
+    with contextlib.suppress(OSError):  # evicted meanwhile: the caller already holds what it needs
         entry.touch()
-    except OSError:
-        pass  # evicted meanwhile: the caller already holds what it needs
 
 
 def evict(root: Path, max_bytes: int, now: float | None = None) -> list[Path]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lipdub.digest import sha256_file
 from lipdub.errors import InputError
 from lipdub.media.probe import MediaInfo, probe
 from lipdub.service.limits import Quotas
 from lipdub.service.status import Asset, JobStore
-from lipdub.digest import sha256_file
 from lipdub.service.storage import Storage, keys
 from lipdub.service.urls import FetchFailed, UrlRejected, fetch_to_file
 

@@ -9,6 +9,7 @@ line, so a reused pid is never killed). The service tests start their stacks wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -200,10 +201,8 @@ def _stop_together(root: Path, names: list[str], timeout: float) -> list[str]:
     while time.monotonic() < deadline and any(_alive(root / f"{n}.pid") for n in pids):
         time.sleep(0.1)
         for pid in pids.values():
-            try:
+            with contextlib.suppress(ChildProcessError):  # not our child: nothing to reap
                 os.waitpid(pid, os.WNOHANG)  # reap it when we are its parent (the tests)
-            except ChildProcessError:
-                pass
     for name, pid in pids.items():
         if _alive(root / f"{name}.pid"):
             os.killpg(pid, signal.SIGKILL)

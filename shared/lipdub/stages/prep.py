@@ -56,7 +56,7 @@ def read_packets(video: Path) -> PacketTimes:
 def check_length(info: MediaInfo, settings: Settings) -> None:
     """Fail fast (before decoding) when the source is obviously too short."""
     duration = max(info.video.duration if info.video else 0.0, info.duration)
-    if 0 < duration and round(duration * FPS) < settings.min_video_frames - 1:
+    if duration > 0 and round(duration * FPS) < settings.min_video_frames - 1:
         raise InputError(ErrorCode.video_too_short, f"{info.path.name}: {duration:.2f} s; at least "
                                                     f"{settings.min_video_frames} frames at {FPS} fps are needed")
 

@@ -11,8 +11,8 @@ length.
 
 from __future__ import annotations
 
-from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
+from python_multipart import create_form_parser
+from python_multipart.multipart import File
+
 from lipdub.service.inputs import store_asset
 from lipdub.service.limits import Quotas
 from lipdub.service.status import JobStore, now
 from lipdub.service.storage import S3Storage, keys
-from python_multipart import create_form_parser
-from python_multipart.multipart import File
-
 from lipdub_api.deps import SettingsDep, StorageDep, StoreDep, TenantDep
 from lipdub_api.errors import ApiError, not_found
 from lipdub_api.schemas import (

@@ -15,7 +15,6 @@ from lipdub.errors import LipdubError
 from lipdub.service.celery_app import queue_lists
 from lipdub.service.processes import QUEUES
 from lipdub.service.status import JobStore, get_store
-
 from lipdub_api.deps import StorageDep, StoreDep
 
 router = APIRouter(tags=["health"])

@@ -16,12 +16,19 @@ from starlette.responses import Response
 from lipdub import pipeline
 from lipdub.service.limits import QuotaExceeded, Quotas
 from lipdub.service.status import JobState, JobStatus, JobStore
-from lipdub.service.urls import UrlRejected, check_url
 from lipdub.service.storage import keys
+from lipdub.service.urls import UrlRejected, check_url
 from lipdub_api.deps import BaseUrlDep, StorageDep, StoreDep, TenantDep, idempotency_body_hash
 from lipdub_api.errors import ApiError, not_found
-from lipdub_api.schemas import (PRIORITIES, ApiErrorCode, ErrorResponse, InputRef, JobCreate,
-                                JobList, JobPublic)
+from lipdub_api.schemas import (
+    PRIORITIES,
+    ApiErrorCode,
+    ErrorResponse,
+    InputRef,
+    JobCreate,
+    JobList,
+    JobPublic,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
                    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
