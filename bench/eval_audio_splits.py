@@ -10,7 +10,7 @@ the audio stage runs them (gain + silence gating) and ungated. Medians are poole
 
 Splits run in parallel processes, one thread each. Run:
 `python -m bench.eval_audio_splits [--steps 3000] [--jobs 2] [--spec-masks 2] [--lookahead 4]
-[--out var/audio_splits.json]`
+[--opening-corr 0] [--out var/audio_splits.json]`
 (about 12 min of one core per split at 3,000 steps).
 """
 
@@ -46,6 +46,7 @@ class Job:
     dropout: float
     seed: int
     lookahead: int
+    opening_corr: float
 
 
 def run_split(job: Job) -> dict:
@@ -86,8 +87,9 @@ def run_split(job: Job) -> dict:
     sources = label_sources(audio, teacher, basis.rest)
     log.info("%d sources labelled at %.0f s", len(sources), time.monotonic() - t0)
     cfg = TrainConfig(max_steps=job.steps, seed=job.seed, threads=1, dropout=job.dropout,
-                      time_masks=job.spec_masks, freq_masks=job.spec_masks, lookahead=job.lookahead)
-    net, info = distill(sources, student_loss_weights(basis), cfg, job.n_augmented)
+                      time_masks=job.spec_masks, freq_masks=job.spec_masks, lookahead=job.lookahead, opening_corr=job.opening_corr)
+    net, info = distill(sources, student_loss_weights(basis), cfg, job.n_augmented,
+                        opening=basis.opening_direction())
     test = [p for p in paired if split.is_test(p.clip)]
     rows, silence = held_out_metrics(test, teacher, StudentModel(net, cfg.lookahead), basis)
     log.info("done at %.0f s", time.monotonic() - t0)
@@ -125,6 +127,7 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lookahead", type=int, default=4, help="student look-ahead in video frames")
+    parser.add_argument("--opening-corr", type=float, default=0.0, help="weight of the opening-correlation loss")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("var/audio_splits.json"))
     args = parser.parse_args()
@@ -134,7 +137,7 @@ def main() -> None:
 
     cache = args.cache or get_settings().data_dir / "audio_model"
     jobs = [Job(s, args.corpus, cache, args.steps, args.spec_masks, args.synthetic, args.augmented, args.dropout,
-                args.seed, args.lookahead) for s in args.splits]
+                args.seed, args.lookahead, args.opening_corr) for s in args.splits]
     # spawn, not fork: CTranslate2 and torch thread pools do not survive a fork.
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = sorted(pool.map(run_split, jobs, chunksize=1), key=lambda r: r["split"])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
-from lipdub.audio.distill import Source, TrainConfig, Utterance, distill, label_sources
+from lipdub.audio.distill import Source, TrainConfig, Utterance, distill, label_sources, window_correlation
 from lipdub.audio.features import n_video_frames
 
 
@@ -73,3 +74,24 @@ def test_the_look_ahead_setting_lets_the_student_hear_the_future_it_is_trained_o
 
     # Measured: 0.25 without look-ahead against 0.12 with 6 frames (seed 1: 0.19 / 0.03).
     assert best_dev_loss(6) < 0.6 * best_dev_loss(0)
+
+
+def test_window_correlation_is_pearson_and_leaves_still_windows_out() -> None:
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal((3, 50))
+    target[2] = 0.3  # a silent window: the mouth rests, any prediction is as good
+    pred = target + rng.standard_normal((3, 50))
+    r = window_correlation(torch.from_numpy(pred), torch.from_numpy(target)).numpy()
+    for i in range(2):
+        assert r[i] == pytest.approx(np.corrcoef(pred[i], target[i])[0, 1], abs=1e-6)
+    assert r[2] == 1.0  # no loss from it
+
+
+def test_the_opening_correlation_loss_trains_on_the_opening_direction() -> None:
+    cfg = TrainConfig(max_steps=6, batch=4, window=20, eval_every=3, seed=3, opening_corr=1.0)
+    with pytest.raises(ValueError, match="opening direction"):
+        distill(_sources(0), np.ones(2, np.float32), cfg, n_augmented=1)
+    with_corr, _ = distill(_sources(0), np.ones(2, np.float32), cfg, n_augmented=1, opening=np.array([1.0, 0.0]))
+    without, _ = distill(_sources(0), np.ones(2, np.float32), TrainConfig(**{**cfg.__dict__, "opening_corr": 0.0}),
+                         n_augmented=1)
+    assert not torch.equal(with_corr.head[-1].weight, without.head[-1].weight)

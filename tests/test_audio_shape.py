@@ -57,6 +57,12 @@ def test_shipped_basis_describes_motion() -> None:
     assert b.opening(np.zeros((1, 8)))[0] > b.rest_opening()
 
 
+def test_opening_direction_tracks_the_opening() -> None:
+    b = basis()
+    c = np.random.default_rng(0).standard_normal((2000, 8)).astype(np.float32)  # the coefficients' training range
+    assert np.corrcoef(b.opening(c), c @ b.opening_direction())[0, 1] > 0.99  # measured 0.997
+
+
 def test_basis_encode_inverts_motion() -> None:
     rng = np.random.default_rng(2)
     template = rng.normal(size=(len(MOUTH_POINTS), 3))

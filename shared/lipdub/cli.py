@@ -150,6 +150,8 @@ def train_audio(
                                             "to 10 mel bins) per training window of the student (0 = off)")] = 2,
     lookahead: Annotated[int, typer.Option(help="Frames of future audio the student hears before it answers; each "
                                            "adds 40 ms of streaming latency (8 gave no gain: BENCHMARKS.md)")] = 4,
+    opening_corr: Annotated[float, typer.Option(help="Weight of the student's loss on the correlation of each "
+                                                "window's mouth opening with the teacher's (0 = off)")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of splits, augmentation and training")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
     evaluate_only: Annotated[bool, typer.Option(help="Only re-measure the held-out metrics of the weights "
@@ -170,7 +172,7 @@ def train_audio(
         metrics = run(corpus, settings.data_dir / "audio_model", weights or weights_dir(), runs,
                       encoder_path=settings.audio_encoder, student_steps=student_steps, n_synthetic=synthetic,
                       n_augmented=augmented, seed=seed, threads=threads, dropout=dropout, spec_masks=spec_masks,
-                      lookahead=lookahead)["card"]["metrics"]
+                      lookahead=lookahead, opening_corr=opening_corr)["card"]["metrics"]
     # The summaries; the per-clip rows stay in the card.
     err.print(json.dumps({k: v for k, v in metrics.items() if k != "split0_clips"}, indent=1))
 

