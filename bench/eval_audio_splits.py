@@ -87,7 +87,8 @@ def run_split(job: Job) -> dict:
     sources = label_sources(audio, teacher, basis.rest)
     log.info("%d sources labelled at %.0f s", len(sources), time.monotonic() - t0)
     cfg = TrainConfig(max_steps=job.steps, seed=job.seed, threads=1, dropout=job.dropout,
-                      time_masks=job.spec_masks, freq_masks=job.spec_masks, lookahead=job.lookahead, opening_corr=job.opening_corr)
+                      time_masks=job.spec_masks, freq_masks=job.spec_masks, lookahead=job.lookahead,
+                      opening_corr=job.opening_corr)
     net, info = distill(sources, student_loss_weights(basis), cfg, job.n_augmented,
                         opening=basis.opening_direction())
     test = [p for p in paired if split.is_test(p.clip)]
@@ -127,7 +128,7 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lookahead", type=int, default=4, help="student look-ahead in video frames")
-    parser.add_argument("--opening-corr", type=float, default=0.0, help="weight of the opening-correlation loss")
+    parser.add_argument("--opening-corr", type=float, default=0.0, help="opening-correlation loss weight")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("var/audio_splits.json"))
     args = parser.parse_args()

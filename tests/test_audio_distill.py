@@ -91,7 +91,8 @@ def test_the_opening_correlation_loss_trains_on_the_opening_direction() -> None:
     cfg = TrainConfig(max_steps=6, batch=4, window=20, eval_every=3, seed=3, opening_corr=1.0)
     with pytest.raises(ValueError, match="opening direction"):
         distill(_sources(0), np.ones(2, np.float32), cfg, n_augmented=1)
-    with_corr, _ = distill(_sources(0), np.ones(2, np.float32), cfg, n_augmented=1, opening=np.array([1.0, 0.0]))
-    without, _ = distill(_sources(0), np.ones(2, np.float32), TrainConfig(**{**cfg.__dict__, "opening_corr": 0.0}),
-                         n_augmented=1)
+    weights = np.ones(2, np.float32)
+    with_corr, _ = distill(_sources(0), weights, cfg, n_augmented=1, opening=np.array([1.0, 0.0]))
+    plain = TrainConfig(**{**cfg.__dict__, "opening_corr": 0.0})
+    without, _ = distill(_sources(0), weights, plain, n_augmented=1)
     assert not torch.equal(with_corr.head[-1].weight, without.head[-1].weight)

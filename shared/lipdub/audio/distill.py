@@ -173,15 +173,15 @@ class TrainConfig:
     freq_masks: int = 0
     freq_mask_bins: int = 10
     lookahead: int = LOOKAHEAD  # video frames of future audio the student hears before answering
-    # Weight of a (1 - Pearson r) loss on each window's mouth opening. The opening's movement, not its level, is
-    # what viewers see and what the held-out metric scores; the per-coefficient loss alone spends the student's
-    # capacity on levels. Needs the opening direction (`MouthBasis.opening_direction`).
+    # Weight of a (1 - Pearson r) loss on each window's mouth opening. The opening's movement, not its level,
+    # is what viewers see and what the held-out metric scores; the per-coefficient loss alone weighs levels.
+    # Needs the opening direction (`MouthBasis.opening_direction`). Off: it did not help (BENCHMARKS.md).
     opening_corr: float = 0.0
 
 
 def window_correlation(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Pearson r over time of each window [B, T] → [B]; windows whose target barely moves (silence) count 0,
-    since their correlation is noise."""
+    """Pearson r over time of each window [B, T] → [B]. Windows whose target barely moves (silence) count as
+    r = 1, i.e. no loss: their correlation is noise."""
     p = pred - pred.mean(1, keepdim=True)
     t = target - target.mean(1, keepdim=True)
     r = (p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1) + 1e-6)
@@ -190,7 +190,8 @@ def window_correlation(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray, cfg: TrainConfig,
-                  log_dir: Path | None = None, opening: np.ndarray | None = None) -> tuple[Audio2Feature, dict]:
+                  log_dir: Path | None = None,
+                  opening: np.ndarray | None = None) -> tuple[Audio2Feature, dict]:
     """Adam with cosine decay on a time budget; keeps the weights with the best dev loss."""
     if cfg.opening_corr > 0 and opening is None:
         raise ValueError("opening_corr needs the opening direction (MouthBasis.opening_direction)")

@@ -68,7 +68,8 @@ def clip_rows(rows: list[dict]) -> list[dict]:
 def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
         student_steps: int = 3000, n_synthetic: int = 500, n_augmented: int = 3, seed: int = 0,
         threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4,
-        dropout: float = 0.25, spec_masks: int = 2, lookahead: int = LOOKAHEAD, opening_corr: float = 0.0) -> dict:
+        dropout: float = 0.25, spec_masks: int = 2, lookahead: int = LOOKAHEAD,
+        opening_corr: float = 0.0) -> dict:
     t0 = time.monotonic()
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -114,7 +115,8 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     k = basis.n_components
     run_dir = runs / f"audio-student-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     cfg = TrainConfig(max_steps=student_steps, seed=seed, threads=threads, dropout=dropout,
-                      time_masks=spec_masks, freq_masks=spec_masks, lookahead=lookahead, opening_corr=opening_corr)
+                      time_masks=spec_masks, freq_masks=spec_masks, lookahead=lookahead,
+                      opening_corr=opening_corr)
     net, train_info = distill(sources, student_loss_weights(basis), cfg, n_augmented, run_dir,
                               opening=basis.opening_direction())
     student = StudentModel(net, cfg.lookahead)  # the look-ahead it was trained with
@@ -152,7 +154,8 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
                     "sources": {g: sum(1 for s in sources if s.group == g) for g in ("corpus", "speech", "synthetic")},
                     "source_minutes": {g: round(sum(len(s.samples) for s in sources if s.group == g) / 16000 / 60, 1)
                                        for g in ("corpus", "speech", "synthetic")},
-                    "augmented_copies": n_augmented, "lstm_dropout": dropout, "opening_corr_loss": opening_corr,
+                    "augmented_copies": n_augmented, "lstm_dropout": dropout,
+                    "opening_corr_loss": opening_corr,
                     "spec_augment": {"time_masks": cfg.time_masks, "time_mask_rows": cfg.time_mask_rows,
                                      "freq_masks": cfg.freq_masks, "freq_mask_bins": cfg.freq_mask_bins},
                     **{k_: v for k_, v in train_info.items() if k_ != "history"}},

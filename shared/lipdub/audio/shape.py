@@ -131,8 +131,9 @@ class MouthBasis:
         return shape_opening(self.template[None] + self.motion(coeffs))
 
     def opening_direction(self, step: float = 1e-3) -> np.ndarray:
-        """[K] change of the opening per unit of each coefficient, at the template (zero motion). The opening is
-        linear in the coefficients to r > 0.999 over the training motion, so `coeffs @ direction` tracks it."""
+        """[K] change of the opening per unit of each coefficient, at the template (zero motion). The opening
+        is nearly linear in the coefficients (r 0.997 over their training range), so `coeffs @ direction`
+        tracks it."""
         zero = np.zeros((1, self.n_components), np.float32)
         moved = step * np.eye(self.n_components, dtype=np.float32)
         return ((self.opening(moved) - self.opening(zero)) / step).astype(np.float32)
