@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lipdub.audio.student_recipe import StudentRecipe
+
 log = logging.getLogger("bench.eval_audio_splits")
 
 
@@ -39,31 +41,17 @@ class Job:
     split: int
     corpus: Path
     cache: Path
-    steps: int
-    spec_masks: int
-    n_synthetic: int
-    n_augmented: int
-    dropout: float
+    recipe: StudentRecipe
     seed: int
-    lookahead: int
-    opening_corr: float
 
 
 def run_split(job: Job) -> dict:
     """One split end to end in a fresh process: teacher fit, labels, student, held-out scores."""
     import torch
 
-    from lipdub.audio.distill import (
-        TrainConfig,
-        distill,
-        distillation_audio,
-        label_sources,
-        student_loss_weights,
-    )
     from lipdub.audio.models import card
-    from lipdub.audio.recipe import held_out_metrics
+    from lipdub.audio.recipe import distill_student, held_out_metrics
     from lipdub.audio.splits import identity_splits
-    from lipdub.audio.student import StudentModel
     from lipdub.audio.teacher import TeacherModel, WhisperEncoder
     from lipdub.audio.training import check_offsets, correct_offsets, fit_teacher, load_paired
 
@@ -82,17 +70,11 @@ def run_split(job: Job) -> dict:
     basis = fit.basis
     basis.gain = np.full(basis.n_components, shipped["representation"]["amplitude_gain"], np.float32)
     teacher = TeacherModel(fit.head, encoder)
-    audio = distillation_audio(job.corpus, [(p.clip.name, p.samples) for p in paired if not split.is_test(p.clip)],
-                               job.n_synthetic, job.seed)
-    sources = label_sources(audio, teacher, basis.rest)
-    log.info("%d sources labelled at %.0f s", len(sources), time.monotonic() - t0)
-    cfg = TrainConfig(max_steps=job.steps, seed=job.seed, threads=1, dropout=job.dropout,
-                      time_masks=job.spec_masks, freq_masks=job.spec_masks, lookahead=job.lookahead,
-                      opening_corr=job.opening_corr)
-    net, info = distill(sources, student_loss_weights(basis), cfg, job.n_augmented,
-                        opening=basis.opening_direction())
+    student, _, info = distill_student(
+        job.corpus, [(p.clip.name, p.samples) for p in paired if not split.is_test(p.clip)], teacher, basis,
+        job.recipe, job.seed, threads=1)
     test = [p for p in paired if split.is_test(p.clip)]
-    rows, silence = held_out_metrics(test, teacher, StudentModel(net, cfg.lookahead), basis)
+    rows, silence = held_out_metrics(test, teacher, student, basis)
     log.info("done at %.0f s", time.monotonic() - t0)
     return {"split": split.name, "held_out": sorted(split.held_out), "clips": rows, "silence": silence,
             "steps": info["steps"], "best_step": info["best_step"], "seconds": round(time.monotonic() - t0)}
@@ -121,14 +103,16 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=Path("../shared/corpus"))
     parser.add_argument("--cache", type=Path, default=None, help="default: LIPDUB_DATA_DIR/audio_model")
     parser.add_argument("--splits", type=int, nargs="*", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--spec-masks", type=int, default=2)
-    parser.add_argument("--synthetic", type=int, default=500)
-    parser.add_argument("--augmented", type=int, default=3)
-    parser.add_argument("--dropout", type=float, default=0.25)
+    recipe = StudentRecipe()  # the shipped student's choices
+    parser.add_argument("--steps", type=int, default=recipe.steps)
+    parser.add_argument("--spec-masks", type=int, default=recipe.spec_masks)
+    parser.add_argument("--synthetic", type=int, default=recipe.synthetic)
+    parser.add_argument("--augmented", type=int, default=recipe.augmented)
+    parser.add_argument("--dropout", type=float, default=recipe.dropout)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lookahead", type=int, default=4, help="student look-ahead in video frames")
-    parser.add_argument("--opening-corr", type=float, default=0.0, help="opening-correlation loss weight")
+    parser.add_argument("--lookahead", type=int, default=recipe.lookahead, help="student look-ahead in video frames")
+    parser.add_argument("--opening-corr", type=float, default=recipe.opening_corr,
+                        help="opening-correlation loss weight")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("var/audio_splits.json"))
     args = parser.parse_args()
@@ -137,8 +121,10 @@ def main() -> None:
     from lipdub.config import get_settings
 
     cache = args.cache or get_settings().data_dir / "audio_model"
-    jobs = [Job(s, args.corpus, cache, args.steps, args.spec_masks, args.synthetic, args.augmented, args.dropout,
-                args.seed, args.lookahead, args.opening_corr) for s in args.splits]
+    recipe = StudentRecipe(steps=args.steps, synthetic=args.synthetic, augmented=args.augmented,
+                           dropout=args.dropout, spec_masks=args.spec_masks, lookahead=args.lookahead,
+                           opening_corr=args.opening_corr)
+    jobs = [Job(s, args.corpus, cache, recipe, args.seed) for s in args.splits]
     # spawn, not fork: CTranslate2 and torch thread pools do not survive a fork.
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = sorted(pool.map(run_split, jobs, chunksize=1), key=lambda r: r["split"])

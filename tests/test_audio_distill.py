@@ -96,3 +96,31 @@ def test_the_opening_correlation_loss_trains_on_the_opening_direction() -> None:
     plain = TrainConfig(**{**cfg.__dict__, "opening_corr": 0.0})
     without, _ = distill(_sources(0), weights, plain, n_augmented=1)
     assert not torch.equal(with_corr.head[-1].weight, without.head[-1].weight)
+
+
+def test_distill_student_follows_the_recipe_it_is_given(tmp_path) -> None:
+    """The one path `lipdub train audio` and `bench.eval_audio_splits` share: clip audio + espeak-ng utterances,
+    labelled by the teacher, distilled with the recipe's steps, look-ahead and SpecAugment."""
+    from lipdub.audio.models import basis as shipped_basis
+    from lipdub.audio.recipe import distill_student
+    from lipdub.audio.student_recipe import StudentRecipe
+
+    basis = shipped_basis()
+    k = basis.n_components
+
+    class Teacher:
+        def coeffs(self, samples: np.ndarray) -> np.ndarray:
+            n = n_video_frames(len(samples))
+            env = np.abs(np.pad(samples, (0, n * SAMPLES_PER_FRAME - len(samples)))).reshape(n, SAMPLES_PER_FRAME)
+            return np.repeat(env.mean(1, keepdims=True), k, 1).astype(np.float32)
+
+    (tmp_path / "manifest.csv").write_text("folder,file\ntalking,a.mp4\n")  # no speech/ clips
+    clips = [(s.name, s.samples) for s in _sources(0)]
+    recipe = StudentRecipe(steps=4, synthetic=3, augmented=1, spec_masks=1, lookahead=6)
+    student, sources, info = distill_student(tmp_path, clips, Teacher(), basis, recipe, seed=0, threads=1)
+    assert [s.group for s in sources] == ["corpus"] * len(clips) + ["synthetic"] * 3
+    assert all(len(s.labels) == n_video_frames(len(s.samples)) for s in sources)
+    assert info["steps"] == 4 and student.lookahead == 6
+    assert info["spec_augment"]["time_masks"] == info["spec_augment"]["freq_masks"] == 1
+    out = student.coeffs(clips[0][1])
+    assert out.shape == (n_video_frames(len(clips[0][1])), k)

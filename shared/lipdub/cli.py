@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from lipdub.audio.student_recipe import StudentRecipe
 from lipdub.config import Device, SyncMode, get_settings
 from lipdub.errors import LipdubError
 from lipdub.prep.tracking import Target
@@ -135,6 +136,9 @@ train_app = typer.Typer(no_args_is_help=True, help="Train the models that ship w
 app.add_typer(train_app, name="train")
 
 
+_RECIPE = StudentRecipe()  # the shipped student's choices are the options' defaults
+
+
 @train_app.command("audio")
 def train_audio(
     corpus: Annotated[Path, typer.Option(help="The real-clip corpus (manifest.csv)")] = Path("../shared/corpus"),
@@ -142,16 +146,22 @@ def train_audio(
                                                  "(default: the package's lipdub/audio/weights)")] = None,
     runs: Annotated[Path, typer.Option(help="TensorBoard log root")] = Path("runs"),
     student_steps: Annotated[int, typer.Option(help="Training steps of the student (a step count, not a time "
-                                               "budget, so the weights do not depend on the machine's load)")] = 3000,
-    synthetic: Annotated[int, typer.Option(help="espeak-ng utterances added to the distillation data")] = 500,
-    augmented: Annotated[int, typer.Option(help="Degraded copies of every distillation source")] = 3,
-    dropout: Annotated[float, typer.Option(help="Dropout between the student's LSTM layers (training only)")] = 0.25,
+                                               "budget, so the weights do not depend on the machine's load)")
+                             ] = _RECIPE.steps,
+    synthetic: Annotated[int, typer.Option(help="espeak-ng utterances added to the distillation data")
+                         ] = _RECIPE.synthetic,
+    augmented: Annotated[int, typer.Option(help="Degraded copies of every distillation source")] = _RECIPE.augmented,
+    dropout: Annotated[float, typer.Option(help="Dropout between the student's LSTM layers (training only)")
+                       ] = _RECIPE.dropout,
     spec_masks: Annotated[int, typer.Option(help="SpecAugment time masks (up to 10 rows) and frequency masks (up "
-                                            "to 10 mel bins) per training window of the student (0 = off)")] = 2,
+                                            "to 10 mel bins) per training window of the student (0 = off)")
+                          ] = _RECIPE.spec_masks,
     lookahead: Annotated[int, typer.Option(help="Frames of future audio the student hears before it answers; each "
-                                           "adds 40 ms of streaming latency (8 gave no gain: BENCHMARKS.md)")] = 4,
+                                           "adds 40 ms of streaming latency (8 gave no gain: BENCHMARKS.md)")
+                         ] = _RECIPE.lookahead,
     opening_corr: Annotated[float, typer.Option(help="Weight of the student's loss on the correlation of each "
-                                                "window's mouth opening with the teacher's (0 = off)")] = 0.0,
+                                                "window's mouth opening with the teacher's (0 = off)")
+                            ] = _RECIPE.opening_corr,
     seed: Annotated[int, typer.Option(help="Seed of splits, augmentation and training")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
     evaluate_only: Annotated[bool, typer.Option(help="Only re-measure the held-out metrics of the weights "
@@ -169,10 +179,11 @@ def train_audio(
     if evaluate_only:
         metrics = reevaluate(corpus, settings.data_dir / "audio_model", weights or weights_dir(), threads)
     else:
+        recipe = StudentRecipe(steps=student_steps, synthetic=synthetic, augmented=augmented, dropout=dropout,
+                               spec_masks=spec_masks, lookahead=lookahead, opening_corr=opening_corr)
         metrics = run(corpus, settings.data_dir / "audio_model", weights or weights_dir(), runs,
-                      encoder_path=settings.audio_encoder, student_steps=student_steps, n_synthetic=synthetic,
-                      n_augmented=augmented, seed=seed, threads=threads, dropout=dropout, spec_masks=spec_masks,
-                      lookahead=lookahead, opening_corr=opening_corr)["card"]["metrics"]
+                      encoder_path=settings.audio_encoder, recipe=recipe, seed=seed,
+                      threads=threads)["card"]["metrics"]
     # The summaries; the per-clip rows stay in the card.
     err.print(json.dumps({k: v for k, v in metrics.items() if k != "split0_clips"}, indent=1))
 

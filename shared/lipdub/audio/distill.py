@@ -16,7 +16,8 @@ from lipdub.audio.augment import augment
 from lipdub.audio.features import N_MELS, fbank
 from lipdub.audio.models import CoeffModel
 from lipdub.audio.shape import MouthBasis
-from lipdub.audio.student import LOOKAHEAD, Audio2Feature
+from lipdub.audio.student import Audio2Feature
+from lipdub.audio.student_recipe import LOOKAHEAD
 from lipdub.audio.synthetic import synthetic_utterances
 from lipdub.media.audio import load_audio
 

@@ -21,12 +21,21 @@ import numpy as np
 import torch
 
 from lipdub import __version__
-from lipdub.audio.distill import TrainConfig, distill, distillation_audio, label_sources, student_loss_weights
+from lipdub.audio.distill import (
+    Source,
+    TrainConfig,
+    distill,
+    distillation_audio,
+    label_sources,
+    student_loss_weights,
+)
 from lipdub.audio.features import fbank
 from lipdub.audio.models import BASIS_FILE, CARD_FILE, STUDENT_FILE, TEACHER_FILE, LearnedMouthModel
 from lipdub.audio.mouth import EnergyMouthModel
+from lipdub.audio.shape import MouthBasis
 from lipdub.audio.splits import identity_splits
-from lipdub.audio.student import LOOKAHEAD, StudentModel
+from lipdub.audio.student import StudentModel
+from lipdub.audio.student_recipe import StudentRecipe
 from lipdub.audio.teacher import TeacherModel, WhisperEncoder
 from lipdub.audio.training import (
     check_offsets,
@@ -65,11 +74,27 @@ def clip_rows(rows: list[dict]) -> list[dict]:
     return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
 
 
+def distill_student(corpus: Path, clips: list[tuple[str, np.ndarray]], teacher: TeacherModel, basis: MouthBasis,
+                    recipe: StudentRecipe, seed: int, threads: int, log_dir: Path | None = None
+                    ) -> tuple[StudentModel, list[Source], dict]:
+    """Step 6 for one split: the training identities' clip audio (`clips`), `speech/` and espeak-ng utterances,
+    labelled by `teacher` on clean audio, and the student distilled from them by `recipe`."""
+    audio = distillation_audio(corpus, clips, recipe.synthetic, seed)
+    sources = label_sources(audio, teacher, basis.rest)
+    log.info("distillation sources: %d (%.1f min)", len(sources), sum(len(s.samples) for s in sources) / 16000 / 60)
+    cfg = TrainConfig(max_steps=recipe.steps, seed=seed, threads=threads, dropout=recipe.dropout,
+                      time_masks=recipe.spec_masks, freq_masks=recipe.spec_masks, lookahead=recipe.lookahead,
+                      opening_corr=recipe.opening_corr)
+    net, info = distill(sources, student_loss_weights(basis), cfg, recipe.augmented, log_dir,
+                        opening=basis.opening_direction())
+    spec = {"time_masks": cfg.time_masks, "time_mask_rows": cfg.time_mask_rows,
+            "freq_masks": cfg.freq_masks, "freq_mask_bins": cfg.freq_mask_bins}
+    return StudentModel(net, cfg.lookahead), sources, {**info, "spec_augment": spec}
+
+
 def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
-        student_steps: int = 3000, n_synthetic: int = 500, n_augmented: int = 3, seed: int = 0,
-        threads: int = 1, alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4,
-        dropout: float = 0.25, spec_masks: int = 2, lookahead: int = LOOKAHEAD,
-        opening_corr: float = 0.0) -> dict:
+        recipe: StudentRecipe = StudentRecipe(), seed: int = 0, threads: int = 1,
+        alphas: tuple[float, ...] = ALPHAS, n_random_splits: int = 4) -> dict:
     t0 = time.monotonic()
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -106,20 +131,12 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
     head.card = {"encoder": asdict(ident), "alpha": alpha}
     head.save(weights / TEACHER_FILE)
 
-    # 6. distillation sources, labelled by the shipped teacher on clean audio.
-    audio = distillation_audio(corpus, [(p.clip.name, p.samples) for p in paired if not split0.is_test(p.clip)],
-                               n_synthetic, seed)
-    sources = label_sources(audio, teacher, basis.rest)
-    log.info("distillation sources: %d (%.1f min), labelled at %.0f s", len(sources),
-             sum(len(s.samples) for s in sources) / 16000 / 60, time.monotonic() - t0)
+    # 6. the student, distilled from the shipped teacher.
     k = basis.n_components
     run_dir = runs / f"audio-student-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    cfg = TrainConfig(max_steps=student_steps, seed=seed, threads=threads, dropout=dropout,
-                      time_masks=spec_masks, freq_masks=spec_masks, lookahead=lookahead,
-                      opening_corr=opening_corr)
-    net, train_info = distill(sources, student_loss_weights(basis), cfg, n_augmented, run_dir,
-                              opening=basis.opening_direction())
-    student = StudentModel(net, cfg.lookahead)  # the look-ahead it was trained with
+    student, sources, train_info = distill_student(
+        corpus, [(p.clip.name, p.samples) for p in paired if not split0.is_test(p.clip)], teacher, basis, recipe,
+        seed, threads, run_dir)
     student.save(weights / STUDENT_FILE)
 
     # Held-out evaluation of all three on split 0, plus silence behaviour (gated as shipped, and raw).
@@ -154,10 +171,8 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
                     "sources": {g: sum(1 for s in sources if s.group == g) for g in ("corpus", "speech", "synthetic")},
                     "source_minutes": {g: round(sum(len(s.samples) for s in sources if s.group == g) / 16000 / 60, 1)
                                        for g in ("corpus", "speech", "synthetic")},
-                    "augmented_copies": n_augmented, "lstm_dropout": dropout,
-                    "opening_corr_loss": opening_corr,
-                    "spec_augment": {"time_masks": cfg.time_masks, "time_mask_rows": cfg.time_mask_rows,
-                                     "freq_masks": cfg.freq_masks, "freq_mask_bins": cfg.freq_mask_bins},
+                    "augmented_copies": recipe.augmented, "lstm_dropout": recipe.dropout,
+                    "opening_corr_loss": recipe.opening_corr,
                     **{k_: v for k_, v in train_info.items() if k_ != "history"}},
         "data": {"corpus_clips": len(paired), "train_clips_split0": len(train0),
                  "held_out_identities": sorted(split0.held_out),
@@ -200,7 +215,6 @@ def held_out_metrics(test: list, teacher: TeacherModel, student: StudentModel, b
 def reevaluate(corpus: Path, cache: Path, weights: Path, threads: int = 1) -> dict:
     """Held-out split-0 metrics of the weights in `weights` as the audio stage runs them now (post-processing
     included); the card's split-0 metrics and silence ratios are replaced with them."""
-    from lipdub.audio.shape import MouthBasis
     from lipdub.audio.splits import held_out_identities
     from lipdub.audio.teacher import RidgeHead
 

@@ -22,8 +22,8 @@ from torch import nn
 
 from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
 from lipdub.audio.features import N_MELS, fbank_options, n_video_frames
+from lipdub.audio.student_recipe import LOOKAHEAD
 
-LOOKAHEAD = 4  # video frames (160 ms), as DH_live
 HIDDEN = 192
 CHUNK_FRAMES = 250  # video frames per LSTM call in one-shot inference (10 s)
 
