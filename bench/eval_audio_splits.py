@@ -10,7 +10,7 @@ the audio stage runs them (gain + silence gating) and ungated. Medians are poole
 
 Splits run in parallel processes, one thread each. Run:
 `python -m bench.eval_audio_splits [--steps 3000] [--jobs 2] [--spec-masks 2] [--lookahead 4]
-[--opening-corr 0] [--out var/audio_splits.json]`
+[--opening-corr 0] [--cepstra 0] [--out var/audio_splits.json]`
 (about 12 min of one core per split at 3,000 steps).
 """
 
@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--lookahead", type=int, default=recipe.lookahead, help="student look-ahead in video frames")
     parser.add_argument("--opening-corr", type=float, default=recipe.opening_corr,
                         help="opening-correlation loss weight")
+    parser.add_argument("--cepstra", type=int, default=recipe.cepstra,
+                        help="fbank rows liftered to this many cepstral coefficients (0 = off)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("var/audio_splits.json"))
     args = parser.parse_args()
@@ -123,7 +125,7 @@ def main() -> None:
     cache = args.cache or get_settings().data_dir / "audio_model"
     recipe = StudentRecipe(steps=args.steps, synthetic=args.synthetic, augmented=args.augmented,
                            dropout=args.dropout, spec_masks=args.spec_masks, lookahead=args.lookahead,
-                           opening_corr=args.opening_corr)
+                           opening_corr=args.opening_corr, cepstra=args.cepstra)
     jobs = [Job(s, args.corpus, cache, recipe, args.seed) for s in args.splits]
     # spawn, not fork: CTranslate2 and torch thread pools do not survive a fork.
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:

@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
-from lipdub.audio.distill import Source, TrainConfig, Utterance, distill, label_sources, window_correlation
-from lipdub.audio.features import n_video_frames
+from lipdub.audio.distill import (
+    Source,
+    TrainConfig,
+    Utterance,
+    build_dataset,
+    distill,
+    label_sources,
+    window_correlation,
+)
+from lipdub.audio.features import fbank, lifter, n_video_frames
 
 
 class ConstantTeacher:
@@ -38,6 +46,15 @@ def _sources(seed: int) -> list[Source]:
         out.append(Source(f"u{i}", x, np.stack([frames, -frames], 1).astype(np.float32),
                           "speech" if i % 2 else "synthetic"))
     return out
+
+
+def test_the_student_trains_on_the_rows_it_will_hear() -> None:
+    """With a lifter the training rows are liftered exactly as `StudentModel` lifters its input."""
+    src = _sources(0)[0]
+    plain, liftered = build_dataset([src], 0, seed=0).rows[0], build_dataset([src], 0, seed=0, cepstra=13).rows[0]
+    np.testing.assert_array_equal(plain, fbank(src.samples)[: len(plain)])
+    np.testing.assert_allclose(liftered, lifter(plain, 13), atol=1e-5)
+    assert np.abs(liftered - plain).max() > 0.1
 
 
 def test_distill_runs_the_step_count_and_is_deterministic_with_a_seed() -> None:
@@ -100,7 +117,7 @@ def test_the_opening_correlation_loss_trains_on_the_opening_direction() -> None:
 
 def test_distill_student_follows_the_recipe_it_is_given(tmp_path) -> None:
     """The one path `lipdub train audio` and `bench.eval_audio_splits` share: clip audio + espeak-ng utterances,
-    labelled by the teacher, distilled with the recipe's steps, look-ahead and SpecAugment."""
+    labelled by the teacher, distilled with the recipe's steps, look-ahead, SpecAugment and lifter."""
     from lipdub.audio.models import basis as shipped_basis
     from lipdub.audio.recipe import distill_student
     from lipdub.audio.student_recipe import StudentRecipe
@@ -116,11 +133,11 @@ def test_distill_student_follows_the_recipe_it_is_given(tmp_path) -> None:
 
     (tmp_path / "manifest.csv").write_text("folder,file\ntalking,a.mp4\n")  # no speech/ clips
     clips = [(s.name, s.samples) for s in _sources(0)]
-    recipe = StudentRecipe(steps=4, synthetic=3, augmented=1, spec_masks=1, lookahead=6)
+    recipe = StudentRecipe(steps=4, synthetic=3, augmented=1, spec_masks=1, lookahead=6, cepstra=13)
     student, sources, info = distill_student(tmp_path, clips, Teacher(), basis, recipe, seed=0, threads=1)
     assert [s.group for s in sources] == ["corpus"] * len(clips) + ["synthetic"] * 3
     assert all(len(s.labels) == n_video_frames(len(s.samples)) for s in sources)
-    assert info["steps"] == 4 and student.lookahead == 6
+    assert info["steps"] == 4 and student.lookahead == 6 and student.cepstra == 13
     assert info["spec_augment"]["time_masks"] == info["spec_augment"]["freq_masks"] == 1
     out = student.coeffs(clips[0][1])
     assert out.shape == (n_video_frames(len(clips[0][1])), k)

@@ -13,7 +13,7 @@ from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
 from lipdub.audio.features import fbank, n_video_frames
 from lipdub.audio.models import load_model, weights_dir
 from lipdub.audio.mouth import MouthTrack
-from lipdub.audio.student import CHUNK_FRAMES, StudentModel, StudentStream
+from lipdub.audio.student import CHUNK_FRAMES, Audio2Feature, StudentModel, StudentStream
 from lipdub.media.audio import load_audio
 
 
@@ -38,7 +38,7 @@ def test_student_gives_one_output_per_frame(student: StudentModel, n_samples: in
     assert student.coeffs(x).shape == (n_video_frames(n_samples), 8)
 
 
-def test_streaming_equals_one_shot(student: StudentModel, speech: np.ndarray) -> None:
+def _assert_streaming_equals_one_shot(student: StudentModel, speech: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(1)
     speech = speech[: SAMPLE_RATE * 5 + 77]  # not a whole number of frames
     whole = student.coeffs(speech)
@@ -53,6 +53,21 @@ def test_streaming_equals_one_shot(student: StudentModel, speech: np.ndarray) ->
     np.testing.assert_allclose(streamed, whole, atol=1e-4)
     # Bounded latency: after the first second, every push has returned frames up to ~look-ahead behind.
     assert sum(len(p) for p in pieces[:-1]) >= len(whole) - 10
+    return whole
+
+
+def test_streaming_equals_one_shot(student: StudentModel, speech: np.ndarray) -> None:
+    _assert_streaming_equals_one_shot(student, speech)
+
+
+def test_a_liftered_student_keeps_its_lifter_and_streams_as_one_shot(tmp_path: Path, speech: np.ndarray) -> None:
+    torch.manual_seed(0)
+    StudentModel(Audio2Feature(n_out=8), cepstra=13).save(tmp_path / "student.pt")
+    liftered = StudentModel.load(tmp_path / "student.pt")
+    assert liftered.cepstra == 13
+    out = _assert_streaming_equals_one_shot(liftered, speech)
+    plain = StudentModel(liftered.net, liftered.lookahead, cepstra=0).coeffs(speech[: SAMPLE_RATE * 5 + 77])
+    assert np.abs(out - plain).max() > 1e-3  # the lifter really reaches the network
 
 
 def test_chunked_inference_has_no_seams(student: StudentModel, speech: np.ndarray) -> None:

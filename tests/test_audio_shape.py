@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.fft import dct, idct
 from scipy.spatial.transform import Rotation
 
 from lipdub.audio.augment import speed, stretch_labels
 from lipdub.audio.corpus import identity_key
 from lipdub.audio.distill import spec_augment
-from lipdub.audio.features import n_video_frames
+from lipdub.audio.features import lifter, n_video_frames
 from lipdub.audio.models import basis
 from lipdub.audio.shape import (
     ALIGN_POINTS,
@@ -120,3 +121,17 @@ def test_held_out_identities_exist_in_corpus(corpus) -> None:
     splits = identity_splits(clips)
     assert len(splits) == 5 and all(len(s.held_out) == 10 for s in splits)
     assert all(c.audio.is_file() for c in clips)
+
+
+def test_lifter_keeps_the_spectral_envelope_and_drops_the_harmonics() -> None:
+    bins = np.arange(80)
+    envelope = -10 + 4 * np.cos(2 * np.pi * bins / 80)  # a slow formant-like shape
+    harmonics = 0.8 * np.cos(np.pi * bins * 0.45)  # a ripple every ~4 bins, as pitch harmonics
+    rows = np.stack([envelope + harmonics, np.full(80, -15.9)]).astype(np.float32)
+    smooth = lifter(rows, 13)
+    assert np.abs(smooth[0] - envelope).max() < 0.3 < np.abs(rows[0] - envelope).max()
+    np.testing.assert_allclose(smooth[1], rows[1], atol=1e-4)  # the silence padding is unchanged
+    assert lifter(rows, 0) is rows
+    cep = dct(rows, type=2, norm="ortho", axis=1)
+    cep[:, 13:] = 0
+    np.testing.assert_allclose(smooth, idct(cep, type=2, norm="ortho", axis=1), atol=1e-4)

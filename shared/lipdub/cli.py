@@ -162,6 +162,9 @@ def train_audio(
     opening_corr: Annotated[float, typer.Option(help="Weight of the student's loss on the correlation of each "
                                                 "window's mouth opening with the teacher's (0 = off)")
                             ] = _RECIPE.opening_corr,
+    cepstra: Annotated[int, typer.Option(help="Lifter the student's fbank rows to this many cepstral coefficients "
+                                         "(the spectral envelope without the pitch harmonics; 0 = off)")
+                       ] = _RECIPE.cepstra,
     seed: Annotated[int, typer.Option(help="Seed of splits, augmentation and training")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
     evaluate_only: Annotated[bool, typer.Option(help="Only re-measure the held-out metrics of the weights "
@@ -180,7 +183,8 @@ def train_audio(
         metrics = reevaluate(corpus, settings.data_dir / "audio_model", weights or weights_dir(), threads)
     else:
         recipe = StudentRecipe(steps=student_steps, synthetic=synthetic, augmented=augmented, dropout=dropout,
-                               spec_masks=spec_masks, lookahead=lookahead, opening_corr=opening_corr)
+                               spec_masks=spec_masks, lookahead=lookahead, opening_corr=opening_corr,
+                               cepstra=cepstra)
         metrics = run(corpus, settings.data_dir / "audio_model", weights or weights_dir(), runs,
                       encoder_path=settings.audio_encoder, recipe=recipe, seed=seed,
                       threads=threads)["card"]["metrics"]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lipdub.audio.augment import augment
-from lipdub.audio.features import N_MELS, fbank
+from lipdub.audio.features import N_MELS, fbank, lifter
 from lipdub.audio.models import CoeffModel
 from lipdub.audio.shape import MouthBasis
 from lipdub.audio.student import Audio2Feature
@@ -93,15 +93,16 @@ class Dataset:
 
 
 def build_dataset(sources: list[Source], n_augmented: int, seed: int,
-                  babble: np.ndarray | None = None) -> Dataset:
-    """Each source once clean and `n_augmented` times degraded (different random draws)."""
+                  babble: np.ndarray | None = None, cepstra: int = 0) -> Dataset:
+    """Each source once clean and `n_augmented` times degraded (different random draws), as the student hears
+    it: fbank rows, liftered to `cepstra` cepstral coefficients when that is set (as `StudentModel` does)."""
     rng = np.random.default_rng(seed)
     rows, labels = [], []
     for src in sources:
         versions = [(src.samples, src.labels)]
         versions += [augment(src.samples, src.labels, rng, babble) for _ in range(n_augmented)]
         for x, y in versions:
-            f = fbank(x)
+            f = lifter(fbank(x), cepstra)
             t = min(len(f) // 2, len(y))
             rows.append(f[: 2 * t])
             labels.append(y[:t])
@@ -178,6 +179,7 @@ class TrainConfig:
     # is what viewers see and what the held-out metric scores; the per-coefficient loss alone weighs levels.
     # Needs the opening direction (`MouthBasis.opening_direction`). Off: it did not help (BENCHMARKS.md).
     opening_corr: float = 0.0
+    cepstra: int = 0  # fbank rows liftered to this many cepstral coefficients (`features.lifter`; 0 = off)
 
 
 def window_correlation(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -282,8 +284,9 @@ def distill(sources: list[Source], loss_weights: np.ndarray, cfg: TrainConfig, n
     dev_idx = set(rng.choice(len(sources), size=max(4, len(sources) // 20), replace=False).tolist())
     speech = [s.samples for s in sources if s.group == "speech"][:20]
     babble = np.concatenate(speech) if speech else None
-    train = build_dataset([s for i, s in enumerate(sources) if i not in dev_idx], n_augmented, cfg.seed, babble)
-    dev = build_dataset([s for i, s in enumerate(sources) if i in dev_idx], 1, cfg.seed + 7, babble)
+    train = build_dataset([s for i, s in enumerate(sources) if i not in dev_idx], n_augmented, cfg.seed, babble,
+                          cfg.cepstra)
+    dev = build_dataset([s for i, s in enumerate(sources) if i in dev_idx], 1, cfg.seed + 7, babble, cfg.cepstra)
     log.info("student data: %d train frames, %d dev frames", train.frames, dev.frames)
     net, info = train_student(train, dev, sources[0].labels.shape[1], loss_weights, cfg, log_dir, opening)
     return net, {**info, "train_frames": train.frames, "dev_frames": dev.frames}

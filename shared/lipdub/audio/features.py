@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import kaldi_native_fbank as knf
@@ -46,6 +47,28 @@ def fbank(samples: np.ndarray) -> np.ndarray:
     if rows.shape[0] < need:
         rows = np.concatenate([rows, np.repeat(rows[-1:], need - rows.shape[0], axis=0)])
     return rows[:need]
+
+
+def lifter(rows: np.ndarray, cepstra: int) -> np.ndarray:
+    """[N, 80] fbank rows smoothed across mel bins: each row's first `cepstra` DCT-II (cepstral) coefficients
+    kept, the rest zeroed, and transformed back (0 = rows unchanged).
+
+    Low cepstra are the spectral envelope, which the mouth shapes (formants); high ones are the voice's pitch
+    harmonics, which say who speaks rather than how the mouth moves, and a student trained on few voices
+    latches onto them. A constant row (the silence padding) is unchanged.
+    """
+    if cepstra <= 0 or cepstra >= N_MELS:
+        return rows
+    return (rows @ _lifter_matrix(cepstra)).astype(np.float32)
+
+
+@functools.cache
+def _lifter_matrix(cepstra: int) -> np.ndarray:
+    k = np.arange(N_MELS)[:, None]
+    dct = np.sqrt(2.0 / N_MELS) * np.cos(np.pi * (np.arange(N_MELS)[None] + 0.5) * k / N_MELS)
+    dct[0] /= np.sqrt(2.0)  # orthonormal DCT-II: its inverse is its transpose
+    kept = dct[:cepstra]
+    return (kept.T @ kept).astype(np.float32)  # symmetric, so rows @ M lifters each row
 
 
 def mel_band(low_hz: float, high_hz: float) -> slice:

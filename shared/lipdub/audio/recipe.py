@@ -84,12 +84,12 @@ def distill_student(corpus: Path, clips: list[tuple[str, np.ndarray]], teacher: 
     log.info("distillation sources: %d (%.1f min)", len(sources), sum(len(s.samples) for s in sources) / 16000 / 60)
     cfg = TrainConfig(max_steps=recipe.steps, seed=seed, threads=threads, dropout=recipe.dropout,
                       time_masks=recipe.spec_masks, freq_masks=recipe.spec_masks, lookahead=recipe.lookahead,
-                      opening_corr=recipe.opening_corr)
+                      opening_corr=recipe.opening_corr, cepstra=recipe.cepstra)
     net, info = distill(sources, student_loss_weights(basis), cfg, recipe.augmented, log_dir,
                         opening=basis.opening_direction())
     spec = {"time_masks": cfg.time_masks, "time_mask_rows": cfg.time_mask_rows,
             "freq_masks": cfg.freq_masks, "freq_mask_bins": cfg.freq_mask_bins}
-    return StudentModel(net, cfg.lookahead), sources, {**info, "spec_augment": spec}
+    return StudentModel(net, cfg.lookahead, cfg.cepstra), sources, {**info, "spec_augment": spec}
 
 
 def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path | None = None,
@@ -172,7 +172,7 @@ def run(corpus: Path, cache: Path, weights: Path, runs: Path, encoder_path: Path
                     "source_minutes": {g: round(sum(len(s.samples) for s in sources if s.group == g) / 16000 / 60, 1)
                                        for g in ("corpus", "speech", "synthetic")},
                     "augmented_copies": recipe.augmented, "lstm_dropout": recipe.dropout,
-                    "opening_corr_loss": recipe.opening_corr,
+                    "opening_corr_loss": recipe.opening_corr, "cepstra": student.cepstra,
                     **{k_: v for k_, v in train_info.items() if k_ != "history"}},
         "data": {"corpus_clips": len(paired), "train_clips_split0": len(train0),
                  "held_out_identities": sorted(split0.held_out),

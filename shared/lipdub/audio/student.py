@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
-from lipdub.audio.features import N_MELS, fbank_options, n_video_frames
+from lipdub.audio.features import N_MELS, fbank_options, lifter, n_video_frames
 from lipdub.audio.student_recipe import LOOKAHEAD
 
 HIDDEN = 192
@@ -73,9 +73,10 @@ class StudentModel:
 
     name = "student"
 
-    def __init__(self, net: Audio2Feature, lookahead: int = LOOKAHEAD) -> None:
+    def __init__(self, net: Audio2Feature, lookahead: int = LOOKAHEAD, cepstra: int = 0) -> None:
         self.net = net.eval()
         self.lookahead = lookahead
+        self.cepstra = cepstra  # the fbank rows' cepstral lifter it was trained with (`features.lifter`; 0 = none)
         self.pad = torch.from_numpy(silence_row())
 
     @classmethod
@@ -84,18 +85,18 @@ class StudentModel:
         meta = json.loads(blob["meta"])
         net = Audio2Feature(n_out=meta["n_out"], hidden=meta.get("hidden", HIDDEN))
         net.load_state_dict(blob["state"])
-        return cls(net, meta["lookahead"])
+        return cls(net, meta["lookahead"], meta.get("cepstra", 0))
 
     def save(self, path: Path) -> None:
         meta = {"n_out": self.net.head[-1].out_features, "hidden": self.net.lstm.hidden_size,
-                "lookahead": self.lookahead}
+                "lookahead": self.lookahead, "cepstra": self.cepstra}
         torch.save({"state": self.net.state_dict(), "meta": json.dumps(meta)}, path)
 
     @torch.inference_mode()
     def coeffs_from_fbank(self, rows: np.ndarray) -> np.ndarray:
         """[2T, 80] fbank → [T, K], in chunks of CHUNK_FRAMES with the LSTM state carried across chunks."""
         t = len(rows) // 2
-        padded = torch.cat([torch.from_numpy(np.ascontiguousarray(rows[: 2 * t])),
+        padded = torch.cat([torch.from_numpy(np.ascontiguousarray(lifter(rows[: 2 * t], self.cepstra))),
                             self.pad.expand(2 * self.lookahead, -1)])
         outs, state = [], None
         for lo in range(0, len(padded), 2 * CHUNK_FRAMES):
@@ -131,6 +132,7 @@ class StudentStream:
     def _take_ready(self) -> None:
         n = self._fbank.num_frames_ready
         rows = np.array([self._fbank.get_frame(i) for i in range(self._rows_read, n)], np.float32)
+        rows = lifter(rows.reshape(-1, N_MELS), self.model.cepstra)
         self._rows_read = n
         if len(rows):
             self._buffer = np.concatenate([self._buffer, rows.reshape(-1, N_MELS)])
