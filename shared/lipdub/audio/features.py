@@ -53,9 +53,10 @@ def lifter(rows: np.ndarray, cepstra: int) -> np.ndarray:
     """[N, 80] fbank rows smoothed across mel bins: each row's first `cepstra` DCT-II (cepstral) coefficients
     kept, the rest zeroed, and transformed back (0 = rows unchanged).
 
-    Low cepstra are the spectral envelope, which the mouth shapes (formants); high ones are the voice's pitch
-    harmonics, which say who speaks rather than how the mouth moves, and a student trained on few voices
-    latches onto them. A constant row (the silence padding) is unchanged.
+    Low cepstra are the spectral envelope, which the mouth shapes (formants); high ones carry the voice's pitch
+    harmonics, which say more about who speaks than about how the mouth moves. Hiding them from the student
+    did not help it on new voices pooled (BENCHMARKS.md), so the recipe keeps it off. A constant row (the
+    silence padding) is unchanged.
     """
     if cepstra <= 0 or cepstra >= N_MELS:
         return rows

@@ -19,5 +19,6 @@ class StudentRecipe:
     # Weight of the loss on each window's mouth-opening correlation with the teacher's; off, it did not
     # help pooled (BENCHMARKS.md).
     opening_corr: float = 0.0
-    # fbank rows liftered to this many cepstral coefficients before the network (`features.lifter`; 0 = off).
+    # fbank rows liftered to this many cepstral coefficients before the network (`features.lifter`); off, it did
+    # not help pooled (BENCHMARKS.md).
     cepstra: int = 0
