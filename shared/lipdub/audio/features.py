@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import kaldi_native_fbank as knf
 import numpy as np
+from scipy.fft import dct, idct
 
 from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
 
@@ -60,16 +60,9 @@ def lifter(rows: np.ndarray, cepstra: int) -> np.ndarray:
     """
     if cepstra <= 0 or cepstra >= N_MELS:
         return rows
-    return (rows @ _lifter_matrix(cepstra)).astype(np.float32)
-
-
-@functools.cache
-def _lifter_matrix(cepstra: int) -> np.ndarray:
-    k = np.arange(N_MELS)[:, None]
-    dct = np.sqrt(2.0 / N_MELS) * np.cos(np.pi * (np.arange(N_MELS)[None] + 0.5) * k / N_MELS)
-    dct[0] /= np.sqrt(2.0)  # orthonormal DCT-II: its inverse is its transpose
-    kept = dct[:cepstra]
-    return (kept.T @ kept).astype(np.float32)  # symmetric, so rows @ M lifters each row
+    cep = dct(rows, type=2, norm="ortho", axis=-1)
+    cep[..., cepstra:] = 0.0
+    return idct(cep, type=2, norm="ortho", axis=-1).astype(np.float32)
 
 
 def mel_band(low_hz: float, high_hz: float) -> slice:

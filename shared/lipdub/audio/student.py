@@ -135,8 +135,8 @@ class StudentStream:
         rows = lifter(rows.reshape(-1, N_MELS), self.model.cepstra)
         self._rows_read = n
         if len(rows):
-            self._buffer = np.concatenate([self._buffer, rows.reshape(-1, N_MELS)])
-            self._last_row = rows[-1:].reshape(1, N_MELS)
+            self._buffer = np.concatenate([self._buffer, rows])
+            self._last_row = rows[-1:]
 
     @torch.inference_mode()
     def _feed(self, rows: np.ndarray, limit: int) -> np.ndarray:
