@@ -30,9 +30,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: install
 	$(BIN)/lipdub demo -o out/demo.mp4
 
-# Style and correctness checks first (ruff, rules in pyproject.toml): seconds, before a long pytest run.
+# Style and correctness checks first (ruff, then mypy; rules in pyproject.toml): a minute at most, before a
+# long pytest run.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: install lint
 	$(BIN)/python -m pytest -q
@@ -52,4 +54,4 @@ stack-stop:  ## stop exactly the processes `make stack` started
 	$(BIN)/python -m lipdub.service.stack stop --root .stack
 
 clean:
-	rm -rf out var .pytest_cache
+	rm -rf out var .pytest_cache .mypy_cache

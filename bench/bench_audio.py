@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from lipdub import SAMPLE_RATE
+from lipdub.audio.models import MouthModelName
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -62,8 +63,9 @@ def main() -> None:
     dur = len(x) / SAMPLE_RATE
     print(f"audio: {dur:.0f} s of speech, 1 thread")
     rows = []
-    for name in ("energy", "student", "teacher"):
-        model = load_model(name, threads=1)  # type: ignore[arg-type]
+    names: tuple[MouthModelName, ...] = ("energy", "student", "teacher")
+    for name in names:
+        model = load_model(name, threads=1)
         rows.append((f"{name} (file: fbank, VAD, lips)", timed(lambda m=model: m(x), args.repeats)))
     student = _student()
     rows.append(("student coefficients only", timed(lambda: student.coeffs(x), args.repeats)))  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ import argparse
 import os
 import resource
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -157,7 +158,7 @@ def bench_memory(work: Path, minutes: float) -> list[str]:
         src = work / f"1080p_{length:g}min.mp4"
         ffmpeg("-stream_loop", "-1", "-i", str(base), "-t", str(length * 60), "-an", "-vf", "fps=25,scale=1920:1080",
                "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-g", "50", "-pix_fmt", "yuv420p", str(src))
-        out = subprocess.run([os.sys.executable, "-m", "bench.bench_prep", "--memory-child", str(src)],
+        out = subprocess.run([sys.executable, "-m", "bench.bench_prep", "--memory-child", str(src)],
                              capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
         rows.append(out.stdout.strip().splitlines()[-1])
         src.unlink()
@@ -210,6 +211,7 @@ def bench_jitter(work: Path) -> list[str]:
         track = prepare_source(TALKING_CLIP, work / "talking", settings)
         s = track.summary
         raw = raw_landmarks(TALKING_CLIP, s.width, s.height)[: s.n_frames]
+        assert track.mouth_opening is not None  # a talking clip has a face
         raw_open, smooth_open = L.mouth_opening(raw), track.mouth_opening[: len(raw)]
         lag = int(np.argmax(np.correlate(smooth_open - smooth_open.mean(), raw_open - raw_open.mean(), "full"))
                   - (len(raw) - 1))

@@ -37,12 +37,12 @@ def test_dub_real_clip_with_german_speech(corpus: Path, clip: str, tmp_path: Pat
     assert info.video is not None and info.audio is not None
     assert abs(info.duration - probe(audio).duration) <= 1 / FPS
 
-    opening = []
+    measured: list[float] = []
     with FaceMesh() as mesh, FrameReader(out, info.video.width, info.video.height, count_frames(out)) as frames:
         for frame in frames:
             faces = mesh(frame)
-            opening.append(float(L.mouth_opening(faces[0])) if faces else np.nan)
-    opening = np.array(opening)
+            measured.append(float(L.mouth_opening(faces[0])) if faces else np.nan)
+    opening = np.array(measured)
     ok = ~np.isnan(opening)
     assert ok.mean() > 0.95
     # The rendered mouth follows what the audio model asked for...

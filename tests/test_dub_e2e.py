@@ -65,14 +65,15 @@ def test_mouth_moves_with_the_speech_and_nothing_else_changes(dubbed, tmp_path: 
     mouth = analyze_audio(audio, tmp_path / "audio", Settings(data_dir=tmp_path / "var"))
     assert len(mouth) == result.frames
 
-    opening, face_boxes = [], []
+    measured: list[float] = []
+    face_boxes = []
     with FaceMesh() as mesh:
         for frame in frames:
             faces = mesh(frame)
             assert faces, "the face must stay detectable in every dubbed frame"
-            opening.append(float(L.mouth_opening(faces[0])))
+            measured.append(float(L.mouth_opening(faces[0])))
             face_boxes.append(faces[0][L.FACE_OVAL, :2])
-    opening = np.array(opening)
+    opening = np.array(measured)
     # The rendered mouth follows the audio model's target (best lag within ±2 frames)...
     def best_r(a: np.ndarray, b: np.ndarray) -> float:
         return max(np.corrcoef(a[max(0, -k): len(a) - max(0, k)], b[max(0, k): len(b) - max(0, -k)])[0, 1]

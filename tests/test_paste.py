@@ -80,7 +80,7 @@ def test_colour_cast_generator_leaves_no_seam(face_frame: tuple[np.ndarray, np.n
     frame, points = face_frame
     a = window.window_affine(points, SIZE)
     truth = window.crop(frame, a, SIZE).astype(np.float32)
-    cast = np.clip(truth * np.float32([1.12, 0.95, 0.9]) + np.float32([25, -10, 12]), 0, 255)
+    cast = np.clip(truth * np.array([1.12, 0.95, 0.9], np.float32) + np.array([25, -10, 12], np.float32), 0, 255)
     out, (x0, y0, x1, y1), soft = _paste(frame, points, cast)
     diff = np.abs(out.astype(float) - frame.astype(float))[y0:y1, x0:x1]
     inside = soft > 0.5

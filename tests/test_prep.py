@@ -115,7 +115,7 @@ def test_face_tracker_keeps_ids_through_occlusion() -> None:
     canon = canonical_face().astype(np.float32)
 
     def face(x: float, y: float, size: float = 100.0) -> np.ndarray:
-        return canon * size + np.float32([x, y, 0])
+        return canon * size + np.array([x, y, 0], np.float32)
 
     tracker = FaceTracker(max_gap=50)
     for i in range(100):
@@ -208,7 +208,7 @@ def test_brief_turn_marks_frames_pass_through(clips: Path) -> None:
 def test_rotated_phone_video_is_upright(clips: Path, settings: Settings) -> None:
     upright = M.sway_face(clips / "upright.mp4", 1.2)
     phone = M.rotated_phone(upright, clips / "phone.mp4", 90)
-    assert probe(phone).video.rotation in (90, 270)  # type: ignore[union-attr]
+    assert probe(phone).video.rotation in (90, 270)
     track = prepare_source(phone, clips / "o_phone", settings)
     assert "rotation" in track.summary.normalization
     assert track.valid.mean() > 0.9

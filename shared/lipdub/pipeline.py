@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lipdub.config import Device, Settings, SyncMode
 from lipdub.device import resolve_device
@@ -20,6 +21,9 @@ from lipdub.stages.mux import mux
 from lipdub.stages.probe import probe_inputs
 from lipdub.stages.render import render_video
 from lipdub.timeline import Timeline
+
+if TYPE_CHECKING:  # celery is imported only where a chain is sent (the embedded mode never needs it)
+    from celery.canvas import Signature
 
 STAGES = ("probe", "prep", "audio", "render", "mux")
 
@@ -84,7 +88,7 @@ def start_render(job_id: str, n_chunks: int, priority: int | None = None) -> Non
           _step("finalize", job_id, priority=priority)).apply_async()
 
 
-def _step(stage: str, job_id: str, *args: int, priority: int | None = None):  # type: ignore[no-untyped-def]
+def _step(stage: str, job_id: str, *args: int, priority: int | None = None) -> Signature:
     from lipdub.service.celery_app import app
 
     options = {} if priority is None else {"priority": priority}

@@ -5,17 +5,22 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 
+class Advance(Protocol):
+    """Called as a stage's work goes on: `advance()` for one unit, `advance(n)` for n."""
+
+    def __call__(self, n: int = 1) -> None: ...
+
+
 class Progress(Protocol):
-    def stage(self, name: str, total: int) -> StageProgress: ...
+    def stage(self, name: str, total: int) -> AbstractContextManager[Advance]: ...
 
 
-class StageProgress(Protocol):
-    def __enter__(self) -> Callable[[int], None]: ...
-    def __exit__(self, *exc: object) -> None: ...
+def ignore(n: int = 1) -> None:
+    """The Advance of a stage nobody watches."""
 
 
 class ConsoleProgress:
@@ -26,10 +31,10 @@ class ConsoleProgress:
         self.tty = sys.stderr.isatty()
 
     @contextmanager
-    def stage(self, name: str, total: int) -> Iterator[Callable[[int], None]]:
+    def stage(self, name: str, total: int) -> Iterator[Advance]:
         start = time.perf_counter()
         if self.quiet:
-            yield lambda n=1: None
+            yield ignore
             return
         if self.tty:
             from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
@@ -38,9 +43,13 @@ class ConsoleProgress:
             with Bar(f"[bold]{name:<7}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                      transient=False) as bar:
                 task = bar.add_task(name, total=total)
-                yield lambda n=1: bar.advance(task, n)
+
+                def advance(n: int = 1) -> None:
+                    bar.advance(task, n)
+
+                yield advance
         else:
-            yield lambda n=1: None
+            yield ignore
             print(f"{name}: {total} done in {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
 
 
@@ -51,7 +60,7 @@ class CallbackProgress:
         self.report, self.every = report, every
 
     @contextmanager
-    def stage(self, name: str, total: int) -> Iterator[Callable[[int], None]]:
+    def stage(self, name: str, total: int) -> Iterator[Advance]:
         done, last = 0, 0.0
 
         def advance(n: int = 1) -> None:

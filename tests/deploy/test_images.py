@@ -57,7 +57,7 @@ def test_hadolint_finds_nothing():
 
 
 def requirement_names(lines: list[str]) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for line in lines:
         line = line.split("#", 1)[0].strip()
         if line:
@@ -66,7 +66,7 @@ def requirement_names(lines: list[str]) -> set[str]:
 
 
 def lock() -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (ROOT / "requirements.lock").read_text().splitlines():
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==", 1)

@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -71,7 +72,7 @@ def test_quota_defaults_and_per_tenant_overrides(store: JobStore) -> None:
 
 def test_admission_counts_interactive_jobs_only(store: JobStore) -> None:
     quotas = Quotas(store.r, store.settings)
-    spec = {"video": {}, "audio": {}}
+    spec: dict[str, Any] = {"video": {}, "audio": {}}
     quotas.admit_job("acme", 10.0, [100, 200])
     first = store.create("acme", spec)
     store.stage_started(first.id, Stage.probe)  # running

@@ -85,9 +85,9 @@ def test_chunks_count_once(store: JobStore) -> None:
 def test_list_is_per_tenant_newest_first_with_cursor(store: JobStore) -> None:
     ids = [store.create("lister", SPEC).id for _ in range(5)]
     store.create("someone-else", SPEC)
-    page1, cursor = store.list("lister", limit=2)
-    page2, cursor2 = store.list("lister", limit=2, cursor=cursor)
-    page3, cursor3 = store.list("lister", limit=2, cursor=cursor2)
+    page1, cursor = store.page("lister", limit=2)
+    page2, cursor2 = store.page("lister", limit=2, cursor=cursor)
+    page3, cursor3 = store.page("lister", limit=2, cursor=cursor2)
     seen = [j.id for j in page1 + page2 + page3]
     assert sorted(seen) == sorted(ids) and len(set(seen)) == 5
     assert cursor3 is None

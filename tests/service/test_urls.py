@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).seen_hosts.append(self.headers.get("Host", ""))
-        port = self.server.server_address[1]
+        port = self.server.server_address[1]  # type: ignore[index]  # an AF_INET server: (host, port)
         if self.path == "/file":
             body = b"x" * 5000
             self.send_response(200)
@@ -145,9 +146,9 @@ def test_dns_rebinding_resolves_once_and_connects_to_the_checked_address(
     calls: list[str] = []
     real_getaddrinfo = socket.getaddrinfo
 
-    def rebinding_dns(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+    def rebinding_dns(host: str, *args: Any, **kwargs: Any) -> list[Any]:
         if host != "media.example.test":  # IP literals (the pinned address) resolve as usual
-            return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+            return real_getaddrinfo(host, *args, **kwargs)
         calls.append(host)
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
 
@@ -182,7 +183,7 @@ def test_https_to_the_pinned_address_keeps_sni_and_verifies_the_name(
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     sni: list[str | None] = []
-    server_ctx.sni_callback = lambda sock, name, ctx: sni.append(name)  # type: ignore[assignment,misc]
+    server_ctx.sni_callback = lambda sock, name, ctx: sni.append(name)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.socket = server_ctx.wrap_socket(httpd.socket, server_side=True)
     _Handler.seen_hosts = []
@@ -190,10 +191,10 @@ def test_https_to_the_pinned_address_keeps_sni_and_verifies_the_name(
     port = httpd.server_address[1]
     real_getaddrinfo = socket.getaddrinfo
 
-    def dns(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+    def dns(host: str, *args: Any, **kwargs: Any) -> list[Any]:
         if host == "media.example.test":
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
-        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+        return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", dns)
     monkeypatch.setattr(certifi, "where", lambda: str(cert))  # trust the test certificate only

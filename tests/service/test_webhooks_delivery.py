@@ -98,7 +98,7 @@ def test_an_event_is_stored_once_and_each_attempt_claimed_once(store: JobStore) 
     assert deliveries.claim(message.id, 1, 1) and not deliveries.claim(message.id, 1, 1)
     assert deliveries.claim(message.id, 1, 2) and deliveries.claim(message.id, 2, 1)
     assert deliveries.start_run(message.id) == 2
-    assert deliveries.get(message.id).status == DeliveryStatus.pending  # type: ignore[union-attr]
+    assert deliveries.get(message.id).status == DeliveryStatus.pending
 
 
 @pytest.mark.parametrize("path, delivered, code, error", [

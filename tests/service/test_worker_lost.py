@@ -70,7 +70,7 @@ def test_killed_render_worker_redoes_one_chunk(lossy_stack: StackConfig, service
         assert final["chunks"]["done"] == final["chunks"]["total"]
         # Exactly one start never returned: the chunk that was running when its worker was killed, which
         # Redis redelivered after the visibility timeout and the new worker rendered again.
-        attempts = store.get(job["id"]).attempts  # type: ignore[union-attr]
+        attempts = store.get(job["id"]).attempts
         assert {k: n for k, n in attempts.items() if n} == {running[0]: 1}, attempts
 
         out = tmp_path / "result.mp4"

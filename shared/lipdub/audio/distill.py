@@ -223,14 +223,14 @@ def train_student(train: Dataset, dev: Dataset, n_out: int, weights: np.ndarray,
         pred = out[:, cfg.lookahead:][:, cfg.warmup:]
         target = y[:, cfg.warmup:]
         loss = (nn.functional.smooth_l1_loss(pred, target, reduction="none", beta=0.5) * w).mean()
-        if cfg.opening_corr > 0:
+        if direction is not None and cfg.opening_corr > 0:
             r = window_correlation(pred @ direction, target @ direction)
             loss = loss + cfg.opening_corr * (1 - r).mean()
         return loss
 
     budget = cfg.minutes * 60.0
     start = time.monotonic()
-    best = (float("inf"), None, 0)
+    best: tuple[float, dict[str, torch.Tensor] | None, int] = (float("inf"), None, 0)
     history = []
     step = 0
     while step < cfg.max_steps and time.monotonic() - start < budget:

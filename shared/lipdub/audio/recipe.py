@@ -30,7 +30,14 @@ from lipdub.audio.distill import (
     student_loss_weights,
 )
 from lipdub.audio.features import fbank
-from lipdub.audio.models import BASIS_FILE, CARD_FILE, STUDENT_FILE, TEACHER_FILE, LearnedMouthModel
+from lipdub.audio.models import (
+    BASIS_FILE,
+    CARD_FILE,
+    STUDENT_FILE,
+    TEACHER_FILE,
+    CoeffModel,
+    LearnedMouthModel,
+)
 from lipdub.audio.mouth import EnergyMouthModel
 from lipdub.audio.shape import MouthBasis
 from lipdub.audio.splits import identity_splits
@@ -74,7 +81,7 @@ def clip_rows(rows: list[dict]) -> list[dict]:
     return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
 
 
-def distill_student(corpus: Path, clips: list[tuple[str, np.ndarray]], teacher: TeacherModel, basis: MouthBasis,
+def distill_student(corpus: Path, clips: list[tuple[str, np.ndarray]], teacher: CoeffModel, basis: MouthBasis,
                     recipe: StudentRecipe, seed: int, threads: int, log_dir: Path | None = None
                     ) -> tuple[StudentModel, list[Source], dict]:
     """Step 6 for one split: the training identities' clip audio (`clips`), `speech/` and espeak-ng utterances,
@@ -191,7 +198,9 @@ def held_out_metrics(test: list, teacher: TeacherModel, student: StudentModel, b
     """Per-clip r of predicted vs true mouth opening (as shipped: gain + silence gating; and ungated) for
     teacher, student and the energy baseline, and each one's silence opening ratio."""
     vad = EnergyMouthModel()
-    rows, tracks = [], {"teacher": [], "student": [], "energy": [], "teacher_raw": [], "student_raw": []}
+    rows: list[dict] = []
+    tracks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {
+        k: [] for k in ("teacher", "student", "energy", "teacher_raw", "student_raw")}
     models = {"teacher": LearnedMouthModel(teacher, basis), "student": LearnedMouthModel(student, basis)}
     raw = {"teacher": LearnedMouthModel(teacher, basis, gate=False),
            "student": LearnedMouthModel(student, basis, gate=False)}
@@ -200,8 +209,9 @@ def held_out_metrics(test: list, teacher: TeacherModel, student: StudentModel, b
         row = {"clip": p.clip.name, "frames": int(p.valid.sum())}
         for name in ("teacher", "student"):
             tr = models[name](p.samples)
-            row[name] = pearson(basis.opening(tr.coeffs[:n]), p.opening[: len(tr.coeffs)])
             rt = raw[name].track_from_coeffs(models[name].model.coeffs(p.samples), tr.speech)
+            assert tr.coeffs is not None and rt.coeffs is not None  # learned models always give them
+            row[name] = pearson(basis.opening(tr.coeffs[:n]), p.opening[: len(tr.coeffs)])
             row[f"{name}_ungated"] = pearson(basis.opening(rt.coeffs[:n]), p.opening[: len(rt.coeffs)])
             tracks[name].append((tr.opening, tr.speech))
             tracks[f"{name}_raw"].append((rt.opening, rt.speech))

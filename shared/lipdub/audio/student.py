@@ -31,8 +31,12 @@ CHUNK_FRAMES = 250  # video frames per LSTM call in one-shot inference (10 s)
 class Audio2Feature(nn.Module):
     """[B, 2T, 80] fbank rows → [B, T, K] coefficients, carrying (h, c) of a 2-layer LSTM."""
 
+    feat_mean: torch.Tensor  # buffers (saved with the weights, not trained)
+    feat_std: torch.Tensor
+
     def __init__(self, n_out: int = 8, hidden: int = HIDDEN, dropout: float = 0.0) -> None:
         super().__init__()
+        self.n_out = n_out
         self.register_buffer("feat_mean", torch.zeros(2 * N_MELS))
         self.register_buffer("feat_std", torch.ones(2 * N_MELS))
         self.downsample = nn.Sequential(
@@ -88,7 +92,7 @@ class StudentModel:
         return cls(net, meta["lookahead"], meta.get("cepstra", 0))
 
     def save(self, path: Path) -> None:
-        meta = {"n_out": self.net.head[-1].out_features, "hidden": self.net.lstm.hidden_size,
+        meta = {"n_out": self.net.n_out, "hidden": self.net.lstm.hidden_size,
                 "lookahead": self.lookahead, "cepstra": self.cepstra}
         torch.save({"state": self.net.state_dict(), "meta": json.dumps(meta)}, path)
 
@@ -127,7 +131,7 @@ class StudentStream:
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None
         self._emitted = 0
         self._samples = 0
-        self._k = model.net.head[-1].out_features
+        self._k = model.net.n_out
 
     def _take_ready(self) -> None:
         n = self._fbank.num_frames_ready

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
 
@@ -21,6 +21,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from lipdub.progress import Advance
 
 
 class EvalProgress:
@@ -59,9 +61,13 @@ class EvalProgress:
             print(f"[{done}/{total}] {label} ({elapsed:.0f}s)", file=sys.stderr, flush=True)
 
     @contextmanager
-    def stage(self, name: str, total: int) -> Iterator[Callable[[int], None]]:
+    def stage(self, name: str, total: int) -> Iterator[Advance]:
         task = self._bar.add_task(f"  {name}", total=max(total, 1))
+
+        def advance(n: int = 1) -> None:
+            self._bar.advance(task, n)
+
         try:
-            yield lambda n=1: self._bar.advance(task, n)
+            yield advance
         finally:
             self._bar.remove_task(task)

@@ -300,8 +300,13 @@ class Evaluator:
 
 
 class _NullReader:
+    """The reader of a missing ground truth: never read, since its frames are never valid."""
+
     def __enter__(self) -> _NullReader:
         return self
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        raise IndexError(i)
 
     def __exit__(self, *exc: object) -> None:
         return None

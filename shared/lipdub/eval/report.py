@@ -8,11 +8,15 @@ import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lipdub import __version__
 from lipdub.eval.protocols import ClipResult, EvalOptions, Signals
+
+if TYPE_CHECKING:  # matplotlib is imported only when a report is drawn
+    from matplotlib.axes import Axes
 
 # (key, label, format, what "better" means) for the summary table.
 SUMMARY_METRICS: list[tuple[str, str, str, str]] = [
@@ -163,7 +167,7 @@ def _z(x: np.ndarray) -> np.ndarray:
     return (x - np.nanmean(x)) / np.nanstd(x)
 
 
-def _speech_spans(ax, speech: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def _speech_spans(ax: Axes, speech: np.ndarray) -> None:
     edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(int), [0]])))
     for start, stop in zip(edges[0::2], edges[1::2]):
         ax.axvspan(start / 25.0, stop / 25.0, color="0.9", zorder=0, lw=0)

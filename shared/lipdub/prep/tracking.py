@@ -169,7 +169,7 @@ def pick_by_target(tracks: list[FaceTrack], target: Target) -> FaceTrack | None:
             x, y = target.point
             margin = 0.1 * (box[2] - box[0])
             inside = box[0] - margin <= x <= box[2] + margin and box[1] - margin <= y <= box[3] + margin
-            value = 1.0 / (1.0 + np.linalg.norm((box[:2] + box[2:]) / 2 - (x, y))) if inside else 0.0
+            value = 1.0 / (1.0 + float(np.linalg.norm((box[:2] + box[2:]) / 2 - (x, y)))) if inside else 0.0
         if value > best_value:
             best, best_value = t, value
     return best

@@ -221,7 +221,7 @@ class WindowSampler:
     def batch(self, seed_key: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng((self.seed, *seed_key))
         items = [self.sample(rng) for _ in range(n)]
-        return tuple(np.stack([it[k] for it in items]).astype(np.float32) for k in range(3))  # type: ignore[return-value]
+        return tuple(np.stack([it[k] for it in items]).astype(np.float32) for k in range(3))
 
 
 def load_clips(paths: list[Path]) -> tuple[list[ClipWindows], list[ClipWindows]]:

@@ -100,8 +100,10 @@ class AdaAT(nn.Module):
         self.channels = channels
         self.mlp = nn.Sequential(nn.Linear(code, code), nn.ReLU(inplace=True), nn.Linear(code, 4 * channels))
         # Start at the identity transform: zero angle/translation, unit scale (2·sigmoid(0) = 1).
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
+        last = self.mlp[2]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self, feat: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         b, c, h, w = feat.shape

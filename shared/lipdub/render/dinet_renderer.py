@@ -71,7 +71,8 @@ def cached_model(checkpoint: Path, device: str = "cpu", sha256: str | None = Non
 def _for_inference(model: DinetGenerator, device: torch.device) -> DinetGenerator:
     model = model.to(device).eval()
     if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (torch's docs), though its type stubs leave it out.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
 

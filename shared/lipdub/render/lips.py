@@ -15,6 +15,8 @@ speaker's own neutral mouth, an open one the predicted shape on top of it.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from lipdub.audio.mouth import MouthTrack
@@ -41,7 +43,7 @@ class LipTargets:
         needed = [getattr(track, name, None) for name in names]
         if mouth.lips is None or any(x is None for x in needed):
             return None
-        neutral, rotation, translation, scale = needed
+        neutral, rotation, translation, scale = cast(list[np.ndarray], needed)
         b = basis()
         s, r, _ = similarity(b.ref.astype(np.float64), canonical_face()[ALIGN_POINTS])
         n = len(L.LIPS)

@@ -199,8 +199,8 @@ class WarpRenderer:
         rows = (np.arange(h, dtype=np.float32)[:, None] - top) / gap
         lip = crop[np.clip(target[L.LIPS_OUTER, 1].astype(int), 0, h - 1),
                    np.clip(target[L.LIPS_OUTER, 0].astype(int), 0, w - 1)].astype(np.float32).mean(0)
-        dark = lip * 0.22 + np.float32([8, 2, 4])  # shadowed interior in the lips' own hue
-        teeth = np.float32([212, 204, 194])
+        dark = lip * 0.22 + np.array([8, 2, 4], np.float32)  # shadowed interior in the lips' own hue
+        teeth = np.array([212, 204, 194], np.float32)
         width = max(float(np.linalg.norm(target[L.MOUTH_LEFT] - target[L.MOUTH_RIGHT])), 1.0)
         # Teeth show only once the lips part by more than a sliver (a thin slit is shadow, not teeth).
         show_teeth = float(np.clip((gap / width - 0.08) / 0.1, 0.0, 1.0))

@@ -314,7 +314,7 @@ class BatchStore:
         state = self.get(batch_id)
         return state if state is not None and state.tenant == tenant else None
 
-    def list(self, tenant: str, cursor: str | None = None, limit: int = 20) -> tuple[list[BatchState], str | None]:
+    def page(self, tenant: str, cursor: str | None = None, limit: int = 20) -> tuple[list[BatchState], str | None]:
         """Newest first; the cursor is the created_at of the last batch of the previous page."""
         top = f"({cursor}" if cursor else "+inf"
         ids = self.r.zrevrangebyscore(f"tenant:{tenant}:batches", top, "-inf", start=0, num=limit)
@@ -434,7 +434,7 @@ class BatchStore:
             return False
         self.r.expire(f"batch:{batch_id}:final", self.settings.job_ttl_seconds)
         item = self.r.hget(f"batch:{batch_id}:job_items", job_id)
-        line, custom_id = (json.loads(item) if item else [0, ""])
+        line, custom_id = json.loads(item) if item else (0, "")
         outcome = {JobStatus.succeeded: "succeeded", JobStatus.failed: "failed"}.get(job_status, "canceled")
         self.item_finished(batch_id, line, custom_id, job_id, outcome, error, result_url)
         return True
@@ -474,7 +474,8 @@ class BatchStore:
         pipe = self.r.pipeline()
         for job_id in members:
             pipe.hget(f"job:{job_id}", "status")
-        active, final = [], []
+        active: list[str] = []
+        final: list[str] = []
         for job_id, status in zip(members, pipe.execute()):
             (final if status is None or JobStatus(status).is_final else active).append(job_id)
         return active, final

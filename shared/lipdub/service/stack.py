@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -63,8 +64,9 @@ class StackConfig:
 
     def settings(self) -> Settings:
         env = self.environment()
-        return Settings(**{k.removeprefix("LIPDUB_").lower(): v for k, v in env.items()
-                           if k.startswith("LIPDUB_")})
+        values: dict[str, Any] = {k.removeprefix("LIPDUB_").lower(): v for k, v in env.items()
+                                  if k.startswith("LIPDUB_")}
+        return Settings(**values)  # pydantic parses each string as its field's type
 
     def processes(self) -> list[Process]:
         return processes.stack(self.api_port, self.redis_port, self.s3_port,
@@ -120,7 +122,12 @@ def _readiness(proc: Process, cfg: StackConfig, settings: Settings, log: Path,
         return lambda: bool(client.ping())
     if proc.name == "s3":
         storage = S3Storage(settings)
-        return lambda: storage.ensure_bucket() is None
+
+        def bucket_ready() -> bool:
+            storage.ensure_bucket()  # raises until the server answers
+            return True
+
+        return bucket_ready
     if proc.name == "api":
         return lambda: httpx.get(f"{cfg.api_url}/readyz", timeout=2).status_code == 200
     return lambda: b" ready." in log.read_bytes()[offset:]

@@ -191,7 +191,7 @@ class JobStore:
         state = self.get(job_id)
         return state if state is not None and state.tenant == tenant else None
 
-    def list(self, tenant: str, *, status: JobStatus | None = None, batch: str | None = None,
+    def page(self, tenant: str, *, status: JobStatus | None = None, batch: str | None = None,
              created_after: float | None = None, created_before: float | None = None,
              cursor: str | None = None, limit: int = 20) -> tuple[list[JobState], str | None]:
         """Newest first. The cursor is `{created_at}:{job_id}` of the last job of the previous page."""

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 _settings = get_settings()
 
 
-class StageTask(Task):  # type: ignore[misc]
+class StageTask(Task):
     """Base of every `dub.*` task: retry transient errors (storage, network) with capped exponential
     backoff, never bad input; record the final failure on the job."""
 

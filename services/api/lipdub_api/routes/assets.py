@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import APIRouter, Request, status
@@ -30,7 +30,6 @@ from lipdub_api.schemas import (
     UploadCreate,
     UploadPart,
     UploadPublic,
-    iso,
 )
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"],
@@ -104,7 +103,7 @@ def create_upload(body: UploadCreate, tenant: TenantDep, store: StoreDep, storag
     store.put_upload(upload_id, tenant, s3_upload, body.size, settings.presign_seconds)
     return UploadPublic(id=upload_id, part_size=storage.part_bytes,
                         parts=[UploadPart(part_number=n, url=u) for n, u in enumerate(urls, start=1)],
-                        expires_at=iso(now()) + timedelta(seconds=settings.presign_seconds))  # type: ignore[operator]
+                        expires_at=datetime.fromtimestamp(now() + settings.presign_seconds, UTC))
 
 
 @router.post("/uploads/{upload_id}/complete", status_code=status.HTTP_201_CREATED)

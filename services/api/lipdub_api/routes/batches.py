@@ -189,7 +189,7 @@ def list_batches(tenant: TenantDep, store: StoreDep, base_url: BaseUrlDep, curso
             float(cursor)
         except ValueError as exc:
             raise ApiError(422, ApiErrorCode.invalid_request, "malformed cursor") from exc
-    found, next_cursor = batches.list(tenant, cursor, limit)
+    found, next_cursor = batches.page(tenant, cursor, limit)
     return BatchList(data=[_public(batches, b, base_url) for b in found], next_cursor=next_cursor)
 
 

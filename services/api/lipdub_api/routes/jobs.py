@@ -131,7 +131,7 @@ def list_jobs(tenant: TenantDep, store: StoreDep, base_url: BaseUrlDep,
     """The tenant's jobs, newest first, `limit` per page; follow `next_cursor` for more."""
     if cursor is not None and not _valid_cursor(cursor):
         raise ApiError(422, ApiErrorCode.invalid_request, "malformed cursor")
-    jobs, next_cursor = store.list(tenant, status=status, batch=batch,
+    jobs, next_cursor = store.page(tenant, status=status, batch=batch,
                                    created_after=created_after.timestamp() if created_after else None,
                                    created_before=created_before.timestamp() if created_before else None,
                                    cursor=cursor, limit=limit)
