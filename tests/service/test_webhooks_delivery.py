@@ -136,3 +136,33 @@ def test_attempt_to_a_blocked_target_sends_nothing(store: JobStore) -> None:
     record = attempt(message, store.settings, WebhookSecrets(store.r, store.settings).active("acme"))
     assert not record["delivered"] and record["status_code"] is None
     assert record["error"].startswith("url_not_allowed")
+
+
+def test_a_redis_error_after_the_claim_lets_the_retry_send_the_attempt(
+        store: JobStore, receiver: tuple[str, list[dict[str, str]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery retries deliver_task on a Redis error; the retry must not find its own attempt claimed (it would
+    return "duplicate" and strand the message as pending, with nothing scheduled)."""
+    import redis
+
+    from lipdub.service import webhooks
+
+    base, seen = receiver
+    scheduled: list[tuple[object, ...]] = []
+    monkeypatch.setattr(webhooks, "get_store", lambda: store)
+    monkeypatch.setattr(webhooks, "schedule", lambda *args: scheduled.append(args))
+    message, _ = Deliveries(store.r, store.settings).create("acme", "job_1", EventType.job_failed,
+                                                            base + "/error", {"id": "job_1"})
+    log_attempt = Deliveries.log_attempt
+
+    def fails_once(self: Deliveries, *args: object) -> None:
+        monkeypatch.setattr(Deliveries, "log_attempt", log_attempt)
+        raise redis.ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(Deliveries, "log_attempt", fails_once)
+    with pytest.raises(redis.ConnectionError):
+        webhooks.deliver_task.run(message.id, 1, 1, 0.0)
+    assert webhooks.deliver_task.run(message.id, 1, 1, 0.0) == "retrying"  # Celery's retry of the same task
+    assert sum(h["webhook-id"] == message.id for h in seen) == 2  # at least once: the receiver dedupes by id
+    stored = Deliveries(store.r, store.settings).get(message.id)
+    assert stored is not None and stored.status == DeliveryStatus.pending and stored.attempts == 1
+    assert [args[:3] for args in scheduled] == [(message.id, 1, 2)]

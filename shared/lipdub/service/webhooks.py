@@ -28,6 +28,7 @@ re-queues itself until the attempt is due.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -236,6 +237,9 @@ class Deliveries:
         ttl = int(self.settings.webhook_timeout) + 60
         return bool(self.r.set(f"wh:claim:{msg_id}:{run}:{n}", 1, nx=True, ex=ttl))
 
+    def release(self, msg_id: str, run: int, n: int) -> None:
+        self.r.delete(f"wh:claim:{msg_id}:{run}:{n}")
+
     def public(self, message: Message, index: int) -> dict[str, Any]:
         return {"n": index, "id": message.id, "type": message.type, "url": message.url,
                 "status": message.status, "created_at": _iso(message.created_at),
@@ -292,7 +296,22 @@ def deliver_task(msg_id: str, run: int, n: int, due: float) -> str:
         return "stale"  # replayed (a newer run owns the message), already delivered, or expired
     if not deliveries.claim(msg_id, run, n):
         return "duplicate"
-    outcome = attempt(message, settings, WebhookSecrets(store.r, settings).active(message.tenant))
+    try:
+        return _attempt_and_follow_up(deliveries, message, settings, run, n)
+    except redis.RedisError:
+        # This task is retried; its retry must find the attempt unclaimed, or it would return "duplicate"
+        # and leave the message pending with nothing scheduled. The receiver may get the event twice:
+        # delivery is at least once, and the webhook-id lets it drop the repeat.
+        with contextlib.suppress(redis.RedisError):
+            deliveries.release(msg_id, run, n)
+        raise
+
+
+def _attempt_and_follow_up(deliveries: Deliveries, message: Message, settings: Settings, run: int,
+                           n: int) -> str:
+    """Send attempt `n`, log it, and mark the message delivered or failed, or schedule attempt n + 1."""
+    msg_id = message.id
+    outcome = attempt(message, settings, WebhookSecrets(deliveries.r, settings).active(message.tenant))
     outcome.update(run=run, attempt=n)
     deliveries.log_attempt(msg_id, outcome)
     if outcome["delivered"]:
