@@ -270,6 +270,20 @@ end
 return cur
 """
 
+# An item becomes final in one atomic script: a job's item is counted once however often its event comes,
+# and a Redis error can't leave it marked as counted without its count and row (the batch would never end).
+_FINISH = """
+if ARGV[1] ~= '' then
+  if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return -1 end
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'n:' .. ARGV[2], 1)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+local c = redis.call('HMGET', KEYS[1], 'n:succeeded', 'n:failed', 'n:canceled')
+return (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
+"""
+
 _ALLOWED_FROM: dict[BatchStatus, tuple[BatchStatus, ...]] = {
     BatchStatus.in_progress: (BatchStatus.validating,),
     BatchStatus.finalizing: (BatchStatus.in_progress,),
@@ -288,6 +302,7 @@ class BatchStore:
         self.r: redis.Redis = store.r
         self.settings = store.settings
         self._move = self.r.register_script(_MOVE)
+        self._finish = self.r.register_script(_FINISH)
 
     def create(self, tenant: str, manifest_key: str, webhook_url: str | None, metadata: dict[str, str],
                defaults: dict[str, Any], batch_id: str | None = None) -> BatchState:
@@ -411,33 +426,26 @@ class BatchStore:
         return dropped
 
     def item_finished(self, batch_id: str, line: int, custom_id: str, job_id: str | None, outcome: str,
-                      error: dict[str, Any] | None = None, result_url: str | None = None) -> int:
-        """Count one final item (outcome succeeded|failed|canceled) and write its output or error row.
-        Returns how many items are final now."""
+                      error: dict[str, Any] | None = None, result_url: str | None = None) -> int | None:
+        """Count one final item (outcome succeeded|failed|canceled) and write its output or error row; an
+        item with a job only once. Returns how many items are final now, None if the job's was already."""
         row: dict[str, Any] = {"custom_id": custom_id, "line": line, "job_id": job_id, "status": outcome}
         if outcome == "succeeded":
             row["result_url"] = result_url
         else:
             row["error"] = error
-        pipe = self.r.pipeline()
-        pipe.rpush(f"batch:{batch_id}:{'out' if outcome == 'succeeded' else 'err'}", json.dumps(row))
-        pipe.hincrby(f"batch:{batch_id}", f"n:{outcome}", 1)
-        pipe.hincrby(f"batch:{batch_id}", "version", 1)
-        pipe.hmget(f"batch:{batch_id}", "n:succeeded", "n:failed", "n:canceled")
-        counts = pipe.execute()[-1]
-        return sum(int(c or 0) for c in counts)
+        rows = f"batch:{batch_id}:{'out' if outcome == 'succeeded' else 'err'}"
+        final = int(self._finish(keys=[f"batch:{batch_id}", rows, f"batch:{batch_id}:final"],
+                                 args=[job_id or "", outcome, json.dumps(row), self.settings.job_ttl_seconds]))
+        return None if final < 0 else final
 
     def job_item_finished(self, job_id: str, batch_id: str, job_status: JobStatus, error: dict[str, Any] | None,
                           result_url: str | None) -> bool:
         """Record the final state of a batch job once (events may be delivered twice). True if recorded."""
-        if not self.r.sadd(f"batch:{batch_id}:final", job_id):
-            return False
-        self.r.expire(f"batch:{batch_id}:final", self.settings.job_ttl_seconds)
         item = self.r.hget(f"batch:{batch_id}:job_items", job_id)
         line, custom_id = json.loads(item) if item else (0, "")
         outcome = {JobStatus.succeeded: "succeeded", JobStatus.failed: "failed"}.get(job_status, "canceled")
-        self.item_finished(batch_id, line, custom_id, job_id, outcome, error, result_url)
-        return True
+        return self.item_finished(batch_id, line, custom_id, job_id, outcome, error, result_url) is not None
 
     def next_ready(self, tenant: str) -> tuple[str, Item] | None:
         """The next item of the tenant's batches, taking batches in turn (round robin)."""

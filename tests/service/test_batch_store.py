@@ -1,0 +1,66 @@
+"""BatchStore on a real redis-server: counting final items (lipdub.service.batches)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from lipdub.config import Settings
+from lipdub.service.batches import BatchStatus, BatchStore, Item
+from lipdub.service.status import JobStatus, JobStore
+
+from .test_limits import redis_url  # noqa: F401 - the redis-server fixture
+
+
+@pytest.fixture
+def batches(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BatchStore:  # noqa: F811
+    monkeypatch.setattr("lipdub.service.events.job_finished", lambda job_id: None)  # no broker here
+    store = JobStore.from_settings(Settings(data_dir=tmp_path, redis_url=redis_url))
+    store.r.flushdb()
+    return BatchStore(store)
+
+
+def running_batch(batches: BatchStore, items: int) -> tuple[str, list[str]]:
+    """A batch in progress whose `items` items each run as a job; returns its id and the job ids."""
+    state = batches.create("acme", "manifest.jsonl", None, {}, {})
+    batches.r.hset(f"batch:{state.id}", mapping={"total": items, "expanded": 1})
+    assert batches.move(state.id, BatchStatus.in_progress)
+    jobs = []
+    for line in range(1, items + 1):
+        job = batches.jobs.create("acme", {"options": {}}, batch=state.id)
+        batches.bind_job(state.id, "acme", Item(line, f"item-{line}", {}, {}, {}, {}), job.id)
+        jobs.append(job.id)
+    return state.id, jobs
+
+
+def test_a_job_item_counts_once_however_often_its_event_comes(batches: BatchStore) -> None:
+    batch_id, (job_id,) = running_batch(batches, 1)
+    assert batches.job_item_finished(job_id, batch_id, JobStatus.succeeded, None, "https://x/result.mp4")
+    assert not batches.job_item_finished(job_id, batch_id, JobStatus.succeeded, None, "https://x/result.mp4")
+    state = batches.get(batch_id)
+    assert state is not None and state.done == 1
+    assert [json.loads(row)["custom_id"] for row in batches.rows(batch_id, "out")] == ["item-1"]
+    # Items without a job (an input that failed to download) are counted each time.
+    assert batches.item_finished(batch_id, 2, "item-2", None, "failed", {"code": "x"}) == 2
+
+
+def test_a_redis_error_while_recording_an_item_leaves_it_to_the_retry(batches: BatchStore,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's task is retried on a Redis error; the retry must count the item, or the batch would wait
+    for it forever."""
+    batch_id, (job_id,) = running_batch(batches, 1)
+    item_finished = BatchStore.item_finished
+
+    def fails_once(self: BatchStore, *args: object, **kwargs: object) -> int | None:
+        monkeypatch.setattr(BatchStore, "item_finished", item_finished)
+        raise redis.ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(BatchStore, "item_finished", fails_once)
+    with pytest.raises(redis.ConnectionError):
+        batches.job_item_finished(job_id, batch_id, JobStatus.failed, {"code": "no_face"}, None)
+    assert batches.job_item_finished(job_id, batch_id, JobStatus.failed, {"code": "no_face"}, None)
+    state = batches.get(batch_id)
+    assert state is not None and state.done == state.total == 1
