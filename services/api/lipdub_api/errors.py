@@ -12,6 +12,8 @@ class ApiError(Exception):
                  details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
+        # Too many requests or a dependency down: the same request may succeed later (Retry-After says when).
+        self.retryable = status in (429, 503)
 
 
 def not_found(what: str) -> ApiError:

@@ -33,7 +33,8 @@ def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) 
 
 @app.exception_handler(ApiError)
 async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-    return _error(exc.status, ErrorBody(code=exc.code, message=exc.message, details=exc.details), exc.headers)
+    return _error(exc.status, ErrorBody(code=exc.code, message=exc.message, retryable=exc.retryable,
+                                        details=exc.details), exc.headers)
 
 
 @app.exception_handler(InputError)

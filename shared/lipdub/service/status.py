@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -359,6 +361,29 @@ class JobStore:
         if existing["body"] != body_hash:
             raise ValueError("the Idempotency-Key was used with a different request body")
         return str(existing["job"]), False
+
+    def release_idempotency(self, tenant: str, key: str, job_id: str) -> None:
+        """Forget `key` if it still names `job_id` (a job's or a batch's): what the request made failed at
+        once (bad input, the queue down), and a retry with the same key must make a new one rather than get
+        the failed one back or wait on the claim."""
+        name = f"idem:{tenant}:{key}"
+        raw = self.r.get(name)
+        if raw and json.loads(raw).get("job") == job_id:
+            self.r.delete(name)
+
+    @contextmanager
+    def admission(self, tenant: str) -> Iterator[None]:
+        """One admission at a time per tenant: a quota's count and the job it admits are one step, so
+        concurrent requests can't all see room under the cap. Held for a few Redis calls."""
+        lock = self.r.lock(f"tenant:{tenant}:admission", timeout=30, blocking_timeout=30)
+        if not lock.acquire():
+            raise TransientError(ErrorCode.storage_unavailable, "job admission is busy; retry later")
+        try:
+            yield
+        finally:
+            # Held past its timeout, the lock may be another request's by now: leave it to that one.
+            with suppress(redis.exceptions.LockNotOwnedError):
+                lock.release()
 
     def idempotent_job(self, tenant: str, key: str, body_hash: str) -> str | None:
         """The job id an earlier request with `key` claimed, or None if the key is unused. Raises

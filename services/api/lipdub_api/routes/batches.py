@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from lipdub.service import events
 from lipdub.service.batches import BatchState, BatchStatus, BatchStore, ManifestLine
+from lipdub.service.storage import Storage
 from lipdub.service.urls import UrlRejected, check_url
 from lipdub_api.deps import BaseUrlDep, SettingsDep, StorageDep, StoreDep, TenantDep, idempotency_body_hash
 from lipdub_api.errors import ApiError, not_found
@@ -147,10 +148,12 @@ def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage:
         except UrlRejected as exc:
             raise ApiError(422, ApiErrorCode.url_not_allowed, f"webhook_url: {exc.message}") from exc
     batch_id = f"batch_{uuid.uuid4().hex}"
+    idem_key = None
     if idempotency_key is not None:
+        idem_key = f"batch:{idempotency_key}"
         body_hash = idempotency_body_hash(idempotency_key, body)
         try:
-            batch_id, created = store.claim_idempotency(tenant, f"batch:{idempotency_key}", body_hash, batch_id)
+            batch_id, created = store.claim_idempotency(tenant, idem_key, body_hash, batch_id)
         except ValueError as exc:
             raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
         if not created:
@@ -159,6 +162,21 @@ def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage:
                 raise ApiError(409, ApiErrorCode.request_in_progress,
                                "a request with this Idempotency-Key is still being processed")
             return _public(batches, existing, base_url)
+    try:
+        state = _start_batch(body, tenant, batch_id, webhook_url, batches, storage)
+    except Exception:
+        # No batch will run for this request (bad manifest, storage or queue down): a retry with the same
+        # key must be free to make one, not wait on a claim for the key's whole lifetime.
+        if idem_key is not None:
+            store.release_idempotency(tenant, idem_key, batch_id)
+        raise
+    return _public(batches, state, base_url)
+
+
+def _start_batch(body: BatchCreate, tenant: str, batch_id: str, webhook_url: str | None, batches: BatchStore,
+                 storage: Storage) -> BatchState:
+    """Store the batch's input (an uploaded manifest or the inline items), create it and queue its expansion."""
+    store = batches.jobs
     if body.manifest_id is not None:
         if store.r.hget(f"bman:{body.manifest_id}", "tenant") != tenant:
             raise ApiError(422, ApiErrorCode.manifest_not_found, f"no manifest {body.manifest_id}")
@@ -176,8 +194,9 @@ def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage:
         events.expand_batch(state.id)
     except Exception as exc:  # the broker is down: don't leave a batch that will never move
         batches.fail(state.id, [])
-        raise ApiError(503, ApiErrorCode.service_unavailable, "the batch queue is unavailable; retry later") from exc
-    return _public(batches, state, base_url)
+        raise ApiError(503, ApiErrorCode.service_unavailable, "the batch queue is unavailable; retry later",
+                       headers={"Retry-After": "5"}) from exc
+    return state
 
 
 @router.get("")

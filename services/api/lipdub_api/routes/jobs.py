@@ -105,21 +105,25 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
         "metadata": body.metadata,
         "priority": PRIORITIES[body.priority], "priority_name": body.priority,
     }
-    admit(spec, tenant, store)
-    job_id = f"job_{uuid.uuid4().hex}"
-    if idempotency_key is not None and body_hash is not None:
-        try:
-            job_id, created = store.claim_idempotency(tenant, idempotency_key, body_hash, job_id)
-        except ValueError as exc:
-            raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
-        if not created:  # a concurrent request with this key won the claim
-            return _existing(store, tenant, job_id, base_url)
-    job = store.create(tenant, spec, job_id=job_id)
+    with store.admission(tenant):
+        admit(spec, tenant, store)
+        job_id = f"job_{uuid.uuid4().hex}"
+        if idempotency_key is not None and body_hash is not None:
+            try:
+                job_id, created = store.claim_idempotency(tenant, idempotency_key, body_hash, job_id)
+            except ValueError as exc:
+                raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
+            if not created:  # a concurrent request with this key won the claim
+                return _existing(store, tenant, job_id, base_url)
+        job = store.create(tenant, spec, job_id=job_id)
     try:
         pipeline.start_job(job.id, spec["priority"])
     except Exception as exc:  # the broker is down: don't leave a job that will never run
         store.fail(job.id, "internal", f"could not queue the job: {exc}", retryable=True)
-        raise ApiError(503, ApiErrorCode.service_unavailable, "the job queue is unavailable; retry later") from exc
+        if idempotency_key is not None:
+            store.release_idempotency(tenant, idempotency_key, job.id)
+        raise ApiError(503, ApiErrorCode.service_unavailable, "the job queue is unavailable; retry later",
+                       headers={"Retry-After": "5"}) from exc
     return JobPublic.of(job, base_url)
 
 

@@ -1,0 +1,90 @@
+"""The API in-process (FastAPI's TestClient) over a real redis-server and local storage, with the queue's
+outage injected where a real one strikes (`pipeline.start_job`, `events.expand_batch`): what a client that
+follows our error answers gets on its retry."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from kombu.exceptions import OperationalError
+
+from lipdub.config import get_settings
+from lipdub.service.auth import ApiKeys
+from lipdub.service.status import JobStore, get_store
+
+from .test_limits import redis_url  # noqa: F401 - the redis-server fixture
+
+
+@pytest.fixture
+def api(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:  # noqa: F811
+    monkeypatch.setenv("LIPDUB_REDIS_URL", redis_url)
+    monkeypatch.setenv("LIPDUB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LIPDUB_STORAGE", "local")
+    get_settings.cache_clear()
+    get_store().r.flushdb()
+    from lipdub_api.main import app
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["Authorization"] = f"Bearer {ApiKeys(get_store().r).create('acme')}"
+        yield client
+    get_settings.cache_clear()
+
+
+def job_body(store: JobStore) -> dict[str, Any]:
+    """A job on two assets already stored (their probe results as the upload would record them)."""
+    def asset(media: dict[str, Any]) -> dict[str, str]:
+        stored = store.put_asset("acme", hashlib.sha256(uuid.uuid4().bytes).hexdigest(), 1000, media)
+        return {"asset_id": stored.id}
+
+    return {"video": asset({"kind": "video", "duration": 3.0, "video": {}, "audio": {}}),
+            "audio": asset({"kind": "audio", "duration": 3.0, "audio": {}})}
+
+
+def test_a_job_refused_while_the_queue_is_down_is_made_anew_on_retry(api: TestClient,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipdub import pipeline
+
+    def queue_down(job_id: str, priority: int) -> None:
+        raise OperationalError("Error 111 connecting to the broker. Connection refused.")
+
+    queued: list[str] = []
+    body, headers = job_body(get_store()), {"Idempotency-Key": "order-42"}
+    monkeypatch.setattr(pipeline, "start_job", queue_down)
+    refused = api.post("/v1/jobs", json=body, headers=headers)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+    assert refused.json()["error"] == {"code": "service_unavailable", "retryable": True,
+                                       "message": "the job queue is unavailable; retry later"}
+    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: queued.append(job_id))
+    retried = api.post("/v1/jobs", json=body, headers=headers)
+    assert retried.status_code == 202 and retried.json()["status"] == "queued", retried.text
+    assert queued == [retried.json()["id"]]
+    again = api.post("/v1/jobs", json=body, headers=headers)  # from now on the key names the queued job
+    assert again.status_code == 202 and again.json()["id"] == retried.json()["id"] and queued == queued[:1]
+
+
+def test_a_refused_batch_leaves_its_idempotency_key_free(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipdub.service import events
+
+    headers = {"Idempotency-Key": "catalog-7"}
+    for _ in range(2):  # the same mistake twice: the same answer, never "still being processed"
+        missing = api.post("/v1/batches", json={"manifest_id": "bman_missing"}, headers=headers)
+        assert missing.status_code == 422 and missing.json()["error"]["code"] == "manifest_not_found"
+    items = {"items": [{"custom_id": "de", **job_body(get_store())}]}
+
+    def queue_down(batch_id: str) -> None:
+        raise OperationalError("Error 111 connecting to the broker. Connection refused.")
+
+    monkeypatch.setattr(events, "expand_batch", queue_down)
+    refused = api.post("/v1/batches", json=items, headers=headers)
+    assert refused.status_code == 503 and refused.json()["error"]["retryable"] is True
+    expanded: list[str] = []
+    monkeypatch.setattr(events, "expand_batch", expanded.append)
+    accepted = api.post("/v1/batches", json=items, headers=headers)
+    assert accepted.status_code == 202 and accepted.json()["status"] == "validating", accepted.text
+    assert expanded == [accepted.json()["id"]]
