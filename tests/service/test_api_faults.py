@@ -1,6 +1,6 @@
-"""The API in-process (FastAPI's TestClient) over a real redis-server and local storage, with the queue's
-outage injected where a real one strikes (`pipeline.start_job`, `events.expand_batch`): what a client that
-follows our error answers gets on its retry."""
+"""The API in-process (FastAPI's TestClient) over a real redis-server and local storage: malformed requests,
+and the queue's outage injected where a real one strikes (`pipeline.start_job`, `events.expand_batch`) to
+see what a client that follows our error answers gets on its retry."""
 
 from __future__ import annotations
 
@@ -88,3 +88,13 @@ def test_a_refused_batch_leaves_its_idempotency_key_free(api: TestClient, monkey
     accepted = api.post("/v1/batches", json=items, headers=headers)
     assert accepted.status_code == 202 and accepted.json()["status"] == "validating", accepted.text
     assert expanded == [accepted.json()["id"]]
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("multipart/form-data", b"abc"),  # no boundary
+    ("multipart/form-data; boundary=XYZ", b"this is not multipart at all\r\n"),
+])
+def test_a_malformed_upload_is_a_400(api: TestClient, content_type: str, body: bytes) -> None:
+    answer = api.post("/v1/assets", content=body, headers={"content-type": content_type})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "invalid_request" and "multipart" in answer.json()["error"]["message"]

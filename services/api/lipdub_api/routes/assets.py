@@ -53,17 +53,20 @@ async def upload_asset(request: Request, tenant: TenantDep, store: StoreDep, sto
         raise ApiError(415, ApiErrorCode.invalid_request, "send the file as multipart/form-data field 'file'")
     with tempfile.TemporaryDirectory(prefix="lipdub-upload-", dir=_upload_root(settings.data_dir)) as tmp:
         files: list[File] = []
-        parser = create_form_parser({"Content-Type": content_type.encode()}, on_field=None,
-                                    on_file=files.append,
-                                    config={"UPLOAD_DIR": tmp, "MAX_MEMORY_FILE_SIZE": 1024 * 1024,
-                                            "UPLOAD_DELETE_TMP": False})
-        received = 0
-        async for block in request.stream():
-            received += len(block)
-            if received > cap + MULTIPART_OVERHEAD:
-                raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to {cap} bytes")
-            parser.write(block)
-        parser.finalize()
+        try:
+            parser = create_form_parser({"Content-Type": content_type.encode()}, on_field=None,
+                                        on_file=files.append,
+                                        config={"UPLOAD_DIR": tmp, "MAX_MEMORY_FILE_SIZE": 1024 * 1024,
+                                                "UPLOAD_DELETE_TMP": False})
+            received = 0
+            async for block in request.stream():
+                received += len(block)
+                if received > cap + MULTIPART_OVERHEAD:
+                    raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to {cap} bytes")
+                parser.write(block)
+            parser.finalize()
+        except ValueError as exc:  # no boundary, or not multipart (python_multipart's errors are ValueErrors)
+            raise ApiError(400, ApiErrorCode.invalid_request, f"malformed multipart/form-data body: {exc}") from exc
         upload = next((f for f in files if f.field_name == b"file"), None)
         if upload is None:
             raise ApiError(422, ApiErrorCode.invalid_request, "the form has no 'file' field")
