@@ -267,6 +267,9 @@ def test_presigned_multipart_upload(api: httpx.Client, service_media: dict[str, 
         put = httpx.put(part["url"], content=data[start:start + upload_["part_size"]], timeout=60)
         assert put.status_code == 200, put.text
         etags.append(put.headers["etag"])
+    wrong = api.post(f"/v1/assets/uploads/{upload_['id']}/complete", json={"etags": ['"0123abcd"'] * len(etags)})
+    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "invalid_request", wrong.text
+    assert "InvalidPart" in wrong.json()["error"]["message"] and not wrong.json()["error"]["retryable"]
     asset = api.post(f"/v1/assets/uploads/{upload_['id']}/complete", json={"etags": etags})
     assert asset.status_code == 201, asset.text
     assert asset.json()["sha256"] == hashlib.sha256(data).hexdigest()

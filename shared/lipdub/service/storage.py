@@ -24,6 +24,15 @@ log = logging.getLogger(__name__)
 READ_BLOCK = 1024 * 1024  # bytes per read when streaming or hashing
 
 
+class PartsRejected(ValueError):
+    """S3 would not assemble a multipart upload from the parts named (wrong, missing or too small parts): the
+    client's mistake, which it can mend by completing again with the right ETags."""
+
+
+# S3's answers to a CompleteMultipartUpload whose part list is wrong; retrying the same request never helps.
+_PART_ERRORS = ("InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML", "NoSuchUpload")
+
+
 class MissingObject(LipdubError):
     """A key that should exist does not (a lost artifact: our failure, not the caller's)."""
 
@@ -175,6 +184,8 @@ class S3Storage:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
                 raise MissingObject(key) from exc
+            if code in _PART_ERRORS:
+                raise PartsRejected(f"{code}: {exc.response.get('Error', {}).get('Message', '')}") from exc
             raise TransientError(ErrorCode.storage_unavailable, f"S3 {what} {key}: {code or exc}") from exc
         except BotoCoreError as exc:
             raise TransientError(ErrorCode.storage_unavailable, f"S3 {what} {key}: {exc}") from exc

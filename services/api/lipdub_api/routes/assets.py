@@ -19,7 +19,7 @@ from python_multipart.multipart import File
 from lipdub.service.inputs import store_asset
 from lipdub.service.limits import Quotas
 from lipdub.service.status import JobStore, now
-from lipdub.service.storage import S3Storage, keys
+from lipdub.service.storage import PartsRejected, S3Storage, keys
 from lipdub_api.deps import SettingsDep, StorageDep, StoreDep, TenantDep
 from lipdub_api.errors import ApiError, not_found
 from lipdub_api.schemas import (
@@ -117,7 +117,12 @@ def complete_upload(upload_id: str, body: UploadComplete, tenant: TenantDep, sto
     if record is None or not isinstance(storage, S3Storage):
         raise not_found("upload")
     key = keys.upload(upload_id)
-    storage.complete_multipart(key, record["s3_upload_id"], body.etags)
+    try:
+        storage.complete_multipart(key, record["s3_upload_id"], body.etags)
+    except PartsRejected as exc:  # the upload stays open: completing again with the right ETags works
+        raise ApiError(422, ApiErrorCode.invalid_request,
+                       f"S3 could not assemble the upload from these parts ({exc}); send every part's ETag, "
+                       "in part order") from exc
     try:
         size = storage.size(key)
         cap = upload_cap(tenant, store)
