@@ -98,3 +98,11 @@ def test_a_malformed_upload_is_a_400(api: TestClient, content_type: str, body: b
     answer = api.post("/v1/assets", content=body, headers={"content-type": content_type})
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "invalid_request" and "multipart" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path, cursor", [("/v1/jobs", "nan:job_x"), ("/v1/jobs", "inf:job_x"),
+                                          ("/v1/jobs", "12.5"), ("/v1/batches", "nan:batch_x"),
+                                          ("/v1/batches", "1_000")])
+def test_a_malformed_list_cursor_is_a_422(api: TestClient, path: str, cursor: str) -> None:
+    answer = api.get(path, params={"cursor": cursor})
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_request", answer.text

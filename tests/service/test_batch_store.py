@@ -64,3 +64,17 @@ def test_a_redis_error_while_recording_an_item_leaves_it_to_the_retry(batches: B
     assert batches.job_item_finished(job_id, batch_id, JobStatus.failed, {"code": "no_face"}, None)
     state = batches.get(batch_id)
     assert state is not None and state.done == state.total == 1
+
+
+def test_pages_list_every_batch_once_even_when_created_in_the_same_millisecond(
+        batches: BatchStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lipdub.service.batches.now", lambda: 1_800_000_000.123)
+    made = {batches.create("acme", "manifest.jsonl", None, {}, {}).id for _ in range(5)}
+    listed: list[str] = []
+    cursor = None
+    for _ in range(6):
+        page, cursor = batches.page("acme", cursor, limit=2)
+        listed += [b.id for b in page]
+        if cursor is None:
+            break
+    assert sorted(listed) == sorted(made)

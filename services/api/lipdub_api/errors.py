@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lipdub.service.status import Cursor
 from lipdub_api.schemas import ApiErrorCode
 
 
@@ -18,3 +19,12 @@ class ApiError(Exception):
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, ApiErrorCode.not_found, f"{what} not found")
+
+
+def check_cursor(cursor: str | None) -> None:
+    """A 422 for a list cursor that no page returned (the listings' `next_cursor`)."""
+    if cursor is not None:
+        try:
+            Cursor.parse(cursor)
+        except ValueError as exc:
+            raise ApiError(422, ApiErrorCode.invalid_request, "malformed cursor; pass a next_cursor as given") from exc

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lipdub.config import Settings
 from lipdub.service.limits import Quotas
 from lipdub.service.prepcache import job_source_key
-from lipdub.service.status import Asset, JobStatus, JobStore, now
+from lipdub.service.status import Asset, Cursor, JobStatus, JobStore, newest_first, now
 from lipdub.service.urls import UrlRejected, check_url
 
 MAX_REPORTED_ERRORS = 1000  # manifest errors kept in the batch record (the count is always exact)
@@ -330,11 +330,17 @@ class BatchStore:
         return state if state is not None and state.tenant == tenant else None
 
     def page(self, tenant: str, cursor: str | None = None, limit: int = 20) -> tuple[list[BatchState], str | None]:
-        """Newest first; the cursor is the created_at of the last batch of the previous page."""
-        top = f"({cursor}" if cursor else "+inf"
-        ids = self.r.zrevrangebyscore(f"tenant:{tenant}:batches", top, "-inf", start=0, num=limit)
-        out = [b for b in (self.get(i) for i in ids) if b is not None]
-        return out, (repr(out[-1].created_at) if len(ids) == limit and out else None)
+        """Newest first; the cursor is `{created_at}:{batch_id}` of the last batch of the previous page
+        (Cursor.parse raises ValueError for a malformed one)."""
+        out: list[BatchState] = []
+        for batch_id in newest_first(self.r, f"tenant:{tenant}:batches", Cursor.parse(cursor) if cursor else None,
+                                     chunk=limit * 2):
+            state = self.get(batch_id)
+            if state is not None:
+                out.append(state)
+                if len(out) == limit:
+                    break
+        return out, (str(Cursor(out[-1].created_at, out[-1].id)) if len(out) == limit else None)
 
     def version(self, batch_id: str) -> int:
         return int(self.r.hget(f"batch:{batch_id}", "version") or 0)

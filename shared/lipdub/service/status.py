@@ -15,6 +15,7 @@ Celery's own result backend is used only for chord bookkeeping; nothing here dep
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -76,6 +77,44 @@ return 'ok'
 
 def now() -> float:
     return round(time.time(), 3)
+
+
+class Cursor(NamedTuple):
+    """Where a page of a newest-first listing ended: the last item's creation time and id (ties in time are
+    common: a batch creates its jobs within the same millisecond)."""
+
+    score: float
+    id: str
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """`{created_at}:{id}` as a page returned it; ValueError for anything else."""
+        score, sep, item_id = text.partition(":")
+        value = float(score.strip())
+        if not (sep and item_id and math.isfinite(value)):
+            raise ValueError(f"malformed cursor {text!r}")
+        return cls(value, item_id)
+
+    def __str__(self) -> str:
+        return f"{self.score!r}:{self.id}"
+
+
+def newest_first(r: redis.Redis, index: str, after: Cursor | None = None, top: float | str = "+inf",
+                 bottom: float | str = "-inf", chunk: int = 50) -> Iterator[str]:
+    """The ids of a sorted-set index by descending score, and within a score by descending id (Redis's
+    order), starting just after `after`."""
+    if after is not None:
+        top = after.score
+    offset = 0
+    while True:
+        found = r.zrevrangebyscore(index, top, bottom, start=offset, num=chunk, withscores=True)
+        if not found:
+            return
+        offset += len(found)
+        for item_id, score in found:
+            if after is not None and score == after.score and item_id >= after.id:
+                continue  # the previous page's, up to its last item
+            yield item_id
 
 
 @dataclass(frozen=True)
@@ -196,38 +235,24 @@ class JobStore:
     def page(self, tenant: str, *, status: JobStatus | None = None, batch: str | None = None,
              created_after: float | None = None, created_before: float | None = None,
              cursor: str | None = None, limit: int = 20) -> tuple[list[JobState], str | None]:
-        """Newest first. The cursor is `{created_at}:{job_id}` of the last job of the previous page."""
+        """Newest first. The cursor is `{created_at}:{job_id}` of the last job of the previous page
+        (Cursor.parse raises ValueError for a malformed one)."""
         index = f"tenant:{tenant}:jobs"
-        top: float | str = created_before if created_before is not None else "+inf"
-        after_id = None
-        if cursor:
-            score, _, after_id = cursor.partition(":")
-            top = float(score)
-        bottom: float | str = created_after if created_after is not None else "-inf"
         out: list[JobState] = []
-        offset = 0
-        while len(out) < limit:
-            batch_ids = self.r.zrevrangebyscore(index, top, bottom, start=offset, num=limit * 2,
-                                                withscores=True)
-            if not batch_ids:
-                break
-            offset += len(batch_ids)
-            for job_id, score in batch_ids:
-                # Ties in score come in reverse lexicographic order; skip up to the cursor's job.
-                if after_id is not None and cursor and score == float(cursor.partition(":")[0]) \
-                        and job_id >= after_id:
-                    continue
-                state = self.get(job_id)
-                if state is None:
-                    self.r.zrem(index, job_id)  # the record expired; drop it from the index
-                    continue
-                if (status and state.status != status) or (batch and state.batch != batch):
-                    continue
+        expired: list[str] = []
+        for job_id in newest_first(self.r, index, Cursor.parse(cursor) if cursor else None,
+                                   created_before if created_before is not None else "+inf",
+                                   created_after if created_after is not None else "-inf", chunk=limit * 2):
+            state = self.get(job_id)
+            if state is None:
+                expired.append(job_id)
+            elif (not status or state.status == status) and (not batch or state.batch == batch):
                 out.append(state)
                 if len(out) == limit:
                     break
-        next_cursor = f"{out[-1].created_at}:{out[-1].id}" if len(out) == limit else None
-        return out, next_cursor
+        if expired:  # records gone with their TTL: drop them from the index (after the walk, not during it)
+            self.r.zrem(index, *expired)
+        return out, (str(Cursor(out[-1].created_at, out[-1].id)) if len(out) == limit else None)
 
     def _apply(self, job_id: str, status: JobStatus | None, fields: dict[str, Any]) -> bool:
         """Write `fields` (and the status) unless the job is final; True when applied."""

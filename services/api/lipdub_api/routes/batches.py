@@ -29,7 +29,7 @@ from lipdub.service.batches import BatchState, BatchStatus, BatchStore, Manifest
 from lipdub.service.storage import Storage
 from lipdub.service.urls import UrlRejected, check_url
 from lipdub_api.deps import BaseUrlDep, SettingsDep, StorageDep, StoreDep, TenantDep, idempotency_body_hash
-from lipdub_api.errors import ApiError, not_found
+from lipdub_api.errors import ApiError, check_cursor, not_found
 from lipdub_api.schemas import ApiErrorCode, ErrorResponse, JobOptions
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"],
@@ -203,11 +203,7 @@ def _start_batch(body: BatchCreate, tenant: str, batch_id: str, webhook_url: str
 def list_batches(tenant: TenantDep, store: StoreDep, base_url: BaseUrlDep, cursor: str | None = None,
                  limit: Annotated[int, Query(ge=1, le=100)] = 20) -> BatchList:
     batches = BatchStore(store)
-    if cursor is not None:
-        try:
-            float(cursor)
-        except ValueError as exc:
-            raise ApiError(422, ApiErrorCode.invalid_request, "malformed cursor") from exc
+    check_cursor(cursor)
     found, next_cursor = batches.page(tenant, cursor, limit)
     return BatchList(data=[_public(batches, b, base_url) for b in found], next_cursor=next_cursor)
 

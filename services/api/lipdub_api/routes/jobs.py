@@ -19,7 +19,7 @@ from lipdub.service.status import JobState, JobStatus, JobStore
 from lipdub.service.storage import keys
 from lipdub.service.urls import UrlRejected, check_url
 from lipdub_api.deps import BaseUrlDep, StorageDep, StoreDep, TenantDep, idempotency_body_hash
-from lipdub_api.errors import ApiError, not_found
+from lipdub_api.errors import ApiError, check_cursor, not_found
 from lipdub_api.schemas import (
     PRIORITIES,
     ApiErrorCode,
@@ -133,8 +133,7 @@ def list_jobs(tenant: TenantDep, store: StoreDep, base_url: BaseUrlDep,
               created_after: datetime | None = None, created_before: datetime | None = None,
               cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JobList:
     """The tenant's jobs, newest first, `limit` per page; follow `next_cursor` for more."""
-    if cursor is not None and not _valid_cursor(cursor):
-        raise ApiError(422, ApiErrorCode.invalid_request, "malformed cursor")
+    check_cursor(cursor)
     jobs, next_cursor = store.page(tenant, status=status, batch=batch,
                                    created_after=created_after.timestamp() if created_after else None,
                                    created_before=created_before.timestamp() if created_before else None,
@@ -213,11 +212,3 @@ def _succeeded(store: JobStore, tenant: str, job_id: str) -> JobState:
         raise ApiError(409, ApiErrorCode.result_not_ready, f"the job is {job.status}, not succeeded")
     return job
 
-
-def _valid_cursor(cursor: str) -> bool:
-    score, sep, job_id = cursor.partition(":")
-    try:
-        float(score)
-    except ValueError:
-        return False
-    return bool(sep and job_id)
