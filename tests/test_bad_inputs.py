@@ -85,9 +85,20 @@ def test_face_option_picks_one_of_two_faces(demo_inputs: tuple[Path, Path], tmp_
     assert (tmp_path / "o.mp4").is_file()
 
 
-@pytest.mark.parametrize("face", ["360", "1,2,3", "a,b", "-1,5", "30,30,10,10"])
-def test_bad_face_option(demo_inputs: tuple[Path, Path], tmp_path: Path, face: str) -> None:
+@pytest.mark.parametrize("face, time", [("360", "0"), ("1,2,3", "0"), ("a,b", "0"), ("-1,5", "0"),
+                                        ("30,30,10,10", "0"), ("nan,5", "0"), ("20,28", "nan"), ("20,28", "inf")])
+def test_bad_face_option(demo_inputs: tuple[Path, Path], tmp_path: Path, face: str, time: str) -> None:
     video, audio = demo_inputs
-    result = run_dub(video, audio, tmp_path / "o.mp4", f"--face={face}")
+    result = run_dub(video, audio, tmp_path / "o.mp4", f"--face={face}", f"--face-time={time}")
     assert result.returncode == 2 and "--face" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("name", ["result", "folder", "clip.webm"])
+def test_bad_output_path_is_refused_before_any_work(demo_inputs: tuple[Path, Path], tmp_path: Path,
+                                                    name: str) -> None:
+    video, audio = demo_inputs
+    (tmp_path / "folder").mkdir()
+    result = run_dub(video, audio, tmp_path / name)
+    assert result.returncode == 2 and "--out" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # nothing written

@@ -44,6 +44,7 @@ def dub(
         raise typer.BadParameter(f"must be one of {', '.join(SyncMode.__args__)}", param_hint="--sync-mode")  # type: ignore[attr-defined]
     if device not in Device.__args__:  # type: ignore[attr-defined]
         raise typer.BadParameter(f"must be one of {', '.join(Device.__args__)}", param_hint="--device")  # type: ignore[attr-defined]
+    check_output(out)
     try:
         result = run(video, audio, out, get_settings(), sync_mode=sync_mode, device=device,  # type: ignore[arg-type]
                      progress=ConsoleProgress(quiet), target=parse_face(face, face_time))
@@ -52,6 +53,17 @@ def dub(
         return
     err.print(f"[green]wrote[/] {result.output} ({result.frames} frames, "
               f"{result.passed_through} passed through, face in {result.face_coverage:.0%} of source frames)")
+
+
+def check_output(out: Path) -> None:
+    """Refuse an output path ffmpeg can't write an H.264 + AAC file to, before any work is done."""
+    from lipdub.stages.mux import OUTPUT_SUFFIXES
+
+    if out.is_dir():
+        raise typer.BadParameter(f"{out} is a directory; name the file, e.g. {out / 'dubbed.mp4'}", param_hint="--out")
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise typer.BadParameter(f"{out.name!r}: the result is H.264 video with AAC audio; name it "
+                                 f"{', '.join(OUTPUT_SUFFIXES[:-1])} or {OUTPUT_SUFFIXES[-1]}", param_hint="--out")
 
 
 def parse_face(face: str | None, time: float) -> Target | None:
@@ -78,6 +90,7 @@ def demo(
     from lipdub.pipeline import dub as run
     from lipdub.progress import ConsoleProgress
 
+    check_output(out)
     video, audio = make_demo_inputs(out.parent / "demo_inputs")
     err.print(f"inputs: {video} {audio}")
     try:

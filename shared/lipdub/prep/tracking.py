@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,6 +101,8 @@ class Target:
         """The one rule for a user's choice (the CLI's --face and the API's target_face both build a Target)."""
         if (self.point is None) == (self.box is None):
             raise ValueError("give exactly one of a point or a box")
+        if not all(math.isfinite(v) for v in (self.time, *(self.point or self.box or ()))):
+            raise ValueError("the time and the coordinates must be finite numbers")
         if self.time < 0 or any(v < 0 for v in (self.point or self.box or ())):
             raise ValueError("the time and the coordinates (pixels) can't be negative")
         if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):

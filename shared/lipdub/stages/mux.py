@@ -8,7 +8,11 @@ from pathlib import Path
 
 from lipdub import FPS
 from lipdub.config import Settings
+from lipdub.errors import ErrorCode, LipdubError
 from lipdub.progress import SILENT, Progress
+
+# Containers that take the H.264 video and AAC audio as they are muxed.
+OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
 
 def mux(parts: list[Path], audio: Path, n_frames: int, out: Path, settings: Settings,
@@ -16,7 +20,8 @@ def mux(parts: list[Path], audio: Path, n_frames: int, out: Path, settings: Sett
     """The output lasts exactly n_frames / 25 s: the audio is cut or padded with silence to that length."""
     duration = n_frames / FPS
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp" + out.suffix)
+    # Written next to `out` under its own extension (ffmpeg picks the container by it), then renamed.
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as listing, \
             progress.stage("mux", 1) as advance:
         for part in parts:
@@ -29,6 +34,7 @@ def mux(parts: list[Path], audio: Path, n_frames: int, out: Path, settings: Sett
         result = subprocess.run(cmd, capture_output=True, text=True)
         Path(listing.name).unlink(missing_ok=True)
         if result.returncode != 0:
-            raise RuntimeError(f"ffmpeg mux failed: {result.stderr.strip()[-500:]}")
+            tmp.unlink(missing_ok=True)
+            raise LipdubError(ErrorCode.internal, f"ffmpeg could not mux {out.name}: {result.stderr.strip()[-500:]}")
         tmp.replace(out)
         advance(1)
