@@ -23,7 +23,7 @@ from lipdub.face import landmarks as L
 from lipdub.media.probe import packet_times, probe
 from lipdub.media.video import FrameReader, count_frames, plan_normalization, source_timeline
 from lipdub.prep import gate
-from lipdub.prep.cache import prepare_cached
+from lipdub.prep.cache import prep_version, prepare_cached
 from lipdub.prep.pose import canonical_face, euler_degrees, fit_pose
 from lipdub.prep.preflight import preflight
 from lipdub.prep.smoothing import frame_jitter, still_jitter
@@ -277,7 +277,7 @@ def test_track_contents_and_round_trip(clips: Path, settings: Settings) -> None:
 def test_cache_reuses_tracks_and_rejections(clips: Path, settings: Settings) -> None:
     video = M.sway_face(clips / "cached.mp4", 1.2)
     first = prepare_cached(video, settings)
-    assert first.dir.parent == settings.data_dir / "prep" and first.dir.name.endswith(f"-v{PREP_VERSION}")
+    assert first.dir.parent == settings.data_dir / "prep" and first.dir.name.endswith(f"-v{prep_version(settings)}")
     copy = clips / "cached_copy.mp4"
     copy.write_bytes(video.read_bytes())  # same bytes, another name: same entry
     start = time.perf_counter()
@@ -292,6 +292,23 @@ def test_cache_reuses_tracks_and_rejections(clips: Path, settings: Settings) -> 
             prepare_cached(bad, settings)
         assert err.value.code == ErrorCode.no_face
     assert not list((settings.data_dir / "prep").glob(".tmp-*"))
+
+
+def test_a_cached_rejection_follows_the_settings_and_names_the_file_given(clips: Path, settings: Settings) -> None:
+    """The gate's message tells users which setting to change: a changed setting must judge the source again
+    (the cache entry is per prep settings), and a copy under another name is named as given."""
+    video = M.face_leaves(clips / "leaves.mp4", 3.0, (1.2, 2.0))  # the face is away for about a third
+    strict = settings.model_copy(update={"min_face_coverage": 0.9})
+    for name in ("leaves.mp4", "renamed.mp4"):
+        copy = clips / name
+        if copy != video:
+            copy.write_bytes(video.read_bytes())
+        with pytest.raises(InputError) as err:
+            prepare_cached(copy, strict)
+        assert err.value.code == ErrorCode.no_face and err.value.message.startswith(f"{name}: a face was found")
+    track = prepare_cached(video, settings)  # the default coverage (50 %) passes it
+    assert 0.5 <= track.summary.face_coverage < 0.9
+    assert prep_version(strict) != prep_version(settings)
 
 
 def test_cache_evicts_least_recently_used_entries(tmp_path: Path) -> None:

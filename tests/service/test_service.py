@@ -92,21 +92,21 @@ def test_same_source_reuses_prep(api: httpx.Client, assets: dict[str, dict[str, 
 
 def test_enroll_option_stores_a_fine_tuned_renderer_with_the_source(
         api: httpx.Client, assets: dict[str, dict[str, Any]], stack: StackConfig, redis_client: redis.Redis) -> None:
+    from lipdub.prep.cache import prep_version
     from lipdub.render import ENROLLED
     from lipdub.service.storage import keys, make_storage
-    from lipdub.stages.prep import PREP_VERSION
 
-    sha = assets["face"]["sha256"]
+    sha, version = assets["face"]["sha256"], prep_version(stack.settings())
     job = wait_for(api, create_job(api, assets["face"], assets["speech"], options={"enroll": True})["id"])
     assert job["status"] == "succeeded", job["error"]
     assert job["options"]["enroll"] is True
-    pointer = json.loads(redis_client.get(f"prep:{sha}:v{PREP_VERSION}"))
+    pointer = json.loads(redis_client.get(f"prep:{sha}:v{version}"))
     assert ENROLLED in pointer["files"]  # every render worker's copy of the entry now carries it
     stored = make_storage(stack.settings())
-    assert stored.exists(keys.prep(sha, PREP_VERSION, ENROLLED))
+    assert stored.exists(keys.prep(sha, version, ENROLLED))
     again = wait_for(api, create_job(api, assets["face"], assets["speech"], options={"enroll": True})["id"])
     assert again["status"] == "succeeded", again["error"]
-    assert json.loads(redis_client.get(f"prep:{sha}:v{PREP_VERSION}"))["files"] == pointer["files"]
+    assert json.loads(redis_client.get(f"prep:{sha}:v{version}"))["files"] == pointer["files"]
 
 
 def test_target_face_picks_one_of_two_equal_faces(api: httpx.Client, assets: dict[str, dict[str, Any]],

@@ -107,7 +107,9 @@ def test_assets_and_prep_pointers(store: JobStore) -> None:
     asset = store.put_asset("t1", "c" * 64, 10, {"kind": "video"})
     assert store.put_asset("t1", "c" * 64, 10, {"kind": "video"}).id == asset.id  # content-addressed
     assert store.get_asset("t2", asset.id) is None  # another tenant's asset does not exist for you
-    assert store.prep_pointer("c" * 64, 1) is None
-    store.set_prep_pointer("c" * 64, 1, {"files": ["track.json"], "summary": {"n_frames": 3}})
-    assert store.prep_pointer("c" * 64, 1) == {"files": ["track.json"], "summary": {"n_frames": 3}}
-    assert store.prep_pointer("c" * 64, 2) is None  # a new PREP_VERSION ignores old artifacts
+    assert store.prep_pointer("c" * 64) is None
+    store.set_prep_pointer("c" * 64, {"files": ["track.json"], "summary": {"n_frames": 3}})
+    assert store.prep_pointer("c" * 64) == {"files": ["track.json"], "summary": {"n_frames": 3}}
+    # Other prep settings (like a new PREP_VERSION) ignore the artifacts: they would decide differently.
+    other = JobStore(store.r, store.settings.model_copy(update={"min_face_coverage": 0.3}))
+    assert other.prep_pointer("c" * 64) is None

@@ -22,9 +22,9 @@ import pytest
 import redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from lipdub.prep.cache import prep_version
 from lipdub.service.auth import ApiKeys
 from lipdub.service.limits import Quotas
-from lipdub.stages.prep import PREP_VERSION
 from tests.service.conftest import wait_for
 
 RETRY_SCHEDULE = [1, 1, 2]
@@ -325,7 +325,7 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
     assert jobs["ep1-fr"]["options"]["sync_mode"] == "loop" and jobs["ep1-de"]["options"]["sync_mode"] == "silence"
     # ... and that one preparation happened inside this batch (the cache pointer is younger than it).
     sha = catalog.get(f"/v1/assets/{video}").json()["sha256"]
-    pointer = json.loads(hooks_stack.redis.get(f"prep:{sha}:v{PREP_VERSION}") or "{}")
+    pointer = json.loads(hooks_stack.redis.get(f"prep:{sha}:v{prep_version(hooks_stack.settings)}") or "{}")
     assert pointer["created_at"] >= hooks_stack.redis.zscore("tenant:catalog:batches", batch_id)
     result = catalog.get(f"/v1/jobs/{jobs['ep1-de']['id']}/result", follow_redirects=True)
     assert result.status_code == 200 and result.content[4:8] == b"ftyp"

@@ -1,7 +1,7 @@
 """`dub.probe`, `dub.prep`, `dub.prep_source` and `dub.preflight`: check the inputs, then track the source face
 once per source.
 
-Prep artifacts are stored under the source's SHA-256 and face choice (`prep/{source}-v{PREP_VERSION}/`), so
+Prep artifacts are stored under the source's SHA-256 and face choice (`prep/{source}-v{prep_version}/`), so
 every later job on the same bytes (and face) skips the work and records `cache.prep_hit`; a preflight warms
 the same cache.
 """

@@ -25,7 +25,7 @@ from lipdub.service.status import JobState, Stage, get_store
 from lipdub.service.storage import get_storage, keys
 from lipdub.service.worker import StageTask, load_face_mesh, stage_run, warm_up
 from lipdub.stages.mux import mux
-from lipdub.stages.prep import PREP_VERSION, SourceTrack
+from lipdub.stages.prep import SourceTrack
 from lipdub.stages.render import render_video
 from lipdub.timeline import Timeline
 
@@ -57,7 +57,7 @@ def plan_task(job_id: str) -> None:
     if state is None or state.status.is_final or store.render_queued(job_id):
         return  # canceled, failed, or already planned by an earlier delivery of this task
     source = job_source_key(state.spec)
-    pointer = store.prep_pointer(source, PREP_VERSION)
+    pointer = store.prep_pointer(source)
     if pointer is None:
         raise RuntimeError("prep finished without a prep cache pointer")
     if state.spec.get("options", {}).get("enroll"):
@@ -148,7 +148,7 @@ def finalize_task(job_id: str) -> None:
     state = store.get(job_id)
     if state is None or state.status.is_final:
         return
-    pointer = store.prep_pointer(job_source_key(state.spec), PREP_VERSION) or {}
+    pointer = store.prep_pointer(job_source_key(state.spec)) or {}
     summary = pointer.get("summary", {})
     report = {
         "frames": state.n_frames,

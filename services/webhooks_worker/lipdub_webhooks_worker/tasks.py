@@ -35,7 +35,6 @@ from lipdub.service.processes import WEBHOOKS_QUEUE
 from lipdub.service.status import Asset, JobState, JobStatus, get_store
 from lipdub.service.storage import get_storage
 from lipdub.service.webhooks import EventType
-from lipdub.stages.prep import PREP_VERSION
 from lipdub_api.schemas import JobOptions, JobPublic
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ def expand(batch_id: str) -> None:
     total = len(items)
     items = _fetch_urls(batch_id, state.tenant, items, batches)  # items whose download fails are failed
     needing = batches.accept_items(batch_id, state.tenant, items,
-                                   prepared=lambda source: store.prep_pointer(source, PREP_VERSION) is not None,
+                                   prepared=lambda source: store.prep_pointer(source) is not None,
                                    total=total)
     current = batches.get(batch_id)
     for source, item in needing.items() if current is not None and current.status == BatchStatus.in_progress \

@@ -1,4 +1,5 @@
-"""Prep once per source: tracks are cached under the SHA-256 of the source bytes plus the prep version.
+"""Prep once per source: tracks are cached under the SHA-256 of the source bytes plus the prep version, which
+covers the prep code (PREP_VERSION) and the settings that change what prep decides (`prep_version`).
 
 Catalog dubbing sends one source many times (a job per language); every job after the first gets the
 stored track at the cost of hashing the file. A rejected source is cached too (its gate verdict), so a
@@ -10,7 +11,7 @@ The cache is bounded per host (`prep_cache_max_gb`): every use marks its entry a
 entry deletes the least recently used ones past the budget; entries used in the last hour are kept, since a
 render on this host may still be reading them.
 
-Layout: `<root>/<sha256>[-<target>]-v<PREP_VERSION>/{video.mp4, track.npz, track.json | rejected.json}`,
+Layout: `<root>/<sha256>[-<target>]-v<prep_version>/{video.mp4, track.npz, track.json | rejected.json}`,
 matching the object-store keys of lipdub.service.storage (`prep/<sha256>[-<target>]-v<version>/<name>`).
 """
 
@@ -32,6 +33,18 @@ from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 
 IN_USE_S = 3600.0  # entries used this recently are never evicted (a render chunk is far shorter)
+
+# The settings that change what prep makes or decides. A source rejected under one value (say
+# min_face_coverage) must be judged again under another: the error message tells users to change them.
+PREP_SETTINGS = ("prep_analysis_height", "max_height", "face_track_gap_s", "face_dominance", "min_video_frames",
+                 "min_face_coverage", "min_face_px", "max_yaw_deg", "max_pitch_deg")
+
+
+def prep_version(settings: Settings) -> str:
+    """The version part of every prep cache key (local entries, object-store keys, Redis pointers): the prep
+    code's PREP_VERSION and a digest of PREP_SETTINGS."""
+    values = json.dumps({name: getattr(settings, name) for name in PREP_SETTINGS}, sort_keys=True)
+    return f"{PREP_VERSION}.{hashlib.sha256(values.encode()).hexdigest()[:8]}"
 
 
 def cache_root(settings: Settings) -> Path:
@@ -79,17 +92,21 @@ def source_key(digest: str, target: Target | None = None) -> str:
     return f"{digest}-{hashlib.sha256(target.key().encode()).hexdigest()[:12]}"
 
 
-def entry_name(source: str) -> str:
-    """The cache entry of a source key under the current prep version."""
-    return f"{source}-v{PREP_VERSION}"
+def entry_name(source: str, settings: Settings) -> str:
+    """The cache entry of a source key under the current prep version and settings."""
+    return f"{source}-v{prep_version(settings)}"
 
 
-def load_entry(entry: Path) -> SourceTrack | None:
-    """The cached track, re-raising a cached rejection; None when there is no usable entry."""
+def load_entry(entry: Path, name: str | None = None) -> SourceTrack | None:
+    """The cached track, re-raising a cached rejection (about file `name`, when given: the same bytes may
+    come under another name); None when there is no usable entry."""
     rejected = entry / "rejected.json"
     if rejected.is_file():
         data = json.loads(rejected.read_text())
-        raise InputError(ErrorCode(data["code"]), data["message"])
+        message, was = data["message"], data.get("name")
+        if name is not None and was and message.startswith(f"{was}: "):
+            message = f"{name}: {message.removeprefix(f'{was}: ')}"
+        raise InputError(ErrorCode(data["code"]), message)
     if (entry / "track.json").is_file() and (entry / "track.npz").is_file() and (entry / "video.mp4").is_file():
         try:
             return SourceTrack.load(entry)
@@ -108,8 +125,8 @@ def prepare_cached(video: Path, settings: Settings, progress: Progress = SILENT,
     from lipdub.stages.prep import prepare_source
 
     root = cache_root(settings)
-    entry = root / entry_name(source_key(digest or sha256_file(video), target))
-    cached = load_entry(entry)
+    entry = root / entry_name(source_key(digest or sha256_file(video), target), settings)
+    cached = load_entry(entry, video.name)
     if cached is not None:
         mark_used(entry)
         return cached
@@ -118,7 +135,8 @@ def prepare_cached(video: Path, settings: Settings, progress: Progress = SILENT,
         try:
             prepare_source(video, tmp, settings, progress, target=target)
         except InputError as exc:
-            (tmp / "rejected.json").write_text(json.dumps({"code": str(exc.code), "message": exc.message}))
+            (tmp / "rejected.json").write_text(json.dumps({"code": str(exc.code), "message": exc.message,
+                                                           "name": video.name}))
             for leftover in tmp.iterdir():
                 if leftover.name != "rejected.json":
                     leftover.unlink()

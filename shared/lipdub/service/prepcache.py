@@ -1,6 +1,7 @@
-"""The prep cache of the service: prep artifacts stored once per source content (SHA-256 + PREP_VERSION).
+"""The prep cache of the service: prep artifacts stored once per source content (SHA-256) and prep version
+(the prep code's and the prep settings': lipdub.prep.cache.prep_version).
 
-Two levels: object storage holds every prepared source under `prep/{source}-v{PREP_VERSION}/` for all
+Two levels: object storage holds every prepared source under `prep/{source}-v{prep_version}/` for all
 workers (the source key is the SHA-256 of the bytes, plus a hash of the user's face choice when the job
 made one: lipdub.prep.cache.source_key), with a Redis pointer per source (JobStore.prep_pointer) written
 only after every artifact is stored; each worker host keeps the same entries on local disk (lipdub.prep.cache, the embedded mode's
@@ -19,13 +20,21 @@ from typing import Any
 
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
-from lipdub.prep.cache import cache_root, entry_name, evict, mark_used, max_bytes, publish, source_key
+from lipdub.prep.cache import (
+    cache_root,
+    entry_name,
+    evict,
+    mark_used,
+    max_bytes,
+    prep_version,
+    publish,
+    source_key,
+)
 from lipdub.prep.cache import prepare_cached as prepare_on_host
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 from lipdub.service.status import JobStore, now
 from lipdub.service.storage import MissingObject, Storage, keys
-from lipdub.stages.prep import PREP_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -43,37 +52,37 @@ def prepare_cached(sha: str, store: JobStore, storage: Storage, settings: Settin
                    progress: Progress = SILENT, target: Target | None = None) -> tuple[dict[str, Any], bool]:
     """The prep summary of source `sha` (with the user's `target` face, if any), from the cache or by running
     prep; returns (summary, cache hit). Raises the gate's InputError for a rejected source (cached or new)."""
-    source = source_key(sha, target)
-    pointer = store.prep_pointer(source, PREP_VERSION)
+    source, version = source_key(sha, target), prep_version(settings)
+    pointer = store.prep_pointer(source)
     if pointer is not None and "rejected" in pointer:
         log.info("prep cache hit (rejected) source=%s", source[:12])
         raise InputError(ErrorCode(pointer["rejected"]["code"]), pointer["rejected"]["message"])
-    if pointer is not None and all(storage.exists(keys.prep(source, PREP_VERSION, n)) for n in pointer["files"]):
+    if pointer is not None and all(storage.exists(keys.prep(source, version, n)) for n in pointer["files"]):
         log.info("prep cache hit source=%s", source[:12])
         return dict(pointer["summary"]), True
     video = storage.get_file(keys.asset(sha), scratch / "source")
     try:
         track = prepare_on_host(video, settings, progress, target=target, digest=sha)
     except InputError as exc:
-        store.set_prep_pointer(source, PREP_VERSION, {"rejected": {"code": str(exc.code), "message": exc.message},
+        store.set_prep_pointer(source, {"rejected": {"code": str(exc.code), "message": exc.message},
                                                       "created_at": now()})
         raise
     files = sorted(p.name for p in track.dir.iterdir() if p.is_file())
     for name in files:
-        storage.put_file(keys.prep(source, PREP_VERSION, name), track.dir / name)
+        storage.put_file(keys.prep(source, version, name), track.dir / name)
     summary = asdict(track.summary)
     # The pointer is written last: whoever sees it finds every artifact in place.
-    store.set_prep_pointer(source, PREP_VERSION, {"files": files, "summary": summary, "created_at": now()})
+    store.set_prep_pointer(source, {"files": files, "summary": summary, "created_at": now()})
     return summary, False
 
 
 def fetch_prep(source: str, store: JobStore, storage: Storage, settings: Settings) -> Path:
     """The local directory holding the prep artifacts of source key `source`, downloaded once per host."""
-    pointer = store.prep_pointer(source, PREP_VERSION)
+    pointer, version = store.prep_pointer(source), prep_version(settings)
     if pointer is None or "files" not in pointer:
-        raise MissingObject(keys.prep(source, PREP_VERSION, "track.json"))
+        raise MissingObject(keys.prep(source, version, "track.json"))
     root = cache_root(settings)
-    entry = root / entry_name(source)
+    entry = root / entry_name(source, settings)
     if all((entry / name).is_file() for name in pointer["files"]):
         mark_used(entry)
         return entry
@@ -81,7 +90,7 @@ def fetch_prep(source: str, store: JobStore, storage: Storage, settings: Setting
     tmp = root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
     try:
         for name in pointer["files"]:
-            storage.get_file(keys.prep(source, PREP_VERSION, name), tmp / name)
+            storage.get_file(keys.prep(source, version, name), tmp / name)
         shutil.rmtree(entry, ignore_errors=True)  # an incomplete entry (another prep version, a crash)
         publish(tmp, entry)
     finally:
@@ -107,10 +116,10 @@ def enroll_cached(source: str, store: JobStore, storage: Storage, settings: Sett
         log.info("enrolled renderer cached source=%s", source[:12])
         return True
     enroll(SourceTrack.load(entry), weights, settings.dinet_enroll_steps)
-    storage.put_file(keys.prep(source, PREP_VERSION, ENROLLED), entry / ENROLLED)
-    pointer = store.prep_pointer(source, PREP_VERSION) or {}
+    storage.put_file(keys.prep(source, prep_version(settings), ENROLLED), entry / ENROLLED)
+    pointer = store.prep_pointer(source) or {}
     # Listed last, as with the prep artifacts: a worker that sees the name finds the file in storage.
     pointer["files"] = sorted(set(pointer.get("files", [])) | {ENROLLED})
-    store.set_prep_pointer(source, PREP_VERSION, pointer)
+    store.set_prep_pointer(source, pointer)
     log.info("enrolled renderer stored source=%s", source[:12])
     return True

@@ -454,13 +454,19 @@ class JobStore:
         self.r.delete(f"upload:{upload_id}")
 
     # --- prep cache pointers ----------------------------------------------------------------------
-    def prep_pointer(self, source: str, version: int) -> dict[str, Any] | None:
-        """`source`: lipdub.prep.cache.source_key (the video's SHA-256, plus the face choice if any)."""
-        raw = self.r.get(f"prep:{source}:v{version}")
+    def prep_pointer(self, source: str) -> dict[str, Any] | None:
+        """`source`: lipdub.prep.cache.source_key (the video's SHA-256, plus the face choice if any), under
+        this deployment's prep version (code and prep settings: lipdub.prep.cache.prep_version)."""
+        raw = self.r.get(self._prep_key(source))
         return json.loads(raw) if raw else None
 
-    def set_prep_pointer(self, source: str, version: int, record: dict[str, Any]) -> None:
-        self.r.set(f"prep:{source}:v{version}", json.dumps(record))
+    def set_prep_pointer(self, source: str, record: dict[str, Any]) -> None:
+        self.r.set(self._prep_key(source), json.dumps(record))
+
+    def _prep_key(self, source: str) -> str:
+        from lipdub.prep.cache import prep_version
+
+        return f"prep:{source}:v{prep_version(self.settings)}"
 
     # --- metrics ----------------------------------------------------------------------------------
     def status_counts(self) -> dict[str, int]:

@@ -53,7 +53,7 @@ class keys:  # a namespace of key builders, read as keys.asset(...)
         return f"assets/{sha256}"
 
     @staticmethod
-    def prep(source: str, version: int, name: str) -> str:
+    def prep(source: str, version: str, name: str) -> str:
         """`source`: lipdub.prep.cache.source_key (the video's SHA-256, plus the face choice if any)."""
         return f"prep/{source}-v{version}/{name}"
 

@@ -11,7 +11,6 @@ from lipdub import FPS
 from lipdub.service.celery_app import app as celery_app
 from lipdub.service.prepcache import job_source_key
 from lipdub.service.status import JobStore, Stage
-from lipdub.stages.prep import PREP_VERSION
 from lipdub_api.deps import SettingsDep, StoreDep, TenantDep
 from lipdub_api.errors import ApiError
 from lipdub_api.routes.jobs import resolve_input
@@ -37,7 +36,7 @@ def preflight(body: PreflightCreate, tenant: TenantDep, store: StoreDep, setting
     job that follows finds it cached."""
     video = resolve_input(body.video, "video", tenant, store)
     target = body.model_dump(mode="json")["target_face"]
-    pointer = store.prep_pointer(job_source_key({"video": video, "options": {"target_face": target}}), PREP_VERSION)
+    pointer = store.prep_pointer(job_source_key({"video": video, "options": {"target_face": target}}))
     if pointer is not None and "rejected" in pointer:
         result: dict[str, Any] = {"verdict": "fail", "error": {**pointer["rejected"], "retryable": False},
                                   "cached": True}
