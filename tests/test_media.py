@@ -66,6 +66,22 @@ def test_audio_roundtrip_resamples_to_16k_mono(tmp_path: Path) -> None:
     assert 0.45 < np.abs(samples).max() <= 0.51
 
 
+@pytest.mark.parametrize("right, peak", [(1.0, 0.5), (0.8, 0.45), (0.3, 0.5), (0.0, 0.5), (-1.0, 0.5)])
+def test_stereo_becomes_mono_without_losing_the_voice(tmp_path: Path, right: float, peak: float) -> None:
+    """In phase: the mix. In opposite phase (a mix would cancel to silence) or panned to one side: the louder
+    channel, at its own level."""
+    import subprocess
+
+    t = np.arange(16000) / 16000
+    left = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    save_wav(tmp_path / "left.wav", left)
+    save_wav(tmp_path / "right.wav", right * left)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "left.wav"), "-i", str(tmp_path / "right.wav"),
+                    "-filter_complex", "[0:a][1:a]amerge=inputs=2", str(tmp_path / "stereo.wav")], check=True)
+    samples = load_audio(tmp_path / "stereo.wav")
+    assert np.abs(samples).max() == pytest.approx(peak, abs=0.02)
+
+
 def test_probe_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError) as missing:
         probe(tmp_path / "nope.mp4")
