@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from types import TracebackType
 
 import numpy as np
@@ -16,9 +15,9 @@ class FaceMesh:
     """
 
     def __init__(self, max_faces: int = 1, tracking: bool = True, min_confidence: float = 0.5) -> None:
-        # MediaPipe/TFLite log start-up chatter to stderr; keep the CLI's stderr for our own messages.
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # MediaPipe 0.10.21 logs a few start-up notes (TFLite delegate, feedback manager, NORM_RECT) straight
+        # to file descriptor 2 through absl, before any logging is set up: neither GLOG_minloglevel nor
+        # TF_CPP_MIN_LOG_LEVEL silences them (checked), so stderr shows them once per graph.
         import mediapipe as mp  # heavy import, only where faces are needed
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
