@@ -113,3 +113,22 @@ def test_assets_and_prep_pointers(store: JobStore) -> None:
     # Other prep settings (like a new PREP_VERSION) ignore the artifacts: they would decide differently.
     other = JobStore(store.r, store.settings.model_copy(update={"min_face_coverage": 0.3}))
     assert other.prep_pointer("c" * 64) is None
+
+
+def test_a_stage_failing_on_a_redis_outage_is_retried_then_failed_as_retryable(
+        store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis holds the job state every stage writes: an outage is transient, like storage's (Celery retries the
+    task), and when the retries run out the job says so instead of 'internal, not retryable'."""
+    import redis
+
+    from lipdub.service.worker import StageTask
+
+    assert {redis.ConnectionError, redis.TimeoutError} <= set(StageTask.autoretry_for)
+    monkeypatch.setattr("lipdub.service.worker.get_store", lambda: store)
+    job = store.create("outage", SPEC)
+    StageTask().on_failure(redis.ConnectionError("Error 111 connecting to redis:6379. Connection refused."),
+                           "task-1", (job.id,), {}, None)
+    failed = store.get(job.id)
+    assert failed is not None and failed.status == JobStatus.failed and failed.error is not None
+    assert (failed.error["code"], failed.error["retryable"]) == ("storage_unavailable", True)
+    assert "Connection refused" in failed.error["message"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
@@ -35,7 +36,9 @@ class StageTask(Task):
     """Base of every `dub.*` task: retry transient errors (storage, network) with capped exponential
     backoff, never bad input; record the final failure on the job."""
 
-    autoretry_for = (TransientError,)
+    # Redis holds the job state every stage writes: an outage longer than redis-py's own retries is as
+    # transient as a storage one (the stages are idempotent: outputs go to fixed keys).
+    autoretry_for = (TransientError, redis.ConnectionError, redis.TimeoutError)
     retry_backoff = 2  # seconds before the first retry; doubles each time
     retry_backoff_max = _settings.task_retry_backoff_max
     retry_jitter = True
@@ -50,6 +53,8 @@ class StageTask(Task):
             code, message, retryable = exc.code, exc.message, exc.retryable
         elif isinstance(exc, LipdubError):
             code, message, retryable = str(exc.code), exc.message, exc.retryable
+        elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            code, message, retryable = ErrorCode.storage_unavailable.value, f"Redis: {exc}", True
         elif isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
             code, message, retryable = ErrorCode.timeout.value, f"{self.name} ran out of time: {exc}", True
         else:
