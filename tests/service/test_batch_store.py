@@ -43,8 +43,11 @@ def test_a_job_item_counts_once_however_often_its_event_comes(batches: BatchStor
     state = batches.get(batch_id)
     assert state is not None and state.done == 1
     assert [json.loads(row)["custom_id"] for row in batches.rows(batch_id, "out")] == ["item-1"]
-    # Items without a job (an input that failed to download) are counted each time.
-    assert batches.item_finished(batch_id, 2, "item-2", None, "failed", {"code": "x"}) == 2
+    # An item that never had a job (its input failed to download) counts once by its line: the expansion that
+    # failed it may be retried and fail it again.
+    assert batches.item_finished(batch_id, 2, "item-2", None, "failed", {"code": "download_failed"}) == 2
+    assert batches.item_finished(batch_id, 2, "item-2", None, "failed", {"code": "download_failed"}) is None
+    assert len(list(batches.rows(batch_id, "err"))) == 1
 
 
 def test_a_redis_error_while_recording_an_item_leaves_it_to_the_retry(batches: BatchStore,

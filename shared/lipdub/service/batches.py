@@ -270,13 +270,12 @@ end
 return cur
 """
 
-# An item becomes final in one atomic script: a job's item is counted once however often its event comes,
-# and a Redis error can't leave it marked as counted without its count and row (the batch would never end).
+# An item becomes final in one atomic script: counted once however often its job's event comes or its
+# task is retried, and a Redis error can't leave it marked as counted without its count and row (the batch
+# would never end).
 _FINISH = """
-if ARGV[1] ~= '' then
-  if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return -1 end
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
-end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return -1 end
+redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'n:' .. ARGV[2], 1)
 redis.call('HINCRBY', KEYS[1], 'version', 1)
@@ -433,8 +432,9 @@ class BatchStore:
 
     def item_finished(self, batch_id: str, line: int, custom_id: str, job_id: str | None, outcome: str,
                       error: dict[str, Any] | None = None, result_url: str | None = None) -> int | None:
-        """Count one final item (outcome succeeded|failed|canceled) and write its output or error row; an
-        item with a job only once. Returns how many items are final now, None if the job's was already."""
+        """Count one final item (outcome succeeded|failed|canceled) and write its output or error row, once
+        per item: its job, or its manifest line when it never had one (a retried expansion fails its bad
+        downloads again). Returns how many items are final now, None if this one already was."""
         row: dict[str, Any] = {"custom_id": custom_id, "line": line, "job_id": job_id, "status": outcome}
         if outcome == "succeeded":
             row["result_url"] = result_url
@@ -442,7 +442,8 @@ class BatchStore:
             row["error"] = error
         rows = f"batch:{batch_id}:{'out' if outcome == 'succeeded' else 'err'}"
         final = int(self._finish(keys=[f"batch:{batch_id}", rows, f"batch:{batch_id}:final"],
-                                 args=[job_id or "", outcome, json.dumps(row), self.settings.job_ttl_seconds]))
+                                 args=[job_id or f"line:{line}", outcome, json.dumps(row),
+                                       self.settings.job_ttl_seconds]))
         return None if final < 0 else final
 
     def job_item_finished(self, job_id: str, batch_id: str, job_status: JobStatus, error: dict[str, Any] | None,
