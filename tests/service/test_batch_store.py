@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -81,3 +82,40 @@ def test_pages_list_every_batch_once_even_when_created_in_the_same_millisecond(
         if cursor is None:
             break
     assert sorted(listed) == sorted(made)
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_a_storage_error_while_finishing_a_batch_leaves_it_to_the_retry(
+        batches: BatchStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cancel: bool) -> None:
+    """Celery retries settle on a storage error; the retry must write the output files and end the batch (it
+    stayed `finalizing` or `cancelling` forever), and the batch webhook goes out once."""
+    from lipdub.errors import ErrorCode, TransientError
+    from lipdub.service.storage import LocalStorage
+    from lipdub_webhooks_worker import tasks
+
+    storage = LocalStorage(tmp_path / "storage")
+    put_file = LocalStorage.put_file
+    failures = [TransientError(ErrorCode.storage_unavailable, "S3 upload: SlowDown")]
+
+    def fails_once(self: LocalStorage, *args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        put_file(self, *args, **kwargs)
+
+    notified: list[str] = []
+    monkeypatch.setattr(LocalStorage, "put_file", fails_once)
+    monkeypatch.setattr(tasks, "get_store", lambda: batches.jobs)
+    monkeypatch.setattr(tasks, "get_storage", lambda: storage)
+    monkeypatch.setattr(tasks, "notify_batch", notified.append)
+    batch_id, (job_id,) = running_batch(batches, 1)
+    assert batches.job_item_finished(job_id, batch_id, JobStatus.succeeded, None, "https://x/result.mp4")
+    if cancel:
+        assert batches.move(batch_id, BatchStatus.cancelling)
+    with pytest.raises(TransientError):
+        tasks.settle(batch_id)
+    tasks.settle(batch_id)  # Celery's retry
+    tasks.settle(batch_id)  # a later settle (another item's event) changes nothing
+    state = batches.get(batch_id)
+    assert state is not None and state.status == (BatchStatus.cancelled if cancel else BatchStatus.completed)
+    assert notified == [batch_id]
+    assert (tmp_path / "storage" / tasks.output_key(batch_id, "output")).is_file()

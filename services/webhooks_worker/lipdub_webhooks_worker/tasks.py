@@ -241,20 +241,23 @@ def settle(batch_id: str) -> None:
                 record_batch_job(job)
         state = batches.get(batch_id)
         assert state is not None
-        if state.done >= state.total and _finish_once(batch_id):
-            _write_outputs(batch_id)
-            batches.move(batch_id, BatchStatus.cancelled)
-            notify_batch(batch_id)
+        if state.done >= state.total:
+            _finish(batches, batch_id, BatchStatus.cancelled)
         return
-    if (state.status == BatchStatus.in_progress and state.done >= state.total
-            and batches.move(batch_id, BatchStatus.finalizing)):
-        _write_outputs(batch_id)
-        batches.move(batch_id, BatchStatus.completed)
+    if state.status == BatchStatus.in_progress and state.done >= state.total:
+        batches.move(batch_id, BatchStatus.finalizing)
+        state = batches.get(batch_id)
+    if state is not None and state.status == BatchStatus.finalizing:
+        # Also the retry of a settle whose output files failed to store: finishing is repeatable.
+        _finish(batches, batch_id, BatchStatus.completed)
+
+
+def _finish(batches: BatchStore, batch_id: str, final: BatchStatus) -> None:
+    """Write the output files (fixed keys: a second writer rewrites the same files), then end the batch; the
+    one settle whose move ends it sends its webhook."""
+    _write_outputs(batch_id)
+    if batches.move(batch_id, final):
         notify_batch(batch_id)
-
-
-def _finish_once(batch_id: str) -> bool:
-    return bool(get_store().r.set(f"batch:{batch_id}:finishing", 1, nx=True, ex=3600))
 
 
 def _write_outputs(batch_id: str) -> None:
