@@ -119,3 +119,51 @@ def test_a_storage_error_while_finishing_a_batch_leaves_it_to_the_retry(
     assert state is not None and state.status == (BatchStatus.cancelled if cancel else BatchStatus.completed)
     assert notified == [batch_id]
     assert (tmp_path / "storage" / tasks.output_key(batch_id, "output")).is_file()
+
+
+def test_an_error_while_releasing_an_item_loses_nothing(batches: BatchStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pump takes the next ready item, creates its job and binds it: a Redis error (or a lost worker) in
+    between must leave the item to the next pump, not drop it (the batch would never end)."""
+    from lipdub_webhooks_worker import tasks
+
+    started: list[str] = []
+    monkeypatch.setattr(tasks, "get_store", lambda: batches.jobs)
+    monkeypatch.setattr(tasks.pipeline, "start_job", lambda job_id, priority: started.append(job_id))
+    state = batches.create("acme", "manifest.jsonl", None, {}, {})
+    items = [Item(line, f"item-{line}", {"asset_id": "ast_v", "sha256": "a" * 64},
+                  {"asset_id": "ast_a", "sha256": "b" * 64}, {}, {}) for line in (1, 2, 3)]
+    batches.accept_items(state.id, "acme", items, prepared=lambda source: True)
+    create = JobStore.create
+    calls = {"n": 0}
+
+    def fails_on_the_second(self: JobStore, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise redis.ConnectionError("Connection reset by peer")
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(JobStore, "create", fails_on_the_second)
+    with pytest.raises(redis.ConnectionError):
+        tasks.pump("acme")
+    assert tasks.pump("acme") == 2  # Celery's retry: the item taken when the error struck, then the last one
+    bound = batches.r.hgetall(f"batch:{state.id}:jobs")
+    assert sorted(bound) == ["1", "2", "3"] and sorted(started) == sorted(bound.values())
+    assert not batches.releasing("acme")
+
+
+def test_an_item_left_releasing_by_a_canceled_batch_is_counted_canceled(
+        batches: BatchStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipdub_webhooks_worker import tasks
+
+    monkeypatch.setattr(tasks, "get_store", lambda: batches.jobs)
+    monkeypatch.setattr(tasks, "notify_batch", lambda batch_id: None)
+    state = batches.create("acme", "manifest.jsonl", None, {}, {})
+    item = Item(1, "item-1", {"asset_id": "ast_v", "sha256": "a" * 64}, {"asset_id": "ast_a", "sha256": "b" * 64},
+                {}, {})
+    batches.accept_items(state.id, "acme", [item], prepared=lambda source: True)
+    assert batches.next_ready("acme") is not None  # taken by a pump that then died
+    assert batches.move(state.id, BatchStatus.cancelling)
+    assert tasks.pump("acme") == 0
+    ended = batches.get(state.id)
+    assert ended is not None and ended.done == 1 and ended.status == BatchStatus.cancelled
+    assert [json.loads(row)["status"] for row in batches.rows(state.id, "err")] == ["canceled"]

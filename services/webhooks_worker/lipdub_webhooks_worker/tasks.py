@@ -16,6 +16,7 @@ worker runs with the API package on its path.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from pathlib import Path
@@ -308,20 +309,39 @@ def pump(tenant: str) -> int:
                 record_batch_job(job)
                 settle(job.batch)
         active = len(active_ids)
+        # Items an earlier pump took but never bound to a job (it raised, or its worker died) go first.
+        for batch_id, item in batches.releasing(tenant):
+            state = batches.get(batch_id)
+            if state is not None and state.status == BatchStatus.in_progress:
+                release(batches, tenant, batch_id, item)
+                active += 1
+                released += 1
+            else:  # the batch was canceled or failed meanwhile: the item ends with it
+                batches.item_finished(batch_id, item.line, item.custom_id, None, "canceled",
+                                      {"code": "canceled", "message": "the batch ended before this item started"})
+                batches.r.hdel(f"batch:{batch_id}:releasing", str(item.line))
+                settle(batch_id)
         while active < cap:
             nxt = batches.next_ready(tenant)
             if nxt is None:
                 break
-            batch_id, item = nxt
-            spec = {"video": item.video, "audio": item.audio, "options": item.options, "webhook_url": None,
-                    "metadata": {**item.metadata, "custom_id": item.custom_id}, "priority": BATCH_PRIORITY,
-                    "priority_name": "low"}
-            job = store.create(tenant, spec, batch=batch_id)
-            batches.bind_job(batch_id, tenant, item, job.id)
-            try:
-                pipeline.start_job(job.id, BATCH_PRIORITY)
-            except Exception as exc:  # noqa: BLE001 - the broker is down: the item fails, visibly
-                store.fail(job.id, "internal", f"could not queue the job: {exc}", retryable=True)
+            release(batches, tenant, *nxt)
             active += 1
             released += 1
     return released
+
+
+def release(batches: BatchStore, tenant: str, batch_id: str, item: Item) -> None:
+    """Run a batch item as a job. Its id follows from the batch and line, so releasing an item again (after
+    an error between the job's creation and its binding) rewrites the same, not yet started, job."""
+    store = batches.jobs
+    spec = {"video": item.video, "audio": item.audio, "options": item.options, "webhook_url": None,
+            "metadata": {**item.metadata, "custom_id": item.custom_id}, "priority": BATCH_PRIORITY,
+            "priority_name": "low"}
+    job_id = f"job_{hashlib.sha256(f'{batch_id}:{item.line}'.encode()).hexdigest()[:32]}"
+    job = store.create(tenant, spec, batch=batch_id, job_id=job_id)
+    batches.bind_job(batch_id, tenant, item, job.id)
+    try:
+        pipeline.start_job(job.id, BATCH_PRIORITY)
+    except Exception as exc:  # noqa: BLE001 - the broker is down: the item fails, visibly
+        store.fail(job.id, "internal", f"could not queue the job: {exc}", retryable=True)

@@ -283,6 +283,39 @@ local c = redis.call('HMGET', KEYS[1], 'n:succeeded', 'n:failed', 'n:canceled')
 return (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
 """
 
+# The next item of a tenant's batches, round robin, taken in one step: it leaves the batch's ready list and
+# enters its `releasing` hash (line → item) together, and the batch goes back into the rotation if it has more,
+# so an error or a lost worker between taking the item and binding its job loses nothing (pump releases
+# what it finds there first). KEYS: the tenant's ready-batches list and its set of batches with releasing
+# items.
+_NEXT_READY = """
+for _ = 0, redis.call('LLEN', KEYS[1]) do
+  local batch = redis.call('LPOP', KEYS[1])
+  if not batch then return false end
+  if redis.call('HGET', 'batch:' .. batch, 'status') == 'in_progress' then
+    local raw = redis.call('LPOP', 'batch:' .. batch .. ':ready')
+    if raw then
+      if redis.call('LLEN', 'batch:' .. batch .. ':ready') > 0 then redis.call('RPUSH', KEYS[1], batch) end
+      redis.call('HSET', 'batch:' .. batch .. ':releasing', cjson.decode(raw)['line'], raw)
+      redis.call('SADD', KEYS[2], batch)
+      return {batch, raw}
+    end
+  end
+end
+return false
+"""
+
+# Waiting items become ready in one step (a Redis error half way would lose the ones in between).
+_MOVE_ALL = """
+local n = 0
+while true do
+  local raw = redis.call('LPOP', KEYS[1])
+  if not raw then return n end
+  redis.call('RPUSH', KEYS[2], raw)
+  n = n + 1
+end
+"""
+
 _ALLOWED_FROM: dict[BatchStatus, tuple[BatchStatus, ...]] = {
     BatchStatus.in_progress: (BatchStatus.validating,),
     BatchStatus.finalizing: (BatchStatus.in_progress,),
@@ -302,6 +335,8 @@ class BatchStore:
         self.settings = store.settings
         self._move = self.r.register_script(_MOVE)
         self._finish = self.r.register_script(_FINISH)
+        self._next_ready = self.r.register_script(_NEXT_READY)
+        self._move_all = self.r.register_script(_MOVE_ALL)
 
     def create(self, tenant: str, manifest_key: str, webhook_url: str | None, metadata: dict[str, str],
                defaults: dict[str, Any], batch_id: str | None = None) -> BatchState:
@@ -395,14 +430,8 @@ class BatchStore:
 
     def source_ready(self, batch_id: str, tenant: str, source: str) -> int:
         """The source's prep is cached: its waiting items become ready. Returns how many."""
-        name = f"batch:{batch_id}:wait:{source}"
-        moved = 0
-        while True:
-            raws = self.r.lpop(name, 1000)
-            if not raws:
-                break
-            self.r.rpush(f"batch:{batch_id}:ready", *raws)
-            moved += len(raws)
+        moved = int(self._move_all(keys=[f"batch:{batch_id}:wait:{source}", f"batch:{batch_id}:ready"]))
+        self.r.expire(f"batch:{batch_id}:ready", self.settings.job_ttl_seconds)
         if moved:
             self.r.rpush(f"tenant:{tenant}:batches:ready", batch_id)
         return moved
@@ -455,24 +484,24 @@ class BatchStore:
         return self.item_finished(batch_id, line, custom_id, job_id, outcome, error, result_url) is not None
 
     def next_ready(self, tenant: str) -> tuple[str, Item] | None:
-        """The next item of the tenant's batches, taking batches in turn (round robin)."""
-        for _ in range(int(self.r.llen(f"tenant:{tenant}:batches:ready")) + 1):
-            batch_id = self.r.lpop(f"tenant:{tenant}:batches:ready")
-            if batch_id is None:
-                return None
-            state = self.get(batch_id)
-            if state is None or state.status != BatchStatus.in_progress:
-                continue
-            raw = self.r.lpop(f"batch:{batch_id}:ready")
-            if raw is None:
-                continue
-            if self.r.llen(f"batch:{batch_id}:ready"):
-                self.r.rpush(f"tenant:{tenant}:batches:ready", batch_id)
-            return batch_id, Item.from_json(raw)
-        return None
+        """The next item of the tenant's batches, taking batches in turn (round robin); it stays among the
+        batch's releasing items until bind_job (`releasing`)."""
+        found = self._next_ready(keys=[f"tenant:{tenant}:batches:ready", f"tenant:{tenant}:releasing"])
+        return (str(found[0]), Item.from_json(found[1])) if found else None
+
+    def releasing(self, tenant: str) -> list[tuple[str, Item]]:
+        """Items taken for release whose job was never bound (an error or a lost worker in between)."""
+        out = []
+        for batch_id in sorted(self.r.smembers(f"tenant:{tenant}:releasing")):
+            raws = self.r.hvals(f"batch:{batch_id}:releasing")
+            if not raws:
+                self.r.srem(f"tenant:{tenant}:releasing", batch_id)
+            out += [(batch_id, Item.from_json(raw)) for raw in raws]
+        return out
 
     def bind_job(self, batch_id: str, tenant: str, item: Item, job_id: str) -> None:
         pipe = self.r.pipeline()
+        pipe.hdel(f"batch:{batch_id}:releasing", str(item.line))
         pipe.hset(f"batch:{batch_id}:jobs", str(item.line), job_id)
         pipe.hset(f"batch:{batch_id}:job_items", job_id, json.dumps([item.line, item.custom_id]))
         for name in (f"batch:{batch_id}:jobs", f"batch:{batch_id}:job_items"):
