@@ -75,9 +75,12 @@ def test_starts_are_counted_per_task(store: JobStore) -> None:
 def test_chunks_count_once(store: JobStore) -> None:
     job = store.create("t1", SPEC)
     store.set_plan(job.id, n_frames=100, chunks=4, chunk_frames=25)
-    assert store.mark_chunk(job.id, 0, passed_through=2) == 1
-    assert store.mark_chunk(job.id, 0, passed_through=2) == 1  # a redelivered chunk counts once
-    assert store.mark_chunk(job.id, 3, passed_through=0) == 2
+    store.chunk_rendered(job.id, 0, passed_through=2)
+    assert store.mark_chunk(job.id, 0) == 1
+    # Redelivered after its part was stored: it renders nothing, counts once and keeps the recorded frames.
+    assert store.mark_chunk(job.id, 0) == 1
+    store.chunk_rendered(job.id, 3, passed_through=0)
+    assert store.mark_chunk(job.id, 3) == 2
     state = store.get(job.id)
     assert state is not None and state.chunks_done == 2 and state.passed_through == 2
 

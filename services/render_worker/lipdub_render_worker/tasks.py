@@ -91,7 +91,6 @@ def render_task(job_id: str, index: int) -> None:
         if run is None:
             return
         part_key = keys.part(job_id, index)
-        passed = None  # unknown when an earlier delivery stored the part; its count stays as recorded
         if not run.storage.exists(part_key):  # else: stored by an earlier delivery of this task
             track = SourceTrack.load(run.fetch_prep(job_source_key(state.spec)))
             mouth = MouthTrack.load(run.fetch(keys.mouth(job_id), "mouth.npz"))
@@ -101,8 +100,9 @@ def render_task(job_id: str, index: int) -> None:
             out = run.scratch / f"part-{index:04d}.mp4"
             passed = render_video(track, mouth, timeline, out, run.settings, frames=frames,
                                   progress=run.progress)
+            run.store.chunk_rendered(job_id, index, passed)
             run.storage.put_file(part_key, out, "video/mp4")
-        if run.store.mark_chunk(job_id, index, passed) >= n:
+        if run.store.mark_chunk(job_id, index) >= n:
             run.store.stage_finished(job_id, Stage.render)
 
 

@@ -306,7 +306,12 @@ class JobStore:
     def mark_render_queued(self, job_id: str) -> None:
         self._apply(job_id, None, {"render_queued": 1})
 
-    def mark_chunk(self, job_id: str, index: int, passed_through: int | None) -> int:
+    def chunk_rendered(self, job_id: str, index: int, passed_through: int) -> None:
+        """Record how many frames render chunk `index` passed through (no usable face), before its part is
+        stored: a redelivered chunk that finds the part stored renders nothing and keeps this count."""
+        self._apply(job_id, None, {f"passed:{index}": passed_through})
+
+    def mark_chunk(self, job_id: str, index: int) -> int:
         """Count render chunk `index` as done (a re-run chunk counts once); returns chunks done."""
         pipe = self.r.pipeline()
         pipe.sadd(f"job:{job_id}:chunks", index)
@@ -315,8 +320,6 @@ class JobStore:
         pipe.hget(f"job:{job_id}", "chunks")
         *_, done, total = pipe.execute()
         fields: dict[str, Any] = {"chunks_done": int(done)}
-        if passed_through is not None:
-            fields[f"passed:{index}"] = passed_through
         if total:
             fields[f"p:{Stage.render}"] = round(int(done) / int(total), 4)
         self._apply(job_id, None, fields)
