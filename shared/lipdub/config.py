@@ -106,6 +106,14 @@ class Settings(BaseSettings):
                                           description="How often workers look for tasks unacknowledged for "
                                                       "longer than visibility_timeout (lost workers) and "
                                                       "requeue them")
+    janitor_seconds: int = Field(default=60, gt=0,
+                                 description="How often the webhooks worker's scheduler runs the janitor "
+                                             "(lipdub.service.janitor): it redoes hand-offs a dead process cut "
+                                             "off and aborts expired presigned uploads")
+    handoff_grace_seconds: int = Field(default=60, gt=0,
+                                       description="A job's hand-off (queueing its pipeline, queueing its end "
+                                                   "event) still unconfirmed after this long is redone by the "
+                                                   "janitor")
     task_max_retries: int = Field(default=5, ge=0, description="Retries of a task after a transient error")
     task_retry_backoff_max: int = Field(default=300, gt=0, description="Cap of the retry backoff (seconds)")
     max_task_starts: int = Field(default=3, gt=0,

@@ -39,6 +39,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
                           "LIPDUB_AUDIO_MODEL": "energy",
                           # The job option `enroll` is tested for its plumbing: a few fine-tuning steps.
                           "LIPDUB_DINET_ENROLL_STEPS": "4",
+                          # The janitor's sweeps every second, hand-offs redone after 2 s (test_service.py).
+                          "LIPDUB_JANITOR_SECONDS": "1",
+                          "LIPDUB_HANDOFF_GRACE_SECONDS": "2",
                       })
     try:
         start(cfg)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 
+from lipdub import pipeline
 from lipdub.config import Settings
 from lipdub.service.batches import BatchStatus, BatchStore, Item
 from lipdub.service.status import JobStatus, JobStore
@@ -18,7 +19,7 @@ from .test_limits import redis_url  # noqa: F401 - the redis-server fixture
 
 @pytest.fixture
 def batches(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BatchStore:  # noqa: F811
-    monkeypatch.setattr("lipdub.service.events.job_finished", lambda job_id: None)  # no broker here
+    monkeypatch.setattr("lipdub.service.events.job_finished", lambda job_id: True)  # no broker here
     store = JobStore.from_settings(Settings(data_dir=tmp_path, redis_url=redis_url))
     store.r.flushdb()
     return BatchStore(store)
@@ -128,7 +129,7 @@ def test_an_error_while_releasing_an_item_loses_nothing(batches: BatchStore, mon
 
     started: list[str] = []
     monkeypatch.setattr(tasks, "get_store", lambda: batches.jobs)
-    monkeypatch.setattr(tasks.pipeline, "start_job", lambda job_id, priority: started.append(job_id))
+    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: started.append(job_id))
     state = batches.create("acme", "manifest.jsonl", None, {}, {})
     items = [Item(line, f"item-{line}", {"asset_id": "ast_v", "sha256": "a" * 64},
                   {"asset_id": "ast_a", "sha256": "b" * 64}, {}, {}) for line in (1, 2, 3)]

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from lipdub.service.stack import StackConfig
+from lipdub.service.status import OUTBOX, JobStore
 from tests.service.conftest import JOB_TIMEOUT, MAX_UPLOAD, create_job, upload, wait_for
 
 
@@ -204,7 +205,11 @@ def test_tenant_isolation(api: httpx.Client, other_tenant: httpx.Client, finishe
     assert api.get(f"/v1/jobs/{job_id}").status_code == 200
 
 
-def test_list_jobs_with_filters_and_cursor(api: httpx.Client, finished_job: dict[str, Any]) -> None:
+def test_list_jobs_with_filters_and_cursor(api: httpx.Client, assets: dict[str, dict[str, Any]],
+                                          finished_job: dict[str, Any]) -> None:
+    # A second job, canceled at once, so that the test pages through two jobs when it runs alone too.
+    extra = create_job(api, assets["face"], assets["speech"])
+    assert api.post(f"/v1/jobs/{extra['id']}/cancel").status_code == 200
     page = api.get("/v1/jobs", params={"limit": 1}).json()
     assert len(page["data"]) == 1 and page["next_cursor"]
     following = api.get("/v1/jobs", params={"limit": 1, "cursor": page["next_cursor"]}).json()
@@ -214,6 +219,21 @@ def test_list_jobs_with_filters_and_cursor(api: httpx.Client, finished_job: dict
     assert all(j["status"] == "succeeded" for j in succeeded)
     later = api.get("/v1/jobs", params={"created_after": finished_job["finished_at"]}).json()["data"]
     assert finished_job["id"] not in [j["id"] for j in later]
+
+
+def test_a_job_stored_but_never_queued_is_run_by_the_janitor(api: httpx.Client, stack: StackConfig,
+                                                             finished_job: dict[str, Any]) -> None:
+    """The API (or a batch pump) died between storing a job and queueing its pipeline: the scheduler the
+    webhooks worker embeds sends the janitor's sweep, which queues the job once its hand-off is overdue."""
+    store = JobStore.from_settings(stack.settings())
+    done = store.get(finished_job["id"])
+    assert done is not None
+    orphan = store.create("acme", done.spec)  # what the API stores before it queues the pipeline
+    assert store.r.zscore(OUTBOX, f"start:{orphan.id}") is not None
+    job = wait_for(api, orphan.id)
+    assert job["status"] == "succeeded", job
+    assert store.r.zscore(OUTBOX, f"start:{orphan.id}") is None
+    assert store.r.zscore(OUTBOX, f"finished:{orphan.id}") is None  # its end event was queued at once
 
 
 @pytest.mark.parametrize("case", ["no_key", "bad_key", "bad_json", "bad_option", "url_input", "unknown_asset",

@@ -9,6 +9,8 @@ hold up the others):
   batches.source_ready    a source's prep finished: release (or fail) the items waiting for it
   batches.source_failed   the prep itself crashed: fail the items waiting for it
   batches.settle          cancel / finish a batch (after POST /v1/batches/{id}/cancel, and when items end)
+  janitor.sweep           redo hand-offs a dead process cut off, abort expired uploads (lipdub.service.janitor),
+                          sent every janitor_seconds by the scheduler this worker embeds (processes.webhooks)
 
 Payloads carry the job or batch exactly as the API returns it (lipdub_api.schemas.JobPublic), so this
 worker runs with the API package on its path.
@@ -25,9 +27,8 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from lipdub import pipeline
 from lipdub.errors import TransientError
-from lipdub.service import webhooks
+from lipdub.service import janitor, webhooks
 from lipdub.service.batches import BatchStatus, BatchStore, Item, LineError, jsonl_lines, validate_manifest
 from lipdub.service.celery_app import app
 from lipdub.service.inputs import InputRefused, check_input, fetch_asset
@@ -342,6 +343,12 @@ def release(batches: BatchStore, tenant: str, batch_id: str, item: Item) -> None
     job = store.create(tenant, spec, batch=batch_id, job_id=job_id)
     batches.bind_job(batch_id, tenant, item, job.id)
     try:
-        pipeline.start_job(job.id, BATCH_PRIORITY)
-    except Exception as exc:  # noqa: BLE001 - the broker is down: the item fails, visibly
-        store.fail(job.id, "internal", f"could not queue the job: {exc}", retryable=True)
+        store.start(job.id, BATCH_PRIORITY)
+    except Exception as exc:  # noqa: BLE001 - the broker is down: the start stays owed, the janitor redoes it
+        log.warning("could not queue batch job %s (the janitor will): %s", job.id, exc)
+
+
+@app.task(name="janitor.sweep", ignore_result=True, acks_late=False)
+def sweep() -> None:
+    """The janitor's periodic pass (lipdub.service.janitor); not retried: the next one comes shortly."""
+    janitor.sweep(get_store(), get_storage())

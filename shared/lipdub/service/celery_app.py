@@ -28,6 +28,7 @@ TASK_ROUTES = {
     "dub.finalize": {"queue": MUX_QUEUE},
     "dub.fail": {"queue": MUX_QUEUE},
     "webhooks.*": {"queue": WEBHOOKS_QUEUE},
+    "janitor.*": {"queue": WEBHOOKS_QUEUE},
 }
 
 
@@ -65,6 +66,10 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=True,
+        # Run by the scheduler embedded in the webhooks worker (lipdub.service.janitor). A sweep not taken
+        # within one period is dropped: the next one does the same work.
+        beat_schedule={"janitor": {"task": "janitor.sweep", "schedule": float(settings.janitor_seconds),
+                                   "options": {"queue": WEBHOOKS_QUEUE, "expires": settings.janitor_seconds}}},
     )
     return app
 

@@ -21,13 +21,15 @@ def _send(name: str, *args: str) -> None:
     app.send_task(name, args=args, queue=WEBHOOKS_QUEUE, retry=False)
 
 
-def job_finished(job_id: str) -> None:
-    """Never raises: the job's state is already stored; a lost event costs a webhook, and batches
-    recover from it (the next release of batch items records final jobs it was not told about)."""
+def job_finished(job_id: str) -> bool:
+    """True when queued. Never raises: the job's state is already stored, and JobStore keeps the event
+    owed until it is queued (the janitor sends it again)."""
     try:
         _send("events.job_finished", job_id)
     except Exception as exc:  # noqa: BLE001 - the broker is down; see the docstring
-        log.warning("could not queue events.job_finished for %s: %s", job_id, exc)
+        log.warning("could not queue events.job_finished for %s (the janitor will): %s", job_id, exc)
+        return False
+    return True
 
 
 def expand_batch(batch_id: str) -> None:

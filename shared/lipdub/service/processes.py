@@ -7,7 +7,7 @@ Worker names and the queues they consume:
   prep_worker   → prep      (CPU: probe + face tracking)
   audio_worker  → audio     (CPU: audio features)
   render_worker → render, mux (GPU in production: render chunks, then mux and finalize)
-  webhooks      → webhooks  (delivery of job events; issue 8)
+  webhooks      → webhooks  (delivery of job events, batches; issue 8) + the janitor's schedule
 """
 
 from __future__ import annotations
@@ -64,10 +64,13 @@ def render_worker() -> Process:
 
 def webhooks() -> Process:
     """Webhook deliveries, job events and batch bookkeeping: short I/O-bound tasks, so a thread pool (one
-    slow receiver must not hold up the others) instead of the solo pool of the stage workers."""
+    slow receiver must not hold up the others) instead of the solo pool of the stage workers. It also
+    embeds the Celery scheduler (-B) that sends the janitor's sweeps: in memory (no schedule file on a
+    read-only filesystem), and harmless when several replicas each send them, as a sweep takes a lock."""
     return Process("webhooks", ("celery", "-A", "lipdub_webhooks_worker.tasks", "worker", "-Q", WEBHOOKS_QUEUE,
                                 "-n", "webhooks@%h", "--pool=threads", "--concurrency=8",
-                                "--prefetch-multiplier=1", "--without-gossip", "--without-mingle", "-l", "INFO"),
+                                "--prefetch-multiplier=1", "--without-gossip", "--without-mingle",
+                                "-B", "--scheduler", "celery.beat:Scheduler", "-l", "INFO"),
                    (WEBHOOKS_QUEUE,))
 
 

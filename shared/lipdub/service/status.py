@@ -71,8 +71,20 @@ if new ~= '' and new ~= cur then
 end
 for i = 3, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
 redis.call('HINCRBY', job, 'version', 1)
+if new == 'succeeded' or new == 'failed' or new == 'canceled' then
+  -- Hand-offs in the same step (see JobStore.start/_finished): the end event is owed, a start no longer.
+  redis.call('ZREM', 'outbox', 'start:' .. ARGV[1])
+  redis.call('ZADD', 'outbox', redis.call('TIME')[1], 'finished:' .. ARGV[1])
+end
 return 'ok'
 """
+
+# Hand-offs owed to Celery, `{start|finished}:{job id}` scored by when they became owed. Each is written in
+# the same Redis step as the state that owes it and removed once its message is published, so one cut off
+# by a dying process is found and redone by the janitor (lipdub.service.janitor).
+OUTBOX = "outbox"
+# Presigned multipart uploads not completed, `{upload id}:{S3 upload id}` scored by when their record expires.
+OPEN_UPLOADS = "uploads:open"
 
 
 def now() -> float:
@@ -218,10 +230,20 @@ class JobStore:
         pipe.expire(key, self.settings.job_ttl_seconds)
         pipe.sadd(f"jobs:status:{JobStatus.queued}", job_id)
         pipe.zadd(f"tenant:{tenant}:jobs", {job_id: created})
+        pipe.zadd(OUTBOX, {f"start:{job_id}": created})
         pipe.execute()
         state = self.get(job_id)
         assert state is not None
         return state
+
+    def start(self, job_id: str, priority: int | None = None) -> None:
+        """Queue the job's pipeline (raises when the broker refuses). Its `start` hand-off, owed since
+        create, is settled only once the chain is published: a caller that dies in between leaves it for
+        the janitor, so a created job is never left queued forever."""
+        from lipdub import pipeline  # lazily: the pipeline module imports the stages
+
+        pipeline.start_job(job_id, priority)
+        self.r.zrem(OUTBOX, f"start:{job_id}")
 
     def get(self, job_id: str) -> JobState | None:
         raw = self.r.hgetall(f"job:{job_id}")
@@ -362,10 +384,26 @@ class JobStore:
 
     def _finished(self, job_id: str, applied: bool) -> bool:
         """The job just became final: the webhooks worker sends its webhook and does its batch's
-        bookkeeping (lipdub.service.events)."""
+        bookkeeping (lipdub.service.events). The transition owed this `finished` hand-off; it is settled
+        once the event is queued, and redone by the janitor when the broker was down or the caller died."""
         if applied:
-            events.job_finished(job_id)
+            self.announce_finished(job_id)
         return applied
+
+    def announce_finished(self, job_id: str) -> bool:
+        """Queue the job's end event; True (and the hand-off settled) when the broker took it."""
+        if events.job_finished(job_id):
+            self.r.zrem(OUTBOX, f"finished:{job_id}")
+            return True
+        return False
+
+    def handoffs_due(self, before: float, limit: int = 500) -> list[tuple[str, str]]:
+        """Hand-offs owed since before `before`: (kind, job id), oldest first."""
+        due = self.r.zrangebyscore(OUTBOX, "-inf", before, start=0, num=limit)
+        return [(kind, job_id) for kind, _, job_id in (m.partition(":") for m in due)]
+
+    def drop_handoff(self, kind: str, job_id: str) -> None:
+        self.r.zrem(OUTBOX, f"{kind}:{job_id}")
 
     def is_final(self, job_id: str) -> bool:
         status = self.r.hget(f"job:{job_id}", "status")
@@ -444,17 +482,34 @@ class JobStore:
                      float(raw["created_at"]))
 
     def put_upload(self, upload_id: str, tenant: str, s3_upload_id: str, size: int, ttl: int) -> None:
-        """A presigned multipart upload in progress (expires with its URLs)."""
+        """A presigned multipart upload in progress. Its record outlives its URLs (ttl) by as much again,
+        for parts sent just before they expired; then the janitor aborts it (`uploads:open`)."""
         name = f"upload:{upload_id}"
-        self.r.hset(name, mapping={"tenant": tenant, "s3_upload_id": s3_upload_id, "size": size})
-        self.r.expire(name, ttl * 2)
+        pipe = self.r.pipeline()
+        pipe.hset(name, mapping={"tenant": tenant, "s3_upload_id": s3_upload_id, "size": size})
+        pipe.expire(name, ttl * 2)
+        pipe.zadd(OPEN_UPLOADS, {f"{upload_id}:{s3_upload_id}": now() + ttl * 2})
+        pipe.execute()
 
     def get_upload(self, tenant: str, upload_id: str) -> dict[str, str] | None:
         raw = self.r.hgetall(f"upload:{upload_id}")
         return raw if raw and raw.get("tenant") == tenant else None
 
     def delete_upload(self, upload_id: str) -> None:
-        self.r.delete(f"upload:{upload_id}")
+        s3_upload_id = self.r.hget(f"upload:{upload_id}", "s3_upload_id")
+        pipe = self.r.pipeline()
+        pipe.delete(f"upload:{upload_id}")
+        if s3_upload_id:
+            pipe.zrem(OPEN_UPLOADS, f"{upload_id}:{s3_upload_id}")
+        pipe.execute()
+
+    def expired_uploads(self, before: float, limit: int = 500) -> list[tuple[str, str]]:
+        """Uploads never completed whose records expired before `before`: (upload id, S3 upload id)."""
+        due = self.r.zrangebyscore(OPEN_UPLOADS, "-inf", before, start=0, num=limit)
+        return [(upload_id, s3_upload_id) for upload_id, _, s3_upload_id in (m.partition(":") for m in due)]
+
+    def forget_upload(self, upload_id: str, s3_upload_id: str) -> None:
+        self.r.zrem(OPEN_UPLOADS, f"{upload_id}:{s3_upload_id}")
 
     # --- prep cache pointers ----------------------------------------------------------------------
     def prep_pointer(self, source: str) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -258,6 +259,12 @@ class S3Storage:
         parts = [{"ETag": etag, "PartNumber": n} for n, etag in enumerate(etags, start=1)]
         self._call("complete multipart", key, self.client.complete_multipart_upload, Bucket=self.bucket,
                    Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop an unfinished upload and its parts (S3 keeps them, and bills them, until then)."""
+        with suppress(PartsRejected):  # NoSuchUpload: completed or aborted already
+            self._call("abort multipart", key, self.client.abort_multipart_upload, Bucket=self.bucket, Key=key,
+                       UploadId=upload_id)
 
 
 def make_storage(settings: Settings) -> Storage:

@@ -13,7 +13,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.responses import Response
 
-from lipdub import pipeline
 from lipdub.service.limits import QuotaExceeded, Quotas
 from lipdub.service.status import JobState, JobStatus, JobStore
 from lipdub.service.storage import keys
@@ -117,8 +116,8 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
                 return _existing(store, tenant, job_id, base_url)
         job = store.create(tenant, spec, job_id=job_id)
     try:
-        pipeline.start_job(job.id, spec["priority"])
-    except Exception as exc:  # the broker is down: don't leave a job that will never run
+        store.start(job.id, spec["priority"])
+    except Exception as exc:  # the broker is down: the client is told, so the job must not start later
         store.fail(job.id, "internal", f"could not queue the job: {exc}", retryable=True)
         if idempotency_key is not None:
             store.release_idempotency(tenant, idempotency_key, job.id)

@@ -1,0 +1,76 @@
+"""The janitor: work no request or task will come back for. The Celery scheduler embedded in the webhooks
+worker runs `sweep` every `janitor_seconds` (task `janitor.sweep`); a Redis lock keeps it to one sweep at
+a time however many webhooks workers run.
+
+- Hand-offs a dying process cut off (JobStore's outbox): a job that was created but whose pipeline was
+  never queued (the API or the batch pump died in between, or the broker refused a batch job) is queued; a
+  job whose end event never reached the broker gets it (its webhook, its batch's bookkeeping). Without
+  this such a job stays `queued` forever, or its webhook is never sent.
+- Presigned multipart uploads nobody completed are aborted once their record expires, so S3 drops their
+  parts instead of keeping (and billing) them.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from dataclasses import dataclass
+
+import redis
+
+from lipdub.service.status import JobStatus, JobStore, now
+from lipdub.service.storage import S3Storage, Storage, keys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    started: int = 0  # jobs whose pipeline was queued
+    announced: int = 0  # end events queued
+    settled: int = 0  # hand-offs found done already (or their job expired)
+    uploads_aborted: int = 0
+
+
+def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
+    """One pass; None when another sweep holds the lock."""
+    lock = store.r.lock("janitor", timeout=max(60, 2 * store.settings.janitor_seconds), blocking_timeout=0)
+    if not lock.acquire():
+        return None
+    try:
+        report = SweepReport()
+        redo_handoffs(store, report)
+        if isinstance(storage, S3Storage):
+            abort_expired_uploads(store, storage, report)
+    finally:
+        with suppress(redis.exceptions.LockNotOwnedError):
+            lock.release()
+    if report != SweepReport():
+        log.info("janitor: %s", report)
+    return report
+
+
+def redo_handoffs(store: JobStore, report: SweepReport) -> None:
+    for kind, job_id in store.handoffs_due(now() - store.settings.handoff_grace_seconds):
+        job = store.get(job_id)
+        if job is not None and kind == "start" and job.status is JobStatus.queued and job.started_at is None:
+            # Never started: its chain was not published (or so narrowly before its creator died that a
+            # second chain only repeats idempotent stages).
+            log.warning("janitor: queueing job %s, created %.0f s ago but never queued", job_id,
+                        now() - job.created_at)
+            store.start(job_id, job.spec.get("priority"))
+            report.started += 1
+        elif job is not None and kind == "finished":
+            log.warning("janitor: queueing the end event of job %s (%s)", job_id, job.status)
+            if store.announce_finished(job_id):
+                report.announced += 1
+        else:  # running or ended already, or expired
+            store.drop_handoff(kind, job_id)
+            report.settled += 1
+
+
+def abort_expired_uploads(store: JobStore, storage: S3Storage, report: SweepReport) -> None:
+    for upload_id, s3_upload_id in store.expired_uploads(now()):
+        storage.abort_multipart(keys.upload(upload_id), s3_upload_id)
+        store.forget_upload(upload_id, s3_upload_id)
+        report.uploads_aborted += 1

@@ -1,0 +1,146 @@
+"""The janitor redoes hand-offs a dying process cut off and aborts expired presigned uploads
+(lipdub.service.janitor), against a real redis-server and moto's S3 server. The end-to-end path, the
+scheduler embedded in a real webhooks worker running a sweep, is in test_service.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lipdub import pipeline
+from lipdub.config import Settings
+from lipdub.service import events, janitor
+from lipdub.service.status import OUTBOX, JobStatus, JobStore, Stage, now
+from lipdub.service.storage import LocalStorage, S3Storage, keys
+
+from .test_limits import redis_url  # noqa: F401 - the redis-server fixture
+from .test_storage import s3_endpoint  # noqa: F401 - moto's S3 server
+
+GRACE = 60
+SPEC = {"video": {"asset_id": "ast_v"}, "audio": {"asset_id": "ast_a"}, "options": {}, "priority": 6}
+
+
+@pytest.fixture
+def store(redis_url: str, tmp_path: Path) -> JobStore:  # noqa: F811
+    jobs = JobStore.from_settings(Settings(data_dir=tmp_path, redis_url=redis_url, handoff_grace_seconds=GRACE))
+    jobs.r.flushdb()
+    return jobs
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
+    """What reached the broker: pipelines queued, end events queued. `down` refuses both."""
+    sent: dict[str, list[object]] = {"started": [], "finished": [], "down": []}
+
+    def start_job(job_id: str, priority: int | None = None) -> None:
+        if sent["down"]:
+            raise ConnectionError("broker down")
+        sent["started"].append((job_id, priority))
+
+    def job_finished(job_id: str) -> bool:
+        if sent["down"]:
+            return False
+        sent["finished"].append(job_id)
+        return True
+
+    monkeypatch.setattr(pipeline, "start_job", start_job)
+    monkeypatch.setattr(events, "job_finished", job_finished)
+    return sent
+
+
+def overdue(store: JobStore) -> None:
+    """Age every owed hand-off past the grace period (instead of sleeping through it)."""
+    for member in store.r.zrange(OUTBOX, 0, -1):
+        store.r.zadd(OUTBOX, {member: now() - GRACE - 1})
+
+
+def sweep(store: JobStore) -> janitor.SweepReport:
+    report = janitor.sweep(store, LocalStorage(store.settings.data_dir / "storage"))
+    assert report is not None
+    return report
+
+
+def test_a_job_whose_creator_died_before_queueing_it_is_queued(store: JobStore, broker: dict) -> None:
+    lost = store.create("acme", SPEC)  # the API (or a batch pump) died right after this
+    queued = store.create("acme", SPEC)
+    store.start(queued.id, 6)
+    assert broker["started"] == [(queued.id, 6)] and store.r.zrange(OUTBOX, 0, -1) == [f"start:{lost.id}"]
+    assert sweep(store) == janitor.SweepReport()  # within the grace period: its creator may still queue it
+    overdue(store)
+    assert sweep(store) == janitor.SweepReport(started=1)
+    assert broker["started"] == [(queued.id, 6), (lost.id, 6)]  # at the job's own priority
+    assert store.r.zcard(OUTBOX) == 0 and sweep(store) == janitor.SweepReport()
+
+
+def test_a_job_that_started_or_ended_meanwhile_is_not_queued_again(store: JobStore, broker: dict) -> None:
+    running, canceled = store.create("acme", SPEC), store.create("acme", SPEC)
+    store.stage_started(running.id, Stage.probe)  # its chain was published; only the settling was lost
+    store.cancel(canceled.id)  # ending a job settles its start and owes its end event, in one step
+    assert set(store.r.zrange(OUTBOX, 0, -1)) == {f"start:{running.id}"}
+    assert broker["finished"] == [canceled.id]
+    overdue(store)
+    assert sweep(store) == janitor.SweepReport(settled=1)
+    assert broker["started"] == [] and store.r.zcard(OUTBOX) == 0
+
+
+def test_an_end_event_the_broker_refused_is_sent_later(store: JobStore, broker: dict) -> None:
+    job = store.create("acme", SPEC)
+    store.start(job.id)
+    broker["down"].append(True)
+    assert store.fail(job.id, "no_face", "no face")  # stored, but its event could not be queued
+    assert store.r.zrange(OUTBOX, 0, -1) == [f"finished:{job.id}"]
+    overdue(store)
+    assert sweep(store) == janitor.SweepReport()  # the broker is still down: still owed
+    assert store.r.zrange(OUTBOX, 0, -1) == [f"finished:{job.id}"]
+    broker["down"].clear()
+    assert sweep(store) == janitor.SweepReport(announced=1)
+    assert broker["finished"] == [job.id] and store.r.zcard(OUTBOX) == 0
+    state = store.get(job.id)
+    assert state is not None and state.status is JobStatus.failed
+
+
+def test_hand_offs_of_expired_jobs_are_dropped(store: JobStore, broker: dict) -> None:
+    job = store.create("acme", SPEC)
+    store.r.delete(f"job:{job.id}")  # past job_ttl_seconds
+    overdue(store)
+    assert sweep(store) == janitor.SweepReport(settled=1) and broker["started"] == []
+
+
+def test_one_sweep_at_a_time(store: JobStore, broker: dict) -> None:
+    store.create("acme", SPEC)
+    overdue(store)
+    lock = store.r.lock("janitor", timeout=30)
+    assert lock.acquire()
+    assert janitor.sweep(store, LocalStorage(store.settings.data_dir / "storage")) is None
+    lock.release()
+    assert sweep(store).started == 1
+
+
+def test_expired_presigned_uploads_are_aborted(store: JobStore, s3_endpoint: str,  # noqa: F811
+                                               tmp_path: Path) -> None:
+    settings = Settings(storage="s3", s3_endpoint_url=s3_endpoint, s3_bucket="janitor",
+                        s3_access_key_id="test", s3_secret_access_key="test")
+    s3 = S3Storage(settings)
+    s3.ensure_bucket()
+    s3_ids = {}
+    for upload_id in ("upl_abandoned", "upl_open", "upl_done"):
+        s3_ids[upload_id], urls = s3.create_multipart(keys.upload(upload_id), 1000)
+        assert httpx.put(urls[0], content=b"x" * 1000).status_code == 200
+    store.put_upload("upl_abandoned", "acme", s3_ids["upl_abandoned"], 1000, ttl=3600)
+    store.put_upload("upl_open", "acme", s3_ids["upl_open"], 1000, ttl=3600)
+    store.put_upload("upl_done", "acme", s3_ids["upl_done"], 1000, ttl=3600)
+    store.delete_upload("upl_done")  # completed (or given up) through the API: nothing left to abort
+    store.r.zadd("uploads:open", {f"upl_abandoned:{s3_ids['upl_abandoned']}": now() - 1})
+
+    def open_uploads() -> set[str]:
+        listed = s3.client.list_multipart_uploads(Bucket="janitor").get("Uploads", [])
+        return {u["UploadId"] for u in listed}
+
+    assert open_uploads() == set(s3_ids.values())
+    report = janitor.sweep(store, s3)
+    assert report is not None and report.uploads_aborted == 1
+    assert open_uploads() == {s3_ids["upl_open"], s3_ids["upl_done"]}  # upl_done: moto, never completed here
+    assert store.r.zrange("uploads:open", 0, -1) == [f"upl_open:{s3_ids['upl_open']}"]
+    s3.abort_multipart(keys.upload("upl_abandoned"), s3_ids["upl_abandoned"])  # aborting twice is harmless
