@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     task_retry_backoff_max: int = Field(default=300, gt=0, description="Cap of the retry backoff (seconds)")
     max_task_starts: int = Field(default=3, gt=0,
                                  description="A task started this often for one job (lost workers) fails it")
-    job_ttl_seconds: int = Field(default=30 * 86400, gt=0, description="How long job records are kept")
+    job_ttl_seconds: int = Field(default=30 * 86400, gt=0, description="How long a job's record and files (result, intermediates) are kept")
     idempotency_ttl_seconds: int = Field(default=86400, gt=0, description="How long Idempotency-Keys are kept")
     api_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the API")
     preflight_wait_seconds: float = Field(default=120.0, gt=0,

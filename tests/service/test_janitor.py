@@ -13,7 +13,7 @@ from lipdub import pipeline
 from lipdub.config import Settings
 from lipdub.service import events, janitor
 from lipdub.service.status import OUTBOX, JobStatus, JobStore, Stage, now
-from lipdub.service.storage import LocalStorage, S3Storage, keys
+from lipdub.service.storage import LocalStorage, S3Storage, Storage, keys
 
 from .test_limits import redis_url  # noqa: F401 - the redis-server fixture
 from .test_storage import s3_endpoint  # noqa: F401 - moto's S3 server
@@ -144,3 +144,32 @@ def test_expired_presigned_uploads_are_aborted(store: JobStore, s3_endpoint: str
     assert open_uploads() == {s3_ids["upl_open"], s3_ids["upl_done"]}  # upl_done: moto, never completed here
     assert store.r.zrange("uploads:open", 0, -1) == [f"upl_open:{s3_ids['upl_open']}"]
     s3.abort_multipart(keys.upload("upl_abandoned"), s3_ids["upl_abandoned"])  # aborting twice is harmless
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_an_expired_job_loses_its_files_and_index_entries(backend: str, store: JobStore, broker: dict,
+                                                          request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    if backend == "s3":
+        storage: Storage = S3Storage(Settings(storage="s3", s3_endpoint_url=request.getfixturevalue("s3_endpoint"),
+                                              s3_bucket="retention", s3_access_key_id="test",
+                                              s3_secret_access_key="test"))
+    else:
+        storage = LocalStorage(tmp_path / "storage")
+    storage.ensure_bucket()
+    old, young = store.create("acme", SPEC), store.create("acme", SPEC)
+    for job in (old, young):
+        store.start(job.id)
+        assert store.succeed(job.id, {"video": keys.result(job.id)}, {})
+    files = tmp_path / "file.bin"
+    files.write_bytes(b"x" * 100)
+    for name in (keys.result(old.id), keys.mouth(old.id), keys.part(old.id, 0), keys.result(young.id)):
+        storage.put_file(name, files)
+    store.r.zadd("jobs:expiring", {f"{old.id}:acme": now() - 1})  # instead of waiting job_ttl_seconds
+    report = janitor.sweep(store, storage)
+    assert report is not None and (report.jobs_purged, report.files_deleted) == (1, 3)
+    assert not storage.exists(keys.result(old.id)) and not storage.exists(keys.part(old.id, 0))
+    assert storage.exists(keys.result(young.id))
+    assert store.get(old.id) is None and store.get(young.id) is not None
+    assert store.status_counts()["succeeded"] == 1  # /metrics counts only jobs that still exist
+    assert [j.id for j in store.page("acme")[0]] == [young.id]
+    assert store.r.zrange("jobs:expiring", 0, -1) == [f"{young.id}:acme"]

@@ -109,3 +109,14 @@ def test_presigned_urls_use_the_public_endpoint(s3_endpoint: str, tmp_path: Path
     url = storage.download_url(keys.result("job_3"), "job_3.mp4")
     assert url is not None and url.startswith(public + "/")
     assert httpx.get(url).content == src.read_bytes()
+
+
+def test_delete_tree_deletes_one_jobs_files_only(storage: Storage, tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"lipdub")
+    for key in (keys.result("job_1"), keys.part("job_1", 3), keys.result("job_10"), keys.asset("a" * 64)):
+        storage.put_file(key, src)
+    assert storage.delete_tree(keys.job_files("job_1")) == 2
+    assert not storage.exists(keys.result("job_1")) and not storage.exists(keys.part("job_1", 3))
+    assert storage.exists(keys.result("job_10")) and storage.exists(keys.asset("a" * 64))
+    assert storage.delete_tree(keys.job_files("job_1")) == 0

@@ -9,8 +9,9 @@ hold up the others):
   batches.source_ready    a source's prep finished: release (or fail) the items waiting for it
   batches.source_failed   the prep itself crashed: fail the items waiting for it
   batches.settle          cancel / finish a batch (after POST /v1/batches/{id}/cancel, and when items end)
-  janitor.sweep           redo hand-offs a dead process cut off, abort expired uploads (lipdub.service.janitor),
-                          sent every janitor_seconds by the scheduler this worker embeds (processes.webhooks)
+  janitor.sweep           redo hand-offs a dead process cut off, abort expired uploads, delete expired jobs'
+                          files (lipdub.service.janitor); sent every janitor_seconds by the scheduler this
+                          worker embeds (processes.webhooks)
 
 Payloads carry the job or batch exactly as the API returns it (lipdub_api.schemas.JobPublic), so this
 worker runs with the API package on its path.

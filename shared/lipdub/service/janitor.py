@@ -8,6 +8,9 @@ a time however many webhooks workers run.
   this such a job stays `queued` forever, or its webhook is never sent.
 - Presigned multipart uploads nobody completed are aborted once their record expires, so S3 drops their
   parts instead of keeping (and billing) them.
+- Retention: a job's files (result, mouth track, render parts) are deleted when its record expires
+  (`job_ttl_seconds` after creation), and so are its entries in the listing and status indexes. Inputs
+  (content-addressed assets, shared by jobs and tenants) and the prep cache are kept.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class SweepReport:
     announced: int = 0  # end events queued
     settled: int = 0  # hand-offs found done already (or their job expired)
     uploads_aborted: int = 0
+    jobs_purged: int = 0
+    files_deleted: int = 0
 
 
 def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
@@ -40,6 +45,7 @@ def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
     try:
         report = SweepReport()
         redo_handoffs(store, report)
+        purge_expired_jobs(store, storage, report)
         if isinstance(storage, S3Storage):
             abort_expired_uploads(store, storage, report)
     finally:
@@ -74,3 +80,10 @@ def abort_expired_uploads(store: JobStore, storage: S3Storage, report: SweepRepo
         storage.abort_multipart(keys.upload(upload_id), s3_upload_id)
         store.forget_upload(upload_id, s3_upload_id)
         report.uploads_aborted += 1
+
+
+def purge_expired_jobs(store: JobStore, storage: Storage, report: SweepReport) -> None:
+    for job_id, tenant in store.expired_jobs(now()):
+        report.files_deleted += storage.delete_tree(keys.job_files(job_id))  # first: a failure leaves it due
+        store.purge(job_id, tenant)
+        report.jobs_purged += 1

@@ -83,6 +83,8 @@ return 'ok'
 # the same Redis step as the state that owes it and removed once its message is published, so one cut off
 # by a dying process is found and redone by the janitor (lipdub.service.janitor).
 OUTBOX = "outbox"
+# Jobs by when their record expires, `{job id}:{tenant}`: the janitor deletes their files and index entries.
+EXPIRING = "jobs:expiring"
 # Presigned multipart uploads not completed, `{upload id}:{S3 upload id}` scored by when their record expires.
 OPEN_UPLOADS = "uploads:open"
 
@@ -231,6 +233,7 @@ class JobStore:
         pipe.sadd(f"jobs:status:{JobStatus.queued}", job_id)
         pipe.zadd(f"tenant:{tenant}:jobs", {job_id: created})
         pipe.zadd(OUTBOX, {f"start:{job_id}": created})
+        pipe.zadd(EXPIRING, {f"{job_id}:{tenant}": created + self.settings.job_ttl_seconds})
         pipe.execute()
         state = self.get(job_id)
         assert state is not None
@@ -404,6 +407,23 @@ class JobStore:
 
     def drop_handoff(self, kind: str, job_id: str) -> None:
         self.r.zrem(OUTBOX, f"{kind}:{job_id}")
+
+    # --- retention --------------------------------------------------------------------------------
+    def expired_jobs(self, before: float, limit: int = 200) -> list[tuple[str, str]]:
+        """Jobs whose records expired (job_ttl_seconds after creation) before `before`: (job id, tenant)."""
+        due = self.r.zrangebyscore(EXPIRING, "-inf", before, start=0, num=limit)
+        return [(job_id, tenant) for job_id, _, tenant in (m.partition(":") for m in due)]
+
+    def purge(self, job_id: str, tenant: str) -> None:
+        """Forget an expired job everywhere it is indexed (its record expired by itself, or goes now)."""
+        pipe = self.r.pipeline()
+        pipe.delete(f"job:{job_id}", f"job:{job_id}:chunks")
+        for status in JobStatus:
+            pipe.srem(f"jobs:status:{status}", job_id)
+        pipe.zrem(f"tenant:{tenant}:jobs", job_id)
+        pipe.zrem(OUTBOX, f"start:{job_id}", f"finished:{job_id}")
+        pipe.zrem(EXPIRING, f"{job_id}:{tenant}")
+        pipe.execute()
 
     def is_final(self, job_id: str) -> bool:
         status = self.r.hget(f"job:{job_id}", "status")

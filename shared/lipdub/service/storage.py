@@ -60,7 +60,12 @@ class keys:  # a namespace of key builders, read as keys.asset(...)
 
     @staticmethod
     def job(job_id: str, name: str) -> str:
-        return f"jobs/{job_id}/{name}"
+        return f"{keys.job_files(job_id)}{name}"
+
+    @staticmethod
+    def job_files(job_id: str) -> str:
+        """The prefix of every file of a job (deleted with its record: lipdub.service.janitor)."""
+        return f"jobs/{job_id}/"
 
     @staticmethod
     def mouth(job_id: str) -> str:
@@ -85,6 +90,7 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
     def size(self, key: str) -> int: ...
     def delete(self, key: str) -> None: ...
+    def delete_tree(self, prefix: str) -> int: ...
     def stream(self, key: str) -> Iterator[bytes]: ...
     def download_url(self, key: str, filename: str) -> str | None: ...
     def copy(self, src: str, dst: str) -> None: ...
@@ -130,6 +136,15 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def delete_tree(self, prefix: str) -> int:
+        """Delete every key under `prefix` (a directory, ending in /); returns how many there were."""
+        folder = self.path(prefix)
+        if not folder.is_dir():
+            return 0
+        n = sum(1 for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        return n
 
     def stream(self, key: str) -> Iterator[bytes]:
         if not self.exists(key):
@@ -221,6 +236,18 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         self._call("delete", key, self.client.delete_object, Bucket=self.bucket, Key=key)
+
+    def delete_tree(self, prefix: str) -> int:
+        """Delete every key under `prefix`; returns how many there were."""
+        n = 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in self._call("list", prefix, list, pages):
+            objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objects:  # at most 1,000 per page, as many as one DeleteObjects takes
+                self._call("delete", prefix, self.client.delete_objects, Bucket=self.bucket,
+                           Delete={"Objects": objects, "Quiet": True})
+                n += len(objects)
+        return n
 
     def stream(self, key: str) -> Iterator[bytes]:
         body = self._call("get", key, self.client.get_object, Bucket=self.bucket, Key=key)["Body"]
