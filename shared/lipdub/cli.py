@@ -18,6 +18,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True)
 
 
+@app.callback()
+def main(ctx: typer.Context) -> None:
+    from lipdub import native_stderr
+
+    ctx.with_resource(native_stderr.filtered())  # for the whole command: MediaPipe starts in any of them
+
+
 def _fail(exc: LipdubError) -> None:
     err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}")
     raise typer.Exit(2)

@@ -17,7 +17,8 @@ class FaceMesh:
     def __init__(self, max_faces: int = 1, tracking: bool = True, min_confidence: float = 0.5) -> None:
         # MediaPipe 0.10.21 logs a few start-up notes (TFLite delegate, feedback manager, NORM_RECT) straight
         # to file descriptor 2 through absl, before any logging is set up: neither GLOG_minloglevel nor
-        # TF_CPP_MIN_LOG_LEVEL silences them (checked), so stderr shows them once per graph.
+        # TF_CPP_MIN_LOG_LEVEL silences them (checked). The CLI filters them out (lipdub.native_stderr);
+        # worker logs keep them.
         import mediapipe as mp  # heavy import, only where faces are needed
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
