@@ -54,6 +54,20 @@ def test_audio_without_speech(demo_inputs: tuple[Path, Path], tmp_path: Path) ->
     rng = np.random.default_rng(1)
     save_wav(hum, 0.003 * rng.standard_normal(16000 * 3).astype(np.float32))
     assert_rejected(run_dub(video, hum, tmp_path / "o.mp4"), "no_speech")
+
+
+def test_quiet_room_tone_is_not_speech(demo_inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    """Noise whose level swings by 12 dB (-66 / -54 dBFS) fools the voice detector, which compares the
+    track's levels with each other; the absolute floor (min_speech_dbfs) does not let it through."""
+    video, _ = demo_inputs
+    room = tmp_path / "room.wav"
+    rng = np.random.default_rng(2)
+    t = np.arange(16000 * 4)
+    level = np.where((t // 4800) % 2 == 0, 0.0005, 0.002).astype(np.float32)
+    save_wav(room, level * rng.standard_normal(t.size).astype(np.float32))
+    result = run_dub(video, room, tmp_path / "o.mp4")
+    assert_rejected(result, "no_speech")
+    assert "-54 dBFS" in result.stderr
     assert not (tmp_path / "o.mp4").exists()
 
 
@@ -109,3 +123,12 @@ def test_bad_output_path_is_refused_before_any_work(demo_inputs: tuple[Path, Pat
     result = run_dub(video, audio, tmp_path / name)
     assert result.returncode == 2 and "--out" in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # nothing written
+
+
+def test_loudest_level_finds_a_short_phrase_in_a_long_silence() -> None:
+    from lipdub.stages.audio import loudest_level
+
+    track = np.zeros(16000 * 60, np.float32)
+    track[16000 * 30: 16000 * 30 + 4000] = 0.05 * np.sin(np.arange(4000) * 0.2)  # 0.25 s at -29 dBFS
+    assert abs(loudest_level(track, 0.2) - 20 * np.log10(0.05 / np.sqrt(2))) < 0.5
+    assert loudest_level(track[:100], 0.2) < -150  # shorter than the window, and silent

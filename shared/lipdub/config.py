@@ -53,6 +53,10 @@ class Settings(BaseSettings):
 
     # Audio stage.
     min_speech_seconds: float = Field(default=0.2, ge=0, description="Less voiced audio than this is no_speech")
+    min_speech_dbfs: float = Field(default=-45.0, le=0,
+                                   description="A track whose loudest min_speech_seconds are quieter than this "
+                                               "(RMS, dBFS) is no_speech: room tone, not a voice (the voice "
+                                               "detector only compares a track's levels with each other)")
     audio_model: Literal["teacher", "student", "energy"] = Field(
         default="teacher", description="Mouth model of the audio stage: teacher (Whisper encoder + ridge head, "
         "best on held-out identities: median r 0.52 vs energy 0.34), student (fbank + LSTM distilled from it, "
