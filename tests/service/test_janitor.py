@@ -72,6 +72,7 @@ def test_a_job_whose_creator_died_before_queueing_it_is_queued(store: JobStore, 
     assert sweep(store) == janitor.SweepReport(started=1)
     assert broker["started"] == [(queued.id, 6), (lost.id, 6)]  # at the job's own priority
     assert store.r.zcard(OUTBOX) == 0 and sweep(store) == janitor.SweepReport()
+    assert store.janitor_stats() == {"started": 1} and store.handoffs_owed() == (0, None)
 
 
 def test_a_job_that_started_or_ended_meanwhile_is_not_queued_again(store: JobStore, broker: dict) -> None:
@@ -91,6 +92,8 @@ def test_an_end_event_the_broker_refused_is_sent_later(store: JobStore, broker: 
     broker["down"].append(True)
     assert store.fail(job.id, "no_face", "no face")  # stored, but its event could not be queued
     assert store.r.zrange(OUTBOX, 0, -1) == [f"finished:{job.id}"]
+    owed, since = store.handoffs_owed()
+    assert owed == 1 and since is not None and now() - since < 5
     overdue(store)
     assert sweep(store) == janitor.SweepReport()  # the broker is still down: still owed
     assert store.r.zrange(OUTBOX, 0, -1) == [f"finished:{job.id}"]

@@ -221,7 +221,8 @@ def test_list_jobs_with_filters_and_cursor(api: httpx.Client, assets: dict[str, 
     assert finished_job["id"] not in [j["id"] for j in later]
 
 
-def test_a_job_stored_but_never_queued_is_run_by_the_janitor(api: httpx.Client, stack: StackConfig,
+def test_a_job_stored_but_never_queued_is_run_by_the_janitor(api: httpx.Client, anonymous: httpx.Client,
+                                                             stack: StackConfig,
                                                              finished_job: dict[str, Any]) -> None:
     """The API (or a batch pump) died between storing a job and queueing its pipeline: the scheduler the
     webhooks worker embeds sends the janitor's sweep, which queues the job once its hand-off is overdue."""
@@ -234,6 +235,9 @@ def test_a_job_stored_but_never_queued_is_run_by_the_janitor(api: httpx.Client, 
     assert job["status"] == "succeeded", job
     assert store.r.zscore(OUTBOX, f"start:{orphan.id}") is None
     assert store.r.zscore(OUTBOX, f"finished:{orphan.id}") is None  # its end event was queued at once
+    started = [line for line in anonymous.get("/metrics").text.splitlines()
+               if line.startswith('lipdub_janitor_actions_total{action="started"}')]
+    assert started and float(started[0].split()[-1]) >= 1, started
 
 
 @pytest.mark.parametrize("case", ["no_key", "bad_key", "bad_json", "bad_option", "url_input", "unknown_asset",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import redis
 
@@ -53,6 +53,7 @@ def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
             lock.release()
     if report != SweepReport():
         log.info("janitor: %s", report)
+        store.record_janitor(asdict(report))
     return report
 
 

@@ -408,6 +408,22 @@ class JobStore:
     def drop_handoff(self, kind: str, job_id: str) -> None:
         self.r.zrem(OUTBOX, f"{kind}:{job_id}")
 
+    def handoffs_owed(self) -> tuple[int, float | None]:
+        """How many hand-offs are owed, and since when the oldest (None if none): for /metrics."""
+        oldest = self.r.zrange(OUTBOX, 0, 0, withscores=True)
+        return int(self.r.zcard(OUTBOX)), (float(oldest[0][1]) if oldest else None)
+
+    def record_janitor(self, counts: dict[str, int]) -> None:
+        """Add one sweep's actions to the totals /metrics exports."""
+        pipe = self.r.pipeline()
+        for action, n in counts.items():
+            if n:
+                pipe.hincrby("stats:janitor", action, n)
+        pipe.execute()
+
+    def janitor_stats(self) -> dict[str, int]:
+        return {action: int(n) for action, n in self.r.hgetall("stats:janitor").items()}
+
     # --- retention --------------------------------------------------------------------------------
     def expired_jobs(self, before: float, limit: int = 200) -> list[tuple[str, str]]:
         """Jobs whose records expired (job_ttl_seconds after creation) before `before`: (job id, tenant)."""

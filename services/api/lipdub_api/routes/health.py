@@ -14,7 +14,7 @@ from starlette.responses import Response
 from lipdub.errors import LipdubError
 from lipdub.service.celery_app import queue_lists
 from lipdub.service.processes import QUEUES
-from lipdub.service.status import JobStore, get_store
+from lipdub.service.status import JobStore, get_store, now
 from lipdub_api.deps import StorageDep, StoreDep
 
 router = APIRouter(tags=["health"])
@@ -64,11 +64,21 @@ class ServiceCollector(Collector):
         for queue in QUEUES:
             depth.add_metric([queue], sum(self.store.queue_depth(name) for name in queue_lists(queue)))
         yield depth
+        owed, oldest = self.store.handoffs_owed()
+        yield GaugeMetricFamily("lipdub_handoffs_owed", "Job hand-offs to Celery not yet confirmed (queueing a "
+                                "job, its end event); the janitor redoes overdue ones", value=owed)
+        # Alert on this one: it grows when the broker refuses messages or no janitor runs.
+        yield GaugeMetricFamily("lipdub_oldest_handoff_seconds", "Age of the oldest owed hand-off (0 if none)",
+                                value=max(0.0, now() - oldest) if oldest is not None else 0.0)
+        actions = CounterMetricFamily("lipdub_janitor_actions", "What the janitor did", labels=["action"])
+        for action, n in self.store.janitor_stats().items():
+            actions.add_metric([action], n)
+        yield actions
 
 
 @router.get("/metrics", response_class=Response)
 def metrics() -> Response:
-    """Prometheus metrics: jobs by status, stage durations, queue depths."""
+    """Prometheus metrics: jobs by status, stage durations, queue depths, hand-offs owed, janitor actions."""
     registry = CollectorRegistry()
     registry.register(ServiceCollector(get_store()))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
