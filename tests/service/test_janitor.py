@@ -176,3 +176,15 @@ def test_an_expired_job_loses_its_files_and_index_entries(backend: str, store: J
     assert store.status_counts()["succeeded"] == 1  # /metrics counts only jobs that still exist
     assert [j.id for j in store.page("acme")[0]] == [young.id]
     assert store.r.zrange("jobs:expiring", 0, -1) == [f"{young.id}:acme"]
+
+
+def test_a_broker_outage_does_not_stall_retention(store: JobStore, broker: dict, tmp_path: Path) -> None:
+    owed = store.create("acme", SPEC)  # its start can't be queued while the broker is down
+    old = store.create("acme", SPEC)
+    store.start(old.id)
+    store.r.zadd("jobs:expiring", {f"{old.id}:acme": now() - 1})
+    overdue(store)
+    broker["down"].append(True)
+    report = sweep(store)
+    assert report.jobs_purged == 1 and store.get(old.id) is None
+    assert store.r.zscore(OUTBOX, f"start:{owed.id}") is not None  # still owed, for the next sweep

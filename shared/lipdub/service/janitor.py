@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from contextlib import suppress
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import redis
 
@@ -42,12 +43,16 @@ def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
     lock = store.r.lock("janitor", timeout=max(60, 2 * store.settings.janitor_seconds), blocking_timeout=0)
     if not lock.acquire():
         return None
+    report = SweepReport()
     try:
-        report = SweepReport()
-        redo_handoffs(store, report)
-        purge_expired_jobs(store, storage, report)
-        if isinstance(storage, S3Storage):
-            abort_expired_uploads(store, storage, report)
+        # Each part on its own: a broker that refuses the hand-offs must not stall retention, and the
+        # next sweep retries whatever failed.
+        for part in (partial(redo_handoffs, store, report), partial(purge_expired_jobs, store, storage, report),
+                     partial(abort_expired_uploads, store, storage, report)):
+            try:
+                part()
+            except Exception:  # logged with its traceback; see above
+                log.exception("janitor: a part of the sweep failed; the next sweep retries it")
     finally:
         with suppress(redis.exceptions.LockNotOwnedError):
             lock.release()
@@ -76,7 +81,9 @@ def redo_handoffs(store: JobStore, report: SweepReport) -> None:
             report.settled += 1
 
 
-def abort_expired_uploads(store: JobStore, storage: S3Storage, report: SweepReport) -> None:
+def abort_expired_uploads(store: JobStore, storage: Storage, report: SweepReport) -> None:
+    if not isinstance(storage, S3Storage):  # presigned uploads need S3
+        return
     for upload_id, s3_upload_id in store.expired_uploads(now()):
         storage.abort_multipart(keys.upload(upload_id), s3_upload_id)
         store.forget_upload(upload_id, s3_upload_id)
