@@ -17,6 +17,7 @@ from kombu.exceptions import OperationalError
 from lipdub.config import get_settings
 from lipdub.service.auth import ApiKeys
 from lipdub.service.status import JobStore, get_store
+from lipdub.service.storage import get_storage
 
 from .test_limits import redis_url  # noqa: F401 - the redis-server fixture
 
@@ -27,6 +28,7 @@ def api(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.setenv("LIPDUB_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("LIPDUB_STORAGE", "local")
     get_settings.cache_clear()
+    get_storage.cache_clear()  # the local storage under this test's tmp_path
     get_store().r.flushdb()
     from lipdub_api.main import app
 
@@ -34,6 +36,7 @@ def api(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         client.headers["Authorization"] = f"Bearer {ApiKeys(get_store().r).create('acme')}"
         yield client
     get_settings.cache_clear()
+    get_storage.cache_clear()
 
 
 def job_body(store: JobStore) -> dict[str, Any]:
@@ -106,3 +109,47 @@ def test_a_malformed_upload_is_a_400(api: TestClient, content_type: str, body: b
 def test_a_malformed_list_cursor_is_a_422(api: TestClient, path: str, cursor: str) -> None:
     answer = api.get(path, params={"cursor": cursor})
     assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_request", answer.text
+
+
+def test_deleting_a_job_removes_its_record_and_files(api: TestClient, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    from lipdub import pipeline
+    from lipdub.service.storage import keys
+
+    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: None)
+    store = get_store()
+    body, headers = job_body(store), {"Idempotency-Key": "spot-17"}
+    created = api.post("/v1/jobs", json=body, headers=headers)
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    refused = api.delete(f"/v1/jobs/{job_id}")  # still queued
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "job_not_deletable"
+    assert store.succeed(job_id, {"video": keys.result(job_id)}, {})
+    files = tmp_path / "storage" / "jobs" / job_id
+    for name in ("result.mp4", "audio/mouth.npz", "render/part-0000.mp4"):
+        (files / name).parent.mkdir(parents=True, exist_ok=True)
+        (files / name).write_bytes(b"x")
+    assert api.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert not files.exists()
+    assert api.get(f"/v1/jobs/{job_id}").status_code == 404
+    assert api.get(f"/v1/jobs/{job_id}/result").status_code == 404
+    assert api.delete(f"/v1/jobs/{job_id}").status_code == 404
+    assert job_id not in [j["id"] for j in api.get("/v1/jobs").json()["data"]]
+    assert store.status_counts()["succeeded"] == 0
+    again = api.post("/v1/jobs", json=body, headers=headers)  # its key is free again: a new job
+    assert again.status_code == 202 and again.json()["id"] != job_id
+
+
+def test_a_batch_job_is_deleted_only_once_its_batch_ended(api: TestClient) -> None:
+    from lipdub.service.batches import BatchStatus, BatchStore
+
+    store = get_store()
+    batches = BatchStore(store)
+    batch = batches.create("acme", "manifest.jsonl", None, {}, {})
+    assert batches.move(batch.id, BatchStatus.in_progress)
+    job = store.create("acme", {"options": {}}, batch=batch.id)
+    store.cancel(job.id)
+    refused = api.delete(f"/v1/jobs/{job.id}")
+    assert refused.status_code == 409 and batch.id in refused.json()["error"]["message"]
+    assert batches.move(batch.id, BatchStatus.cancelling) and batches.move(batch.id, BatchStatus.cancelled)
+    assert api.delete(f"/v1/jobs/{job.id}").status_code == 204

@@ -32,6 +32,7 @@ class ApiErrorCode(StrEnum):
     asset_not_found = "asset_not_found"
     url_inputs_unsupported = "url_inputs_unsupported"
     job_not_cancelable = "job_not_cancelable"
+    job_not_deletable = "job_not_deletable"
     result_not_ready = "result_not_ready"
     unsupported_storage = "unsupported_storage"
     service_unavailable = "service_unavailable"

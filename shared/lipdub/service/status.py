@@ -221,14 +221,14 @@ class JobStore:
 
     # --- jobs -------------------------------------------------------------------------------------
     def create(self, tenant: str, spec: dict[str, Any], batch: str | None = None,
-               job_id: str | None = None) -> JobState:
+               job_id: str | None = None, idempotency_key: str | None = None) -> JobState:
         job_id = job_id or f"job_{uuid.uuid4().hex}"
         created = now()
         key = f"job:{job_id}"
         pipe = self.r.pipeline()
         pipe.hset(key, mapping={"id": job_id, "tenant": tenant, "status": JobStatus.queued,
                                 "created_at": created, "spec": json.dumps(spec), "version": 0,
-                                "batch": batch or ""})
+                                "batch": batch or "", "idempotency_key": idempotency_key or ""})
         pipe.expire(key, self.settings.job_ttl_seconds)
         pipe.sadd(f"jobs:status:{JobStatus.queued}", job_id)
         pipe.zadd(f"tenant:{tenant}:jobs", {job_id: created})
@@ -431,7 +431,11 @@ class JobStore:
         return [(job_id, tenant) for job_id, _, tenant in (m.partition(":") for m in due)]
 
     def purge(self, job_id: str, tenant: str) -> None:
-        """Forget an expired job everywhere it is indexed (its record expired by itself, or goes now)."""
+        """Forget a job everywhere it is indexed: expired (its record is gone already) or deleted now. The
+        Idempotency-Key that made it is freed, so repeating that request makes a new job."""
+        idempotency_key = self.r.hget(f"job:{job_id}", "idempotency_key")
+        if idempotency_key:
+            self.release_idempotency(tenant, idempotency_key, job_id)
         pipe = self.r.pipeline()
         pipe.delete(f"job:{job_id}", f"job:{job_id}:chunks")
         for status in JobStatus:

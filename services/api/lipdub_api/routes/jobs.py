@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.responses import Response
 
+from lipdub.service.batches import BatchStore
 from lipdub.service.limits import QuotaExceeded, Quotas
 from lipdub.service.status import JobState, JobStatus, JobStore
 from lipdub.service.storage import keys
@@ -114,7 +115,7 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
                 raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
             if not created:  # a concurrent request with this key won the claim
                 return _existing(store, tenant, job_id, base_url)
-        job = store.create(tenant, spec, job_id=job_id)
+        job = store.create(tenant, spec, job_id=job_id, idempotency_key=idempotency_key)
     try:
         store.start(job.id, spec["priority"])
     except Exception as exc:  # the broker is down: the client is told, so the job must not start later
@@ -164,6 +165,26 @@ def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep, base_url: BaseUr
     if job.status.is_final or not store.cancel(job_id):
         raise ApiError(409, ApiErrorCode.job_not_cancelable, f"the job is already {job.status}")
     return JobPublic.of(_job(store, tenant, job_id), base_url)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               responses={409: {"model": ErrorResponse}})
+def delete_job(job_id: str, tenant: TenantDep, store: StoreDep, storage: StorageDep) -> Response:
+    """Delete an ended job now: its record, its result and intermediate files (otherwise kept for
+    `LIPDUB_JOB_TTL_SECONDS`). Its inputs (assets) stay. A queued or running job must be canceled first,
+    and a batch's job waits for its batch to end (the batch counts it)."""
+    job = _job(store, tenant, job_id)
+    if not job.status.is_final:
+        raise ApiError(409, ApiErrorCode.job_not_deletable, f"the job is {job.status}; cancel it first")
+    if job.batch:
+        batch = BatchStore(store).get(job.batch)
+        if batch is not None and not batch.status.is_final:
+            raise ApiError(409, ApiErrorCode.job_not_deletable,
+                           f"the job belongs to batch {job.batch}, which is {batch.status}; delete it once the "
+                           "batch has ended")
+    storage.delete_tree(keys.job_files(job_id))  # first: if this fails, the job is still there to retry
+    store.purge(job_id, tenant)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{job_id}/result", status_code=307, response_class=Response,
