@@ -303,12 +303,12 @@ def test_lip_targets_rest_draws_the_neutral_mouth(demo_track) -> None:
     n = 4
     rest = np.repeat(b.motion(b.rest[None]), n, 0).astype(np.float32)
     still = np.zeros(n, np.float32)
-    targets = LipTargets.for_track(demo_track, MouthTrack(still, np.ones(n, bool), lips=rest))
+    t = demo_track.for_shot(0)  # what the render stage gives it: one shot's view of the track
+    targets = LipTargets.for_track(t, MouthTrack(still, np.ones(n, bool), lips=rest))
     assert targets is not None
-    assert LipTargets.for_track(demo_track, MouthTrack(still, np.ones(n, bool))) is None
+    assert LipTargets.for_track(t, MouthTrack(still, np.ones(n, bool))) is None
     i = int(np.flatnonzero(demo_track.valid)[0])
     # At rest the target is the speaker's neutral lips under this frame's head pose (what prep measured).
-    t = demo_track
     pose = t.scale[i] * t.neutral_shape[L.LIPS] @ t.rotation[i].T + t.translation[i]
     np.testing.assert_allclose(targets(i, 0), pose[:, :2], atol=1e-3)
     np.testing.assert_allclose(targets(i, None), targets(i, 0), atol=1e-4)
@@ -422,3 +422,48 @@ def test_render_stage_reports_a_failing_batch_and_leaves_no_file(demo_track, tmp
         render_video(demo_track, mouth, Timeline(demo_track.summary.n_frames, n, "cut_off"), out,
                      Settings(data_dir=tmp_path / "var"), frames=range(n), renderer=Broken())  # type: ignore[arg-type]
     assert not out.exists() and not list(tmp_path.glob("o.tmp*"))
+
+
+def test_each_shot_is_rendered_from_its_own_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a cut the renderer (references, neutral face, rest opening) is that shot's (`for_shot`), and a
+    batch never mixes shots."""
+    from lipdub.audio.mouth import MouthTrack
+    from lipdub.config import Settings
+    from lipdub.stages import render as render_stage
+    from lipdub.stages.prep import prepare_source
+    from lipdub.stages.render import render_video
+    from lipdub.timeline import Timeline
+    from tests import test_prep_media as M
+
+    settings = Settings(data_dir=tmp_path / "var")
+    track = prepare_source(M.cut_to_another_shot(tmp_path / "cut.mp4"), tmp_path / "prep", settings)
+    seen: list[tuple[int, int, float]] = []  # (source frame, shot of the renderer, its rest opening)
+
+    class ShotRecorder:
+        name, batch = "recorder", 8
+
+        def __init__(self, view: object) -> None:
+            refs = view.reference_frames  # type: ignore[attr-defined]
+            self.shot = int(track.shot[refs[0]])
+            assert (track.shot[refs] == self.shot).all()
+            self.rest = view.summary.rest_opening  # type: ignore[attr-defined]
+
+        def target(self, points: np.ndarray, opening: float, lips: np.ndarray | None = None) -> np.ndarray:
+            return np.full((478, 2), opening, np.float32)
+
+        def prepare(self, frames: list, points: list, targets: list) -> list:
+            return [(self.shot, float(t[0, 0])) for t in targets]
+
+        def finish(self, prepared: list) -> list:
+            seen.extend((-1, shot, opening) for shot, opening in prepared)
+            assert len({shot for shot, _ in prepared}) <= 1
+            return [np.zeros((track.summary.height, track.summary.width, 3), np.uint8) for _ in prepared]
+
+    monkeypatch.setattr(render_stage, "make_renderer", lambda view, settings, device: ShotRecorder(view))
+    n = track.summary.n_frames
+    mouth = MouthTrack(np.zeros(n, np.float32), np.ones(n, bool))
+    render_video(track, mouth, Timeline(n, n, "cut_off"), tmp_path / "o.mp4", settings)
+    shots = [shot for _, shot, _ in seen]
+    assert shots == sorted(shots) and set(shots) == {0, 1}  # shot 0's frames, then shot 1's
+    rest = track.shot_rest_opening
+    assert all(abs(opening - rest[shot]) < 1e-5 for _, shot, opening in seen)  # each shot's own rest

@@ -255,6 +255,54 @@ def test_still_head_jitter_is_removed(clips: Path, settings: Settings) -> None:
     assert frame_jitter(track.landmarks) < 0.5 * frame_jitter(raw)
 
 
+def test_cut_detection_finds_isolated_spikes_not_fast_motion() -> None:
+    from lipdub.prep.shots import find_cuts, shot_ids
+
+    calm = np.full(40, 0.01)
+    calm[0] = 0.0
+    cut = calm.copy()
+    cut[17] = 0.08  # one frame unlike the one before it: a cut
+    fast = np.full(40, 0.08)  # every frame moves a lot (a whip pan, a fast head turn): no cut
+    fast[0] = 0.0
+    small = calm.copy()
+    small[17] = 0.03  # a spike, but a small change (a flash of light on part of the frame)
+    assert find_cuts(cut) == [17] and find_cuts(fast) == [] and find_cuts(small) == []
+    assert shot_ids([17], 40, min_frames=10).tolist() == [0] * 17 + [1] * 23
+    # A cut leaving a piece under min_frames is no shot boundary.
+    assert shot_ids([17, 20], 40, min_frames=10).tolist() == [0] * 17 + [1] * 23
+    assert shot_ids([5, 17], 40, min_frames=10).tolist() == [0] * 17 + [1] * 23
+    assert shot_ids([35], 40, min_frames=10).tolist() == [0] * 40
+
+
+def test_a_cut_starts_a_shot_with_its_own_references_and_no_smoothing_across(clips: Path,
+                                                                            settings: Settings) -> None:
+    track = prepare_source(M.cut_to_another_shot(clips / "cut.mp4"), clips / "o_cut", settings)
+    assert track.summary.cuts == [50], track.summary.cuts
+    assert track.shot is not None and track.shot[:50].max() == 0 and track.shot[50:].min() == 1
+    assert set(track.shot[track.reference_frames].tolist()) == {0, 1}  # each shot has its own references
+    assert track.neutral_shape.shape == (2, 478, 3) and track.shot_rest_opening.shape == (2,)
+    view = track.for_shot(1)
+    assert not view.valid[:50].any() and view.valid[50:].any()
+    assert (view.reference_frames >= 50).all() and view.neutral_shape.shape == (478, 3)
+    # The head jumps about 25 px at the cut. Smoothing across it would spread the jump over the frames
+    # around it; within a shot the head moves under a pixel a frame.
+    nose = track.landmarks[:, L.NOSE_TIP, :2]
+    step = np.linalg.norm(np.diff(nose, axis=0), axis=1)  # step[i]: frame i -> i + 1
+    assert step[49] > 15, step[45:55]
+    assert step[44:49].max() < 2 and step[50:55].max() < 2, step[44:56]
+
+
+def test_after_a_cut_the_main_face_continues_the_track_wherever_it_is(clips: Path, settings: Settings) -> None:
+    """Edited video: the speaker of the next shot may stand anywhere. Not one face track per shot (half the
+    video passed through, or a multiple_faces refusal) but the main face of every shot, each with its own
+    references."""
+    track = prepare_source(M.cut_to_another_shot(clips / "far.mp4", far=True), clips / "o_far", settings)
+    assert track.summary.cuts == [50] and track.summary.n_faces == 1
+    assert track.present.all() and track.valid[:48].all() and track.valid[52:].all()
+    assert track.landmarks[49, L.NOSE_TIP, 0] < 200 < track.landmarks[50, L.NOSE_TIP, 0]
+    assert set(track.shot[track.reference_frames].tolist()) == {0, 1}
+
+
 def test_track_contents_and_round_trip(clips: Path, settings: Settings) -> None:
     track = prepare_source(M.sway_face(clips / "sway.mp4", 2.0), clips / "o_sway", settings)
     n = track.summary.n_frames
@@ -267,7 +315,8 @@ def test_track_contents_and_round_trip(clips: Path, settings: Settings) -> None:
     refs = track.reference_frames
     assert len(set(refs.tolist())) == len(refs) >= 3
     assert (track.mouth_opening[refs] >= np.median(track.mouth_opening[track.valid]) - 1e-6).all()
-    assert track.neutral_shape.shape == (478, 3)
+    assert track.summary.cuts == [] and (track.shot == 0).all()  # one shot
+    assert track.neutral_shape.shape == (1, 478, 3) and track.for_shot(0).neutral_shape.shape == (478, 3)
     loaded = SourceTrack.load(track.dir)
     assert np.array_equal(loaded.landmarks, track.landmarks) and loaded.summary == track.summary
     data = json.loads((track.dir / "track.json").read_text())

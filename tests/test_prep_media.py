@@ -154,3 +154,22 @@ def slideshow(path: Path, seconds: float = 4.0) -> Path:
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp), "-vf", "fps=2", "-c:v", "libx264",
                     "-pix_fmt", "yuv420p", str(path)], check=True)
     return path
+
+
+def cut_to_another_shot(path: Path, seconds: float = 2.0, far: bool = False) -> Path:
+    """Two shots: a swaying head on grey, then (a hard cut) a mirrored, recoloured head on a darker
+    background: another camera, or another person at a glance; near where the first one was, or (`far`)
+    smaller and at the other side of a wider frame."""
+    face = face_crop(200)
+    other = np.ascontiguousarray((face[:, ::-1] * np.array([0.8, 1.0, 1.15])).clip(0, 255).astype(np.uint8))
+    n, width = round(seconds * 25), 448 if far else 256
+    if far:
+        other = cv2.resize(other, (170, 170), interpolation=cv2.INTER_AREA)
+
+    def frame(i: int) -> np.ndarray:
+        if i < n:
+            return paste(canvas(width, 256), face, 20 + round(4 * np.sin(i / 8)), 28)
+        x = 260 if far else 44
+        return paste(canvas(width, 256, level=40), other, x + round(4 * np.sin(i / 8)), 36)
+
+    return write_clip(path, 2 * n, width, 256, frame)

@@ -4,12 +4,13 @@ A Gaussian filter applied over time in both directions has no lag. The pose (rot
 translation, log-scale) is smoothed strongly enough to remove the mesh's frame-to-frame wobble. The
 shape is split: points the face can't move quickly relative to the skull (nose, forehead, cheeks, face
 sides) get strong smoothing; the lips, jaw, eyes and brows only a light one, so mouth shapes and
-blinks keep their timing and amplitude instead of smearing. Runs of frames without a face are never
-smoothed across.
+blinks keep their timing and amplitude instead of smearing. Runs of frames without a face, and shot cuts
+(lipdub.prep.shots), are never smoothed across.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -40,21 +41,22 @@ def mobile_points() -> np.ndarray:
     return np.array(sorted(mobile))
 
 
-def runs(valid: np.ndarray) -> list[np.ndarray]:
-    """Index arrays of the consecutive runs of True in `valid`."""
+def runs(valid: np.ndarray, cuts: Sequence[int] = ()) -> list[np.ndarray]:
+    """Index arrays of the consecutive runs of True in `valid`, split where a shot starts (`cuts`)."""
     idx = np.flatnonzero(valid)
     if idx.size == 0:
         return []
-    return np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
+    starts = (np.diff(idx) > 1) | np.isin(idx[1:], np.asarray(cuts, np.int64))
+    return np.split(idx, np.flatnonzero(starts) + 1)
 
 
 def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian_filter1d(x, sigma, axis=0, mode="nearest", truncate=3.0) if len(x) > 2 and sigma > 0 else x
 
 
-def smooth_pose(pose: Pose, valid: np.ndarray, sigma: float = POSE_SIGMA) -> Pose:
+def smooth_pose(pose: Pose, valid: np.ndarray, sigma: float = POSE_SIGMA, cuts: Sequence[int] = ()) -> Pose:
     rot, trans, scale = pose.rotation.copy(), pose.translation.copy(), pose.scale.copy()
-    for run in runs(valid):
+    for run in runs(valid, cuts):
         q = _smooth(rotation_to_quaternion(pose.rotation[run]), sigma)
         rot[run] = quaternion_to_rotation(q)
         trans[run] = _smooth(pose.translation[run], sigma)
@@ -77,15 +79,16 @@ def smooth_shape(shape: np.ndarray, rigid_sigma: float = RIGID_SHAPE_SIGMA,
     return out
 
 
-def smooth_landmarks(points: np.ndarray, pose: Pose, valid: np.ndarray) -> tuple[np.ndarray, Pose]:
+def smooth_landmarks(points: np.ndarray, pose: Pose, valid: np.ndarray,
+                     cuts: Sequence[int] = ()) -> tuple[np.ndarray, Pose]:
     """Smoothed landmarks [N, 478, 3] (float32) and the smoothed pose.
 
     Each run of valid frames is processed in windows of CHUNK frames with PAD frames of context on both
     sides, so memory does not grow with the run's length and the result equals filtering the whole run.
     """
-    smooth = smooth_pose(pose, valid)
+    smooth = smooth_pose(pose, valid, cuts=cuts)
     out = np.array(points, np.float32)
-    for run in runs(valid):
+    for run in runs(valid, cuts):
         for a in range(0, len(run), CHUNK):
             lo, hi = max(0, a - PAD), min(len(run), a + CHUNK + PAD)
             idx = run[lo:hi]

@@ -7,17 +7,18 @@ format changes, and every old cache entry is ignored.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from lipdub.media.video import FrameReader
 
-PREP_VERSION = 2
+PREP_VERSION = 3  # 3: shot cuts (never smoothed across; references, neutral face and rest opening per shot)
 
 ARRAYS = ("landmarks", "valid", "present", "frame_flags", "rotation", "translation", "scale", "angles", "crop",
-          "mouth_opening", "reference_frames", "neutral_shape", "source_index", "source_time")
+          "mouth_opening", "reference_frames", "neutral_shape", "shot", "shot_rest_opening", "source_index",
+          "source_time")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TrackSummary:
     target_id: int = 0
     target_source: str = "auto"  # auto | user
     reference_frames: list[int] = field(default_factory=list)
+    cuts: list[int] = field(default_factory=list)  # frames after a cut (lipdub.prep.shots); see also `shot`
     normalization: list[str] = field(default_factory=list)  # what ffmpeg fixed (fps, vfr, rotation, ...)
     flags: list[str] = field(default_factory=list)
     source: dict[str, object] = field(default_factory=dict)  # the original stream: size, fps, rotation, codec
@@ -53,8 +55,10 @@ class SourceTrack:
     video), valid (render this frame; else pass through), present (target face found), frame_flags (gate
     bits), head pose (rotation [N, 3, 3], translation [N, 3] px, scale [N] px per canonical unit, angles
     [N, 3] yaw/pitch/roll degrees), crop [N, 4] (x0, y0, x1, y1 px, the renderer's face box), mouth_opening
-    [N]; the timeline back to the source (source_index, source_time [s]); per source: reference_frames [K],
-    neutral_shape [478, 3] (canonical space, mouth closed) and the summary."""
+    [N], shot [N] (0, 1, ...: between cuts, shots under a second joined to a neighbour); the timeline back to the source (source_index,
+    source_time [s]); per shot: reference frames (reference_frames, all shots' together), neutral_shape
+    [S, 478, 3] (canonical space, mouth closed) and shot_rest_opening [S]; and the summary. `for_shot` gives
+    the track as the renderer of one shot sees it."""
 
     dir: Path
     summary: TrackSummary
@@ -70,8 +74,28 @@ class SourceTrack:
     mouth_opening: np.ndarray | None = None
     reference_frames: np.ndarray | None = None
     neutral_shape: np.ndarray | None = None
+    shot: np.ndarray | None = None
+    shot_rest_opening: np.ndarray | None = None
     source_index: np.ndarray | None = None
     source_time: np.ndarray | None = None
+
+    @property
+    def n_shots(self) -> int:
+        return int(self.shot[-1]) + 1 if self.shot is not None and len(self.shot) else 1
+
+    def for_shot(self, shot: int) -> SourceTrack:
+        """This track as one shot's renderer sees it: only that shot's frames usable and its references, its
+        neutral face and rest opening (a cut to another person must not borrow the first one's lips). The
+        per-frame arrays are shared, not copied."""
+        if self.shot is None or self.neutral_shape is None or self.neutral_shape.ndim == 2:
+            return self
+        in_shot = self.shot == shot
+        refs = self.reference_frames
+        rest = (float(self.shot_rest_opening[shot]) if self.shot_rest_opening is not None
+                else self.summary.rest_opening)
+        return replace(self, summary=replace(self.summary, rest_opening=rest), valid=self.valid & in_shot,
+                       reference_frames=None if refs is None else refs[in_shot[refs]],
+                       neutral_shape=self.neutral_shape[shot])
 
     @property
     def video(self) -> Path:

@@ -58,8 +58,11 @@ class FaceTracker:
         self.max_gap, self.min_iou = max_gap, min_iou
         self.tracks: list[FaceTrack] = []
 
-    def update(self, index: int, faces: list[np.ndarray]) -> list[int]:
-        """Assign this frame's faces (landmarks in pixels) to tracks; returns their track IDs."""
+    def update(self, index: int, faces: list[np.ndarray], cut: bool = False) -> list[int]:
+        """Assign this frame's faces (landmarks in pixels) to tracks; returns their track IDs. On the first
+        frame of a new shot (`cut`), faces that match no track by position continue the tracks left without
+        a face, largest face to longest track: the main face of every shot is one track wherever it stands
+        (each shot keeps its own references: prep.shots)."""
         live = [t for t in self.tracks if index - t.frames[-1] <= self.max_gap and t.frames[-1] < index]
         boxes = [landmark_box(f) for f in faces]
         pairs = []
@@ -74,6 +77,13 @@ class FaceTracker:
         taken: set[int] = set()
         for _, fi, t in sorted(pairs, key=lambda p: -p[0]):
             if ids[fi] == -1 and t.id not in taken:
+                ids[fi] = t.id
+                taken.add(t.id)
+        if cut:
+            unmatched = sorted((fi for fi in range(len(faces)) if ids[fi] == -1),
+                               key=lambda fi: -float(np.prod(boxes[fi][2:] - boxes[fi][:2])))
+            orphans = sorted((t for t in live if t.id not in taken), key=lambda t: -len(t.frames))
+            for fi, t in zip(unmatched, orphans):
                 ids[fi] = t.id
                 taken.add(t.id)
         for fi, face in enumerate(faces):

@@ -50,16 +50,28 @@ def enroll(track: object, base: Path, steps: int, out: Path | None = None, indic
     cfg = model.config
     track_dir: Path = track.dir  # type: ignore[attr-defined]
     out = out or track_dir / ENROLLED
-    clip = track_windows(track, cfg.size, max(2, cfg.size // 16), indices)
+    # One clip per shot: the training pairs take their references from the same clip, and after a cut the
+    # face may be another person's.
+    n_shots: int = getattr(track, "n_shots", 1)
+    views = [track.for_shot(k) for k in range(n_shots)] if n_shots > 1 else [track]  # type: ignore[attr-defined]
+    clips = []
+    for view in views:
+        try:
+            clips.append(track_windows(view, cfg.size, max(2, cfg.size // 16), indices,
+                                       max_frames=max(8, 200 // n_shots)))
+        except ValueError:  # a shot with too few faces: the others are enough
+            continue
+    if not clips:
+        raise ValueError("no shot has enough frames with a face to fine-tune on")
     run = out.parent / (out.stem + "_run")
     shutil.rmtree(run, ignore_errors=True)  # a fresh run: never resume a fine-tune of other weights
     # Low learning rate, full resolution, no adversarial term: adapt texture without forgetting the task.
     opts = TrainOptions(config=cfg.name, steps=steps, batch=8, lr=2e-4, coarse=0.0, gan_start=2.0,
                         save_every=max(1, steps), eval_every=10**9, threads=threads, init=str(base))
-    tuned = train(run, [clip], [], opts, log=log)
+    tuned = train(run, clips, [], opts, log=log)
     tuned_model, _ = load_checkpoint(tuned)
     save_checkpoint(out, tuned_model, extra={"base_sha256": sha256_file(base), "steps": steps,
-                                             "frames": len(clip.crops)})
+                                             "frames": sum(len(c.crops) for c in clips)})
     shutil.rmtree(run, ignore_errors=True)
     return out
 

@@ -10,6 +10,7 @@ frames and the speaker's neutral mouth. Writes `video.mp4`, `track.npz` and `tra
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from lipdub.media.video import Normalization, NormalizingStream, plan_normalizat
 from lipdub.prep import gate
 from lipdub.prep.analysis import FaceAnalysis, analyze_faces
 from lipdub.prep.pose import Pose, fit_pose
+from lipdub.prep.shots import shot_ids
 from lipdub.prep.smoothing import smooth_landmarks
 from lipdub.prep.track import PREP_VERSION, SourceTrack, TrackSummary
 from lipdub.prep.tracking import Target, candidate_tracks, pick_by_target, track_score
@@ -133,7 +135,8 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
     summary.face_px = float(np.median(face_px[present]))
     if not verdict.ok:
         return Assembled(verdict, summary, {})
-    landmarks, smooth_pose = smooth_landmarks(raw, full, present)
+    cuts = faces.cuts
+    landmarks, smooth_pose = smooth_landmarks(raw, full, present, cuts)
     del raw
     valid = flags == 0
     angles_s = np.zeros((n, 3))
@@ -141,8 +144,15 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
     opening = np.zeros(n, np.float32)
     opening[present] = L.mouth_opening(landmarks)[present]
     rest = float(np.percentile(opening[valid], 10)) if valid.any() else 0.0
-    refs = reference_frames(opening, valid)
+    # The renderer's references, neutral face and rest opening come from each shot's own frames: after a cut
+    # the face may be another person's (the tracker follows whoever is where the face was).
+    shot = shot_ids(cuts, n)
+    in_shot = [valid & (shot == k) for k in range(int(shot[-1]) + 1)]
+    refs = np.sort(np.concatenate([reference_frames(opening, usable) for usable in in_shot])).astype(np.int32)
+    shot_rest = np.array([np.percentile(opening[usable], 10) if usable.any() else rest for usable in in_shot],
+                         np.float32)
     summary.rest_opening = rest
+    summary.cuts = cuts
     summary.usable_share = float(valid.mean())
     summary.pass_through = int((~valid).sum())
     summary.yaw, summary.pitch = distribution(angles_s[present, 0]), distribution(angles_s[present, 1])
@@ -155,8 +165,9 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
         "landmarks": landmarks, "valid": valid, "present": present, "frame_flags": flags,
         "rotation": smooth_pose.rotation.astype(np.float32), "translation": smooth_pose.translation.astype(np.float32),
         "scale": smooth_pose.scale.astype(np.float32), "angles": angles_s.astype(np.float32),
-        "crop": crop_boxes(landmarks, present, width, height), "mouth_opening": opening,
-        "reference_frames": refs, "neutral_shape": neutral_shape(landmarks, smooth_pose, opening, valid),
+        "crop": crop_boxes(landmarks, present, width, height, cuts), "mouth_opening": opening,
+        "reference_frames": refs, "shot": shot, "shot_rest_opening": shot_rest,
+        "neutral_shape": np.stack([neutral_shape(landmarks, smooth_pose, opening, usable) for usable in in_shot]),
     }
     return Assembled(verdict, summary, arrays)
 
@@ -201,9 +212,11 @@ def neutral_shape(landmarks: np.ndarray, pose: Pose, opening: np.ndarray, valid:
     return at_rest.to_canonical(landmarks[closed]).mean(0).astype(np.float32)
 
 
-def crop_boxes(landmarks: np.ndarray, present: np.ndarray, width: int, height: int) -> np.ndarray:
+def crop_boxes(landmarks: np.ndarray, present: np.ndarray, width: int, height: int,
+               cuts: Sequence[int] = ()) -> np.ndarray:
     """Square face box per frame (x0, y0, x1, y1), clipped to the frame: centred on the face oval, side
-    CROP_MARGIN · its larger side, centre and side smoothed over time so the crop never shakes."""
+    CROP_MARGIN · its larger side, centre and side smoothed over time (within a shot) so the crop never
+    shakes."""
     from lipdub.prep.smoothing import _smooth, runs
 
     boxes = np.zeros((len(landmarks), 4), np.int32)
@@ -211,7 +224,7 @@ def crop_boxes(landmarks: np.ndarray, present: np.ndarray, width: int, height: i
     lo, hi = oval.min(1), oval.max(1)
     centre = (lo + hi) / 2
     side = CROP_MARGIN * (hi - lo).max(1)
-    for run in runs(present):
+    for run in runs(present, cuts):
         c, s = _smooth(centre[run], CROP_SIGMA), _smooth(side[run], CROP_SIGMA)
         x0, y0 = c[:, 0] - s / 2, c[:, 1] - s / 2
         boxes[run] = np.stack([np.clip(x0, 0, width), np.clip(y0, 0, height),

@@ -11,6 +11,7 @@ length.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -51,16 +52,19 @@ class BatchRenderer(Protocol):
 def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out: Path, settings: Settings,
                  frames: range | None = None, renderer: Renderer | None = None,
                  progress: Progress = SILENT) -> int:
-    """Encode output frames `frames` (default: all) to a silent H.264 file; returns frames passed through."""
+    """Encode output frames `frames` (default: all) to a silent H.264 file; returns frames passed through.
+
+    Each shot of the source (lipdub.prep.shots) gets its own renderer, built from that shot's references,
+    neutral face and rest opening (`SourceTrack.for_shot`); `renderer`, when given, serves every shot."""
     frames = frames if frames is not None else range(timeline.n_out)
-    renderer = renderer or make_renderer(track, settings, resolve_device(settings.device))
-    batched = renderer if isinstance(renderer, BatchRenderer) else None
-    lips = LipTargets.for_track(track, mouth) if batched is not None else None
-    size = max(1, batched.batch) if batched is not None else 1
+    device = resolve_device(settings.device)
+    shots = ShotRenderers(track, mouth, lambda view: renderer or make_renderer(view, settings, device))
     passed = 0
     s = track.summary
-    # Frames in output order, each with its job (landmarks, opening, audio frame, source frame) if re-drawn.
+    # Frames in output order, each with its job (landmarks, opening, audio frame, source frame) if re-drawn;
+    # the jobs of one batch are all of one shot (`batch_shot`), as a renderer holds one shot's references.
     pending: list[tuple[np.ndarray, tuple[np.ndarray, float, int | None, int] | None]] = []
+    batch_shot = 0
     # One BLAS thread: the renderers' BLAS calls are tiny (the warp's RBF over ~100 points), and OpenBLAS's
     # idle workers spin in sched_yield between them, which took half this process's CPU from the
     # decoder and encoder beside it (720p DINet: 35 -> 18 ms of CPU a frame).
@@ -70,8 +74,8 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
             ThreadPoolExecutor(1, thread_name_prefix="render-finish") as pool:
         inflight: tuple[Future[None], int] | None = None
 
-        def finish_and_write(frames_out: list[np.ndarray], keys: list[int], prepared: list[Any]) -> None:
-            assert batched is not None
+        def finish_and_write(batched: BatchRenderer, frames_out: list[np.ndarray], keys: list[int],
+                             prepared: list[Any]) -> None:
             for k, frame in zip(keys, batched.finish(prepared)):
                 frames_out[k] = frame
             for frame in frames_out:
@@ -89,17 +93,20 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
             nonlocal inflight
             todo = [(k, frame, job) for k, (frame, job) in enumerate(pending) if job is not None]
             frames_out = [frame for frame, _ in pending]
-            if batched is not None:
+            shot_renderer, lips = shots.get(batch_shot) if todo else (None, None)
+            if isinstance(shot_renderer, BatchRenderer):
+                batched = shot_renderer
                 targets = [batched.target(p, o, lips(i, a) if lips is not None else None)
                            for _, _, (p, o, a, i) in todo]
-                prepared = (batched.prepare([f for _, f, _ in todo], [j[0] for _, _, j in todo], targets)
-                            if todo else [])
+                prepared = batched.prepare([f for _, f, _ in todo], [j[0] for _, _, j in todo], targets)
                 wait()  # the last batch is encoded before this one: output order, two batches at most
-                inflight = (pool.submit(finish_and_write, frames_out, [k for k, _, _ in todo], prepared),
+                inflight = (pool.submit(finish_and_write, batched, frames_out, [k for k, _, _ in todo], prepared),
                             len(frames_out))
             else:
+                wait()
                 for k, frame, (p, o, _, _) in todo:
-                    frames_out[k] = renderer(frame, p, o)
+                    assert shot_renderer is not None
+                    frames_out[k] = shot_renderer(frame, p, o)
                 for frame in frames_out:
                     writer.write(frame)
                 advance(len(frames_out))
@@ -109,14 +116,47 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
             i = timeline.source_index(t)
             frame = reader[i]
             if track.valid[i]:
+                shot = int(track.shot[i]) if track.shot is not None else 0
+                if shot != batch_shot and any(job is not None for _, job in pending):
+                    flush()
+                batch_shot = shot
                 a = timeline.audio_index(t)
                 motion = float(mouth.opening[a]) if a is not None else 0.0  # at rest past the dub's end
-                pending.append((frame, (track.landmarks[i], s.rest_opening + motion, a, i)))
+                pending.append((frame, (track.landmarks[i], shots.rest_opening(shot) + motion, a, i)))
             else:
                 passed += 1
                 pending.append((frame, None))
-            if len(pending) >= size:
+            if len(pending) >= shots.batch_size(batch_shot):
                 flush()
         flush()
         wait()
     return passed
+
+
+class ShotRenderers:
+    """The renderer (and lip targets) of each shot, made when first needed; a few are kept, since the
+    timeline's loop and bounce modes come back to earlier shots."""
+
+    KEEP = 4
+
+    def __init__(self, track: SourceTrack, mouth: MouthTrack, make: Callable[[SourceTrack], Renderer]) -> None:
+        self.track, self.mouth, self.make = track, mouth, make
+        self.made: dict[int, tuple[Renderer, LipTargets | None]] = {}
+
+    def get(self, shot: int) -> tuple[Renderer, LipTargets | None]:
+        if shot not in self.made:
+            if len(self.made) >= self.KEEP:
+                self.made.pop(next(iter(self.made)))
+            view = self.track.for_shot(shot)
+            renderer = self.make(view)
+            lips = LipTargets.for_track(view, self.mouth) if isinstance(renderer, BatchRenderer) else None
+            self.made[shot] = (renderer, lips)
+        return self.made[shot]
+
+    def rest_opening(self, shot: int) -> float:
+        rest = self.track.shot_rest_opening
+        return float(rest[shot]) if rest is not None else self.track.summary.rest_opening
+
+    def batch_size(self, shot: int) -> int:
+        renderer, _ = self.get(shot)
+        return max(1, renderer.batch) if isinstance(renderer, BatchRenderer) else 1
