@@ -55,10 +55,10 @@ class SourceTrack:
     video), valid (render this frame; else pass through), present (target face found), frame_flags (gate
     bits), head pose (rotation [N, 3, 3], translation [N, 3] px, scale [N] px per canonical unit, angles
     [N, 3] yaw/pitch/roll degrees), crop [N, 4] (x0, y0, x1, y1 px, the renderer's face box), mouth_opening
-    [N], shot [N] (0, 1, ...: between cuts, shots under a second joined to a neighbour); the timeline back to the source (source_index,
-    source_time [s]); per shot: reference frames (reference_frames, all shots' together), neutral_shape
-    [S, 478, 3] (canonical space, mouth closed) and shot_rest_opening [S]; and the summary. `for_shot` gives
-    the track as the renderer of one shot sees it."""
+    [N], shot [N] (0, 1, ...: between cuts, a shot under a second joined to a neighbour); the timeline
+    back to the source (source_index, source_time [s]); per shot: reference frames (reference_frames, all
+    shots' together), neutral_shape [S, 478, 3] (canonical space, mouth closed) and shot_rest_opening [S];
+    and the summary. `for_shot` gives the track as the renderer of one shot sees it."""
 
     dir: Path
     summary: TrackSummary

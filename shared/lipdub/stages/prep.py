@@ -145,7 +145,7 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
     opening[present] = L.mouth_opening(landmarks)[present]
     rest = float(np.percentile(opening[valid], 10)) if valid.any() else 0.0
     # The renderer's references, neutral face and rest opening come from each shot's own frames: after a cut
-    # the face may be another person's (the tracker follows whoever is where the face was).
+    # the face may be another person's (the tracker continues the track with the next shot's main face).
     shot = shot_ids(cuts, n)
     in_shot = [valid & (shot == k) for k in range(int(shot[-1]) + 1)]
     refs = np.sort(np.concatenate([reference_frames(opening, usable) for usable in in_shot])).astype(np.int32)
