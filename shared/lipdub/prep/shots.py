@@ -7,10 +7,10 @@ another person is not drawn with the first person's lips.
 
 A cut is a frame whose 32×32 thumbnail differs from the previous one by at least MIN_CHANGE (mean absolute
 difference, 0–1) and by MIN_SPIKE times the median change of the NEIGHBOURS frames on either side: an isolated
-spike, not fast motion, which changes every frame a lot. Calibrated on the corpus (2026-11-29): at these
-values 0.08 % of 18,000 simulated cuts between clips of different people are missed (last frame of one clip,
-first of the other, with the clips' own frames around them); 12 of 135 single-shot clips show a spike, and in
-the ones we looked at it was a real jump cut in the source, or a very fast head turn (a harmless split).
+spike, not fast motion, which changes every frame a lot. Calibrated on the corpus (2026-11-29, BENCHMARKS.md
+"Prep: shot cuts"): about 0.1 % of 17,800 simulated cuts between clips of different people are missed (last
+frames of one clip, first of the other); 11 of 135 single-shot clips show a spike, which in the ones we
+looked at was mostly a real jump cut in the source, else a very fast head turn or an exposure change.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ MIN_SHOT_FRAMES = 25  # 1 s: shorter shots take the rest opening, neutral face a
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
-    return cv2.resize(frame, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    # Every k-th pixel first (k leaves at least 2×2 samples per thumbnail pixel): an area resize of the whole
+    # analysis frame cost 1.2 ms, a tenth of prep's time per frame.
+    k = max(1, min(frame.shape[:2]) // (2 * THUMB))
+    small = np.ascontiguousarray(frame[::k, ::k])
+    return cv2.resize(small, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
 def change(previous: np.ndarray | None, current: np.ndarray) -> float:
