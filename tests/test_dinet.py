@@ -467,3 +467,24 @@ def test_each_shot_is_rendered_from_its_own_view(tmp_path: Path, monkeypatch: py
     assert shots == sorted(shots) and set(shots) == {0, 1}  # shot 0's frames, then shot 1's
     rest = track.shot_rest_opening
     assert all(abs(opening - rest[shot]) < 1e-5 for _, shot, opening in seen)  # each shot's own rest
+
+
+def test_a_first_shot_without_a_face_passes_through(tmp_path: Path) -> None:
+    """A title card, then a cut to the speaker: the faceless shot has no references to build a renderer
+    from, and needs none."""
+    from lipdub.audio.mouth import MouthTrack
+    from lipdub.config import Settings
+    from lipdub.media.video import count_frames
+    from lipdub.stages.prep import prepare_source
+    from lipdub.stages.render import render_video
+    from lipdub.timeline import Timeline
+    from tests import test_prep_media as M
+
+    settings = Settings(data_dir=tmp_path / "var")
+    track = prepare_source(M.title_then_face(tmp_path / "title.mp4"), tmp_path / "prep", settings)
+    assert track.summary.cuts == [50] and not track.valid[:50].any() and track.valid[52:].all()
+    n = track.summary.n_frames
+    mouth = MouthTrack(np.linspace(0, 0.4, n).astype(np.float32), np.ones(n, bool))
+    out = tmp_path / "o.mp4"
+    passed = render_video(track, mouth, Timeline(n, n, "cut_off"), out, settings, frames=range(40, n))
+    assert passed == int((~track.valid[40:]).sum()) and count_frames(out) == n - 40

@@ -156,6 +156,21 @@ def slideshow(path: Path, seconds: float = 4.0) -> Path:
     return path
 
 
+def title_then_face(path: Path, seconds: float = 2.0) -> Path:
+    """A title card without a face, then a cut to a swaying head: a first shot with nothing to dub."""
+    face = face_crop(200)
+    n = round(seconds * 25)
+
+    def frame(i: int) -> np.ndarray:
+        if i < n:
+            card = canvas(256, 256, level=30)
+            cv2.putText(card, "lipdub", (40, 140), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (230, 230, 230), 3)
+            return card
+        return paste(canvas(256, 256), face, 28 + round(4 * np.sin(i / 8)), 28)
+
+    return write_clip(path, 2 * n, 256, 256, frame)
+
+
 def cut_to_another_shot(path: Path, seconds: float = 2.0, far: bool = False) -> Path:
     """Two shots: a swaying head on grey, then (a hard cut) a mirrored, recoloured head on a darker
     background: another camera, or another person at a glance; near where the first one was, or (`far`)

@@ -112,25 +112,33 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
                 advance(len(frames_out))
             pending.clear()
 
+        jobs = 0  # frames to re-draw among the pending ones
         for t in frames:
             i = timeline.source_index(t)
             frame = reader[i]
             if track.valid[i]:
                 shot = int(track.shot[i]) if track.shot is not None else 0
-                if shot != batch_shot and any(job is not None for _, job in pending):
+                if shot != batch_shot and jobs:
                     flush()
+                    jobs = 0
                 batch_shot = shot
+                jobs += 1
                 a = timeline.audio_index(t)
                 motion = float(mouth.opening[a]) if a is not None else 0.0  # at rest past the dub's end
                 pending.append((frame, (track.landmarks[i], shots.rest_opening(shot) + motion, a, i)))
             else:
                 passed += 1
                 pending.append((frame, None))
-            if len(pending) >= shots.batch_size(batch_shot):
+            # A shot's renderer is made only for frames to re-draw: a shot without a face has none to make.
+            if len(pending) >= (shots.batch_size(batch_shot) if jobs else PASS_THROUGH_BATCH):
                 flush()
+                jobs = 0
         flush()
         wait()
     return passed
+
+
+PASS_THROUGH_BATCH = 16  # frames written at a time while none is re-drawn
 
 
 class ShotRenderers:
