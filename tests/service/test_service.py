@@ -70,6 +70,7 @@ def test_job_from_upload_to_downloaded_result(api: httpx.Client, finished_job: d
     assert abs(float(streams[-1]) - report["frames"] / 25) < 0.1
     assert report["face_coverage"] > 0.9
     assert report["frames_passed_through"] == 0
+    assert report["source_cuts_s"] == []  # one shot
     assert set(report["durations"]) >= {"prep", "render", "mux"}
     # The eval harness's sync estimate of the result (settings.sync_estimate, on by default): the rendered
     # mouth follows the dub's loudness, so the correlation peaks strongly within a few frames of 0.

@@ -156,6 +156,9 @@ def finalize_task(job_id: str) -> None:
         "face_coverage": summary.get("face_coverage"),
         "face_px": summary.get("face_px"),
         "source_frames": summary.get("n_frames"),
+        # Where the source cuts to another shot (seconds of the 25-fps source): each shot was dubbed with
+        # its own references (lipdub.prep.shots); worth a look at each in review.
+        "source_cuts_s": [round(cut / FPS, 2) for cut in summary.get("cuts", [])],
         "chunks": state.chunks,
         "output_seconds": round((state.n_frames or 0) / FPS, 3),
         "durations": state.timings,
