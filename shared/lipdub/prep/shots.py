@@ -39,25 +39,22 @@ def change(previous: np.ndarray | None, current: np.ndarray) -> float:
     return 0.0 if previous is None else float(np.abs(current - previous).mean())
 
 
+def is_spike(change: float, around: np.ndarray | list[float]) -> bool:
+    """A change big in itself and next to the changes `around` it (frame 0's change is never among them)."""
+    typical = float(np.median(around)) if len(around) else 0.0
+    return change >= MIN_CHANGE and change >= MIN_SPIKE * max(typical, NOISE_FLOOR)
+
+
 def find_cuts(changes: np.ndarray) -> list[int]:
     """Frames that start a new shot, from `changes[i]` = change between frames i-1 and i."""
-    cuts = []
-    for i in np.flatnonzero(changes >= MIN_CHANGE):
-        around = np.concatenate([changes[max(1, i - NEIGHBOURS):i], changes[i + 1:i + 1 + NEIGHBOURS]])
-        typical = float(np.median(around)) if around.size else 0.0
-        if i > 0 and changes[i] >= MIN_SPIKE * max(typical, NOISE_FLOOR):
-            cuts.append(int(i))
-    return cuts
+    return [int(i) for i in np.flatnonzero(changes >= MIN_CHANGE) if i > 0 and is_spike(
+        float(changes[i]), np.concatenate([changes[max(1, i - NEIGHBOURS):i], changes[i + 1:i + 1 + NEIGHBOURS]]))]
 
 
 def starts_shot(changes: list[float]) -> bool:
     """Whether the latest frame starts a new shot, judged as it arrives (from the frames before it only;
     `find_cuts` decides with the frames after it too)."""
-    if len(changes) < 2 or changes[-1] < MIN_CHANGE:
-        return False
-    before = changes[max(1, len(changes) - 1 - NEIGHBOURS):-1]
-    typical = float(np.median(before)) if before else 0.0
-    return changes[-1] >= MIN_SPIKE * max(typical, NOISE_FLOOR)
+    return len(changes) > 1 and is_spike(changes[-1], changes[max(1, len(changes) - 1 - NEIGHBOURS):-1])
 
 
 def shot_ids(cuts: list[int], n: int, min_frames: int = MIN_SHOT_FRAMES) -> np.ndarray:

@@ -93,7 +93,7 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
             nonlocal inflight
             todo = [(k, frame, job) for k, (frame, job) in enumerate(pending) if job is not None]
             frames_out = [frame for frame, _ in pending]
-            shot_renderer, lips = shots.get(batch_shot) if todo else (None, None)
+            shot_renderer, lips, _ = shots.get(batch_shot) if todo else (None, None, 0.0)
             if isinstance(shot_renderer, BatchRenderer):
                 batched = shot_renderer
                 targets = [batched.target(p, o, lips(i, a) if lips is not None else None)
@@ -149,22 +149,22 @@ class ShotRenderers:
 
     def __init__(self, track: SourceTrack, mouth: MouthTrack, make: Callable[[SourceTrack], Renderer]) -> None:
         self.track, self.mouth, self.make = track, mouth, make
-        self.made: dict[int, tuple[Renderer, LipTargets | None]] = {}
+        self.made: dict[int, tuple[Renderer, LipTargets | None, float]] = {}
 
-    def get(self, shot: int) -> tuple[Renderer, LipTargets | None]:
+    def get(self, shot: int) -> tuple[Renderer, LipTargets | None, float]:
+        """The shot's renderer, lip targets (batch renderers) and rest opening."""
         if shot not in self.made:
             if len(self.made) >= self.KEEP:
                 self.made.pop(next(iter(self.made)))
             view = self.track.for_shot(shot)
             renderer = self.make(view)
             lips = LipTargets.for_track(view, self.mouth) if isinstance(renderer, BatchRenderer) else None
-            self.made[shot] = (renderer, lips)
+            self.made[shot] = (renderer, lips, view.summary.rest_opening)
         return self.made[shot]
 
     def rest_opening(self, shot: int) -> float:
-        rest = self.track.shot_rest_opening
-        return float(rest[shot]) if rest is not None else self.track.summary.rest_opening
+        return self.get(shot)[2]
 
     def batch_size(self, shot: int) -> int:
-        renderer, _ = self.get(shot)
+        renderer, _, _ = self.get(shot)
         return max(1, renderer.batch) if isinstance(renderer, BatchRenderer) else 1
