@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     multiple_faces = "multiple_faces"
     video_too_short = "video_too_short"
     unsupported_video = "unsupported_video"
+    asset_deleted = "asset_deleted"  # an input asset was deleted before the job (a batch item) ran
     # Our side.
     timeout = "timeout"
     storage_unavailable = "storage_unavailable"

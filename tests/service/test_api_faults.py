@@ -5,6 +5,7 @@ see what a client that follows our error answers gets on its retry."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,3 +154,72 @@ def test_a_batch_job_is_deleted_only_once_its_batch_ended(api: TestClient) -> No
     assert refused.status_code == 409 and batch.id in refused.json()["error"]["message"]
     assert batches.move(batch.id, BatchStatus.cancelling) and batches.move(batch.id, BatchStatus.cancelled)
     assert api.delete(f"/v1/jobs/{job.id}").status_code == 204
+
+
+def tone(path: Path, hz: int) -> Path:
+    """A 1-s WAV made by ffmpeg: a real file for the upload's probe; `hz` sets which bytes it is."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency={hz}:duration=1",
+                    str(path)], check=True)
+    return path
+
+
+def upload(api: TestClient, path: Path, key: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    answer = api.post("/v1/assets", files={"file": (path.name, path.read_bytes())}, headers=headers)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def test_deleting_an_asset_removes_its_bytes_and_what_prep_made_of_them(api: TestClient, tmp_path: Path) -> None:
+    from lipdub.service.storage import keys
+
+    store = get_store()
+    asset = upload(api, tone(tmp_path / "a.wav", 440))
+    kept = upload(api, tone(tmp_path / "b.wav", 880))
+    storage = tmp_path / "storage"
+    for sha, source in ((asset["sha256"], asset["sha256"]), (asset["sha256"], f"{asset['sha256']}-0123456789ab"),
+                        (kept["sha256"], kept["sha256"])):
+        track = storage / keys.prep(source, "3x", "track.json")
+        track.parent.mkdir(parents=True, exist_ok=True)
+        track.write_text("{}")
+        store.set_prep_pointer(source, {"files": ["track.json"], "summary": {}})
+    assert api.delete(f"/v1/assets/{asset['id']}").status_code == 204
+    assert api.get(f"/v1/assets/{asset['id']}").status_code == 404
+    assert not (storage / keys.asset(asset["sha256"])).exists()
+    assert not list((storage / "prep").glob(f"{asset['sha256']}*"))
+    assert not list(store.r.scan_iter(f"prep:{asset['sha256']}*"))
+    assert (storage / keys.asset(kept["sha256"])).exists() and store.prep_pointer(kept["sha256"]) is not None
+    assert len(list((storage / "prep").glob(f"{kept['sha256']}*"))) == 1
+    assert api.delete(f"/v1/assets/{asset['id']}").status_code == 404
+    again = upload(api, tmp_path / "a.wav")  # the same bytes can be uploaded again: stored anew
+    assert again["id"] == asset["id"] and (storage / keys.asset(asset["sha256"])).exists()
+
+
+def test_bytes_two_tenants_uploaded_stay_until_both_deleted_them(api: TestClient, tmp_path: Path) -> None:
+    from lipdub.service.storage import keys
+
+    path, stored = tone(tmp_path / "a.wav", 440), tmp_path / "storage"
+    mine = upload(api, path)
+    theirs = upload(api, path, key=ApiKeys(get_store().r).create("globex"))
+    assert mine["id"] != theirs["id"] and mine["sha256"] == theirs["sha256"]
+    assert api.delete(f"/v1/assets/{theirs['id']}").status_code == 404  # another tenant's asset
+    assert api.delete(f"/v1/assets/{mine['id']}").status_code == 204
+    assert (stored / keys.asset(mine["sha256"])).exists()  # globex still holds them
+    assert get_store().get_asset("globex", theirs["id"]) is not None
+    assert api.delete(f"/v1/assets/{theirs['id']}",
+                      headers={"Authorization": f"Bearer {ApiKeys(get_store().r).create('globex')}"}
+                      ).status_code == 204
+    assert not (stored / keys.asset(mine["sha256"])).exists()
+
+
+def test_an_asset_a_queued_job_uses_is_not_deleted(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipdub import pipeline
+
+    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: None)
+    body = job_body(get_store())
+    job_id = api.post("/v1/jobs", json=body).json()["id"]
+    refused = api.delete(f"/v1/assets/{body['audio']['asset_id']}")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "asset_in_use" and job_id in refused.json()["error"]["message"]
+    assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    assert api.delete(f"/v1/assets/{body['audio']['asset_id']}").status_code == 204

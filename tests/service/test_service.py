@@ -241,6 +241,33 @@ def test_a_job_stored_but_never_queued_is_run_by_the_janitor(api: httpx.Client, 
     assert started and float(started[0].split()[-1]) >= 1, started
 
 
+def test_a_deleted_asset_takes_its_prep_along_and_jobs_not_yet_run_on_it_fail(
+        api: httpx.Client, assets: dict[str, dict[str, Any]], stack: StackConfig, tmp_path: Path) -> None:
+    """Deleting an asset deletes its bytes and what prep derived from them in S3; a job that names it but had not
+    started (a batch item released later) fails with `asset_deleted` instead of losing its input."""
+    from lipdub.demo import moving_face_video
+    from lipdub.service.storage import S3Storage, keys
+
+    video = upload(api, moving_face_video(tmp_path / "two_seconds.mp4", 2.0))
+    done = wait_for(api, create_job(api, video, assets["speech"])["id"])
+    assert done["status"] == "succeeded", done
+    s3 = S3Storage(stack.settings())
+    store = JobStore.from_settings(stack.settings())
+    assert s3.exists(keys.asset(video["sha256"]))
+    assert store.prep_pointer(video["sha256"]) is not None
+    assert api.delete(f"/v1/assets/{video['id']}").status_code == 204
+    assert not s3.exists(keys.asset(video["sha256"]))
+    listed = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=keys.prep_of(video["sha256"]))
+    assert listed["KeyCount"] == 0 and store.prep_pointer(video["sha256"]) is None
+    assert api.get(f"/v1/jobs/{done['id']}/result").status_code == 307  # ended jobs keep their results
+    stored = store.get(done["id"])
+    assert stored is not None
+    pending = store.create("acme", stored.spec)  # queued by the janitor, as a late batch item would be
+    failed = wait_for(api, pending.id)
+    assert failed["status"] == "failed" and failed["stage"] == "probe", failed
+    assert failed["error"]["code"] == "asset_deleted" and video["id"] in failed["error"]["message"]
+
+
 @pytest.mark.parametrize("case", ["no_key", "bad_key", "bad_json", "bad_option", "url_input", "unknown_asset",
                                   "audio_as_video", "unknown_job", "not_media", "too_large"])
 def test_bad_requests_get_4xx_with_codes(case: str, api: httpx.Client, anonymous: httpx.Client,

@@ -120,3 +120,18 @@ def test_delete_tree_deletes_one_jobs_files_only(storage: Storage, tmp_path: Pat
     assert not storage.exists(keys.result("job_1")) and not storage.exists(keys.part("job_1", 3))
     assert storage.exists(keys.result("job_10")) and storage.exists(keys.asset("a" * 64))
     assert storage.delete_tree(keys.job_files("job_1")) == 0
+
+
+def test_delete_tree_by_name_prefix_deletes_every_prep_entry_of_one_source(storage: Storage, tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"lipdub")
+    sha, other = "a" * 64, "b" * 64
+    mine = [keys.prep(sha, "3x", "track.json"), keys.prep(sha, "2y", "track.json"),
+            keys.prep(f"{sha}-0123456789ab", "3x", "refs.npz")]  # other prep versions, a face choice
+    kept = [keys.prep(other, "3x", "track.json"), keys.asset(sha)]
+    for key in mine + kept:
+        storage.put_file(key, src)
+    assert storage.delete_tree(keys.prep_of(sha)) == 3
+    assert not any(storage.exists(k) for k in mine)
+    assert all(storage.exists(k) for k in kept)
+    assert storage.delete_tree(keys.prep_of(sha)) == 0

@@ -30,6 +30,7 @@ class ApiErrorCode(StrEnum):
     request_in_progress = "request_in_progress"
     payload_too_large = "payload_too_large"
     asset_not_found = "asset_not_found"
+    asset_in_use = "asset_in_use"
     url_inputs_unsupported = "url_inputs_unsupported"
     job_not_cancelable = "job_not_cancelable"
     job_not_deletable = "job_not_deletable"

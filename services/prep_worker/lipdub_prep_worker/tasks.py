@@ -18,7 +18,7 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from lipdub.config import get_settings
-from lipdub.errors import InputError, TransientError
+from lipdub.errors import ErrorCode, InputError, TransientError
 from lipdub.prep.preflight import preflight
 from lipdub.prep.tracking import Target
 from lipdub.service.celery_app import DEFAULT_PRIORITY, app
@@ -49,6 +49,9 @@ def probe_task(job_id: str) -> None:
         downloaded: dict[str, dict[str, str]] = {}
         for kind in ("video", "audio"):
             ref = spec[kind]
+            if "asset_id" in ref and run.store.get_asset(job.tenant, ref["asset_id"]) is None:
+                raise InputError(ErrorCode.asset_deleted, f"{kind}: asset {ref['asset_id']} was deleted before "
+                                                          "the job ran")
             if "sha256" in ref:  # an uploaded asset, or a URL an earlier delivery of this task downloaded
                 continue
             # InputRefused (url_not_allowed, download_failed, payload_too_large, ...) fails the job.

@@ -56,9 +56,24 @@ def store_asset(path: Path, tenant: str, store: JobStore, storage: Storage) -> A
     media = describe(probe(path))  # InputError (input_unreadable, empty_input) → 422 with its code
     sha = sha256_file(path)
     size = path.stat().st_size
-    if not storage.exists(keys.asset(sha)):
-        storage.put_file(keys.asset(sha), path)
-    return store.put_asset(tenant, sha, size, media)
+    with store.holding_content(sha):  # a deletion of the same bytes finishes first
+        if not storage.exists(keys.asset(sha)):
+            storage.put_file(keys.asset(sha), path)
+        return store.put_asset(tenant, sha, size, media)
+
+
+def delete_asset(asset: Asset, store: JobStore, storage: Storage) -> bool:
+    """Delete a tenant's asset now. The stored bytes and every prep artifact made from them (face tracks,
+    references, an enrolled renderer) go too unless another asset, of any tenant, holds the same bytes.
+    Returns whether they went. Raises TransientError while an upload of the same bytes is being stored."""
+    with store.holding_content(asset.sha256):
+        last = not store.other_holders(asset)
+        if last:
+            store.drop_prep_pointers(asset.sha256)  # first: no job looks for artifacts being deleted
+            storage.delete_tree(keys.prep_of(asset.sha256))
+            storage.delete(keys.asset(asset.sha256))
+        store.forget_asset(asset)  # last: if storage failed, the asset is still there to delete again
+    return last
 
 
 def fetch_asset(url: str, tenant: str, dest: Path, store: JobStore, storage: Storage) -> Asset:

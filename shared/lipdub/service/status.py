@@ -6,6 +6,7 @@ Keys (all under the configured Redis database):
   tenant:{tenant}:jobs      sorted set of the tenant's job ids by creation time (listing, pagination)
   idem:{tenant}:{key}       Idempotency-Key → request hash + job id, expiring
   asset:{id}                hash: an uploaded asset (tenant, sha256, size, media)
+  asset:holders:{sha256}    set of the asset ids (of any tenant) whose bytes are stored at assets/{sha256}
   prep:{sha256}:v{version}  the prep cache pointer: summary of prep artifacts stored for that source
   stats:stage:{stage}       hash: sum and count of stage durations (for /metrics)
 
@@ -512,10 +513,61 @@ class JobStore:
 
         asset_id = "ast_" + hashlib.sha256(f"{tenant}:{sha256}".encode()).hexdigest()[:32]
         created = now()
-        self.r.hset(f"asset:{asset_id}", mapping={"id": asset_id, "tenant": tenant, "sha256": sha256,
-                                                  "size": size, "media": json.dumps(media),
-                                                  "created_at": created})
+        pipe = self.r.pipeline()
+        pipe.hset(f"asset:{asset_id}", mapping={"id": asset_id, "tenant": tenant, "sha256": sha256,
+                                                "size": size, "media": json.dumps(media), "created_at": created})
+        pipe.sadd(f"asset:holders:{sha256}", asset_id)
+        pipe.execute()
         return Asset(asset_id, tenant, sha256, size, media, created)
+
+    @contextmanager
+    def holding_content(self, sha256: str, wait: float = 120.0) -> Iterator[None]:
+        """Held while the stored bytes of `sha256` are written or deleted, so that a tenant deleting an asset
+        never removes bytes another tenant's upload of the same content has just counted on. Raises
+        TransientError (retry later) after `wait` seconds of another holder."""
+        lock = self.r.lock(f"lock:asset:{sha256}", timeout=3600)
+        if not lock.acquire(blocking_timeout=wait):
+            raise TransientError(ErrorCode.storage_unavailable,
+                                 "another upload or deletion of the same content is in progress; retry later")
+        try:
+            yield
+        finally:
+            with suppress(redis.exceptions.LockError):  # held past its timeout: nothing left to release
+                lock.release()
+
+    def other_holders(self, asset: Asset) -> list[str]:
+        """The other assets (of any tenant) stored on the same bytes as `asset`."""
+        return sorted(h for h in self.r.smembers(f"asset:holders:{asset.sha256}")
+                      if h != asset.id and self.r.exists(f"asset:{h}"))
+
+    def drop_prep_pointers(self, sha256: str) -> None:
+        """Forget every prep pointer (and cached rejection) of these bytes, under any face choice or prep
+        version: no job then looks for their artifacts."""
+        pointers = list(self.r.scan_iter(f"prep:{sha256}*", count=1000))
+        if pointers:
+            self.r.delete(*pointers)
+
+    def forget_asset(self, asset: Asset) -> None:
+        pipe = self.r.pipeline()
+        pipe.delete(f"asset:{asset.id}")
+        pipe.srem(f"asset:holders:{asset.sha256}", asset.id)
+        pipe.execute()
+
+    def active_jobs_using(self, tenant: str, asset_id: str) -> list[str]:
+        """The tenant's queued or running jobs with `asset_id` as an input. Reads every active job, which the
+        running-job limits keep to hundreds, not the tenant's whole history."""
+        active = sorted(self.r.sunion(f"jobs:status:{JobStatus.queued}", f"jobs:status:{JobStatus.running}"))
+        pipe = self.r.pipeline()
+        for job_id in active:
+            pipe.hmget(f"job:{job_id}", "tenant", "spec")
+        using = []
+        for job_id, (owner, spec) in zip(active, pipe.execute(), strict=True):
+            if owner != tenant or not spec:
+                continue
+            inputs = json.loads(spec)
+            if any(inputs.get(kind, {}).get("asset_id") == asset_id for kind in ("video", "audio")):
+                using.append(job_id)
+        return using
 
     def get_asset(self, tenant: str, asset_id: str) -> Asset | None:
         raw = self.r.hgetall(f"asset:{asset_id}")

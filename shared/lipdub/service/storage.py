@@ -7,6 +7,7 @@ backend writes a temporary name and renames it.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -61,6 +62,11 @@ class keys:  # a namespace of key builders, read as keys.asset(...)
     @staticmethod
     def job(job_id: str, name: str) -> str:
         return f"{keys.job_files(job_id)}{name}"
+
+    @staticmethod
+    def prep_of(sha256: str) -> str:
+        """The prefix of every prep entry of these bytes (any face choice, any prep version)."""
+        return f"prep/{sha256}"
 
     @staticmethod
     def job_files(job_id: str) -> str:
@@ -138,12 +144,21 @@ class LocalStorage:
         self.path(key).unlink(missing_ok=True)
 
     def delete_tree(self, prefix: str) -> int:
-        """Delete every key under `prefix` (a directory, ending in /); returns how many there were."""
-        folder = self.path(prefix)
-        if not folder.is_dir():
-            return 0
-        n = sum(1 for p in folder.rglob("*") if p.is_file())
-        shutil.rmtree(folder, ignore_errors=True)
+        """Delete every key starting with `prefix`, as S3 does: a folder (`jobs/{id}/`) or the start of names
+        (`prep/{sha}`: every prep entry of those bytes); returns how many there were."""
+        base = self.path(prefix)
+        if prefix.endswith("/"):
+            roots = [base] if base.is_dir() else []
+        else:
+            roots = list(base.parent.glob(glob.escape(base.name) + "*")) if base.parent.is_dir() else []
+        n = 0
+        for root in roots:
+            if root.is_dir():
+                n += sum(1 for p in root.rglob("*") if p.is_file())
+                shutil.rmtree(root, ignore_errors=True)
+            else:
+                n += 1
+                root.unlink(missing_ok=True)
         return n
 
     def stream(self, key: str) -> Iterator[bytes]:

@@ -11,12 +11,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from python_multipart import create_form_parser
 from python_multipart.multipart import File
 
-from lipdub.service.inputs import store_asset
+from lipdub.service.inputs import delete_asset, store_asset
 from lipdub.service.limits import Quotas
 from lipdub.service.status import JobStore, now
 from lipdub.service.storage import PartsRejected, S3Storage, keys
@@ -88,6 +88,25 @@ def get_asset(asset_id: str, tenant: TenantDep, store: StoreDep) -> AssetPublic:
     if asset is None:
         raise not_found("asset")
     return AssetPublic.of(asset)
+
+
+@router.delete("/{asset_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               responses={409: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+def remove_asset(asset_id: str, tenant: TenantDep, store: StoreDep, storage: StorageDep) -> Response:
+    """Delete an asset now (assets are otherwise kept): its record and, unless another asset holds the same
+    bytes, the stored file and everything prep derived from it (face tracks, reference frames, an enrolled
+    renderer). Ended jobs keep their results. A queued or running job with the asset as input must end
+    first (409 `asset_in_use`); a batch item on it that has not started yet fails with `asset_deleted`."""
+    asset = store.get_asset(tenant, asset_id)
+    if asset is None:
+        raise not_found("asset")
+    using = store.active_jobs_using(tenant, asset_id)
+    if using:
+        shown = ", ".join(using[:5]) + (f" and {len(using) - 5} more" if len(using) > 5 else "")
+        raise ApiError(409, ApiErrorCode.asset_in_use, f"queued or running jobs use the asset: {shown}; "
+                                                       "cancel them or let them end first")
+    delete_asset(asset, store, storage)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/uploads", status_code=status.HTTP_201_CREATED)
