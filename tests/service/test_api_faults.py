@@ -223,3 +223,17 @@ def test_an_asset_a_queued_job_uses_is_not_deleted(api: TestClient, monkeypatch:
     assert refused.json()["error"]["code"] == "asset_in_use" and job_id in refused.json()["error"]["message"]
     assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
     assert api.delete(f"/v1/assets/{body['audio']['asset_id']}").status_code == 204
+
+
+def test_assets_are_listed_newest_first_per_tenant_and_deleted_ones_leave(api: TestClient, tmp_path: Path) -> None:
+    uploaded = [upload(api, tone(tmp_path / f"{hz}.wav", hz)) for hz in (300, 400, 500)]
+    upload(api, tmp_path / "300.wav", key=ApiKeys(get_store().r).create("globex"))  # not acme's
+    first = api.get("/v1/assets", params={"limit": 2}).json()
+    assert [a["id"] for a in first["data"]] == [uploaded[2]["id"], uploaded[1]["id"]]
+    rest = api.get("/v1/assets", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [a["id"] for a in rest["data"]] == [uploaded[0]["id"]] and rest["next_cursor"] is None
+    assert api.delete(f"/v1/assets/{uploaded[1]['id']}").status_code == 204
+    listed = api.get("/v1/assets").json()["data"]
+    assert [a["id"] for a in listed] == [uploaded[2]["id"], uploaded[0]["id"]]
+    assert listed[0]["media"]["kind"] == "audio" and listed[0]["size"] == (tmp_path / "500.wav").stat().st_size
+    assert api.get("/v1/assets", params={"cursor": "nan:ast_x"}).status_code == 422

@@ -75,6 +75,11 @@ class AssetPublic(BaseModel):
                    created_at=iso(asset.created_at))  # type: ignore[arg-type]
 
 
+class AssetList(BaseModel):
+    data: list[AssetPublic]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
 class UploadCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     size: int = Field(gt=0, description="Total size of the file in bytes")

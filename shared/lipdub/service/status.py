@@ -7,6 +7,7 @@ Keys (all under the configured Redis database):
   idem:{tenant}:{key}       Idempotency-Key → request hash + job id, expiring
   asset:{id}                hash: an uploaded asset (tenant, sha256, size, media)
   asset:holders:{sha256}    set of the asset ids (of any tenant) whose bytes are stored at assets/{sha256}
+  tenant:{tenant}:assets    sorted set of the tenant's asset ids by upload time (listing)
   prep:{sha256}:v{version}  the prep cache pointer: summary of prep artifacts stored for that source
   stats:stage:{stage}       hash: sum and count of stage durations (for /metrics)
 
@@ -517,8 +518,22 @@ class JobStore:
         pipe.hset(f"asset:{asset_id}", mapping={"id": asset_id, "tenant": tenant, "sha256": sha256,
                                                 "size": size, "media": json.dumps(media), "created_at": created})
         pipe.sadd(f"asset:holders:{sha256}", asset_id)
+        pipe.zadd(f"tenant:{tenant}:assets", {asset_id: created})
         pipe.execute()
         return Asset(asset_id, tenant, sha256, size, media, created)
+
+    def page_assets(self, tenant: str, cursor: str | None = None, limit: int = 20) -> tuple[list[Asset], str | None]:
+        """Newest upload first; the cursor is `{created_at}:{asset_id}` of the last asset of the previous page
+        (Cursor.parse raises ValueError for a malformed one)."""
+        out: list[Asset] = []
+        for asset_id in newest_first(self.r, f"tenant:{tenant}:assets", Cursor.parse(cursor) if cursor else None,
+                                     chunk=limit * 2):
+            asset = self.get_asset(tenant, asset_id)
+            if asset is not None:
+                out.append(asset)
+                if len(out) == limit:
+                    break
+        return out, (str(Cursor(out[-1].created_at, out[-1].id)) if len(out) == limit else None)
 
     @contextmanager
     def holding_content(self, sha256: str, wait: float = 120.0) -> Iterator[None]:
@@ -551,6 +566,7 @@ class JobStore:
         pipe = self.r.pipeline()
         pipe.delete(f"asset:{asset.id}")
         pipe.srem(f"asset:holders:{asset.sha256}", asset.id)
+        pipe.zrem(f"tenant:{asset.tenant}:assets", asset.id)
         pipe.execute()
 
     def active_jobs_using(self, tenant: str, asset_id: str) -> list[str]:

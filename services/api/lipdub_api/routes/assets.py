@@ -10,8 +10,9 @@ import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from python_multipart import create_form_parser
 from python_multipart.multipart import File
@@ -21,9 +22,10 @@ from lipdub.service.limits import Quotas
 from lipdub.service.status import JobStore, now
 from lipdub.service.storage import PartsRejected, S3Storage, keys
 from lipdub_api.deps import SettingsDep, StorageDep, StoreDep, TenantDep
-from lipdub_api.errors import ApiError, not_found
+from lipdub_api.errors import ApiError, check_cursor, not_found
 from lipdub_api.schemas import (
     ApiErrorCode,
+    AssetList,
     AssetPublic,
     ErrorResponse,
     UploadComplete,
@@ -80,6 +82,15 @@ async def upload_asset(request: Request, tenant: TenantDep, store: StoreDep, sto
         upload.close()
         asset = await run_in_threadpool(store_asset, path, tenant, store, storage)
     return AssetPublic.of(asset)
+
+
+@router.get("")
+def list_assets(tenant: TenantDep, store: StoreDep, cursor: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=100)] = 20) -> AssetList:
+    """The tenant's assets, newest upload first, `limit` per page; follow `next_cursor` for more."""
+    check_cursor(cursor)
+    found, next_cursor = store.page_assets(tenant, cursor, limit)
+    return AssetList(data=[AssetPublic.of(a) for a in found], next_cursor=next_cursor)
 
 
 @router.get("/{asset_id}")
