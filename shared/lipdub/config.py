@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     max_task_starts: int = Field(default=3, gt=0,
                                  description="A task started this often for one job (lost workers) fails it")
     job_ttl_seconds: int = Field(default=30 * 86400, gt=0, description="How long a job's record and files (result, intermediates) are kept")
+    asset_ttl_seconds: int = Field(default=0, ge=0,
+                                   description="Assets (uploads, downloaded URL inputs) no new job has used for "
+                                               "this long are deleted by the janitor, with what prep made of "
+                                               "them; 0 keeps them until DELETE /v1/assets/{id}")
     idempotency_ttl_seconds: int = Field(default=86400, gt=0, description="How long Idempotency-Keys are kept")
     api_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the API")
     preflight_wait_seconds: float = Field(default=120.0, gt=0,

@@ -188,3 +188,35 @@ def test_a_broker_outage_does_not_stall_retention(store: JobStore, broker: dict,
     report = sweep(store)
     assert report.jobs_purged == 1 and store.get(old.id) is None
     assert store.r.zscore(OUTBOX, f"start:{owed.id}") is not None  # still owed, for the next sweep
+
+
+def test_assets_no_job_used_for_the_ttl_are_deleted_with_their_prep(store: JobStore, broker: dict,
+                                                                   tmp_path: Path) -> None:
+    from lipdub.service.status import ASSETS_USED
+
+    storage = LocalStorage(tmp_path / "storage")
+    src = tmp_path / "bytes"
+    src.write_bytes(b"media")
+    shas = {name: name[0] * 64 for name in ("old", "fresh", "busy")}
+    assets = {name: store.put_asset("acme", sha, 5, {"kind": "video"}) for name, sha in shas.items()}
+    for sha in shas.values():
+        storage.put_file(keys.asset(sha), src)
+        storage.put_file(keys.prep(sha, "3x", "track.json"), src)
+    busy = store.create("acme", {"video": {"asset_id": assets["busy"].id, "sha256": shas["busy"]}, "audio": {}})
+    for name in ("old", "busy"):  # last used (uploaded, named by a job) longer ago than the TTL
+        store.r.zadd(ASSETS_USED, {assets[name].id: now() - 2000})
+    assert sweep(store).assets_deleted == 0  # the default keeps assets until they are deleted
+    kept = JobStore.from_settings(store.settings.model_copy(update={"asset_ttl_seconds": 1000}))
+    assert janitor.sweep(kept, storage) == janitor.SweepReport(assets_deleted=1)
+    assert store.get_asset("acme", assets["old"].id) is None
+    assert not storage.exists(keys.asset(shas["old"])) and not storage.exists(keys.prep(shas["old"], "3x", "track.json"))
+    assert all(storage.exists(keys.asset(shas[n])) for n in ("fresh", "busy"))  # recent; in use by a queued job
+    store.cancel(busy.id)
+    assert janitor.sweep(kept, storage) == janitor.SweepReport(assets_deleted=1)
+    assert not storage.exists(keys.asset(shas["busy"])) and storage.exists(keys.asset(shas["fresh"]))
+    assert store.janitor_stats() == {"assets_deleted": 2}
+    store.r.zadd(ASSETS_USED, {assets["fresh"].id: now() - 2000})
+    ended = store.create("acme", {"video": {"asset_id": assets["fresh"].id}, "audio": {}})  # uses it now
+    store.cancel(ended.id)
+    assert janitor.sweep(kept, storage) == janitor.SweepReport()
+    assert storage.exists(keys.asset(shas["fresh"]))

@@ -195,6 +195,7 @@ def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settin
         items.append(Item(count, parsed.custom_id, refs["video"], refs["audio"], options, parsed.metadata))
     if count == 0:
         errors.append(LineError(1, "empty_manifest", "the manifest has no lines"))
+    store.mark_assets_used([a.id for a in assets.values() if a is not None], now())  # its jobs come later
     return items, errors
 
 

@@ -9,8 +9,10 @@ a time however many webhooks workers run.
 - Presigned multipart uploads nobody completed are aborted once their record expires, so S3 drops their
   parts instead of keeping (and billing) them.
 - Retention: a job's files (result, mouth track, render parts) are deleted when its record expires
-  (`job_ttl_seconds` after creation), and so are its entries in the listing and status indexes. Inputs
-  (content-addressed assets, shared by jobs and tenants) and the prep cache are kept.
+  (`job_ttl_seconds` after creation), and so are its entries in the listing and status indexes. With
+  `asset_ttl_seconds` set, an asset no job (or batch) has named for that long is deleted as
+  DELETE /v1/assets/{id} would (its bytes and prep go with the last asset holding them); one a queued or
+  running job still uses waits for a later sweep.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from functools import partial
 
 import redis
 
+from lipdub.service.inputs import delete_asset
 from lipdub.service.status import JobStatus, JobStore, now
 from lipdub.service.storage import S3Storage, Storage, keys
 
@@ -36,6 +39,7 @@ class SweepReport:
     uploads_aborted: int = 0
     jobs_purged: int = 0
     files_deleted: int = 0
+    assets_deleted: int = 0
 
 
 def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
@@ -48,7 +52,8 @@ def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
         # Each part on its own: a broker that refuses the hand-offs must not stall retention, and the
         # next sweep retries whatever failed.
         for part in (partial(redo_handoffs, store, report), partial(purge_expired_jobs, store, storage, report),
-                     partial(abort_expired_uploads, store, storage, report)):
+                     partial(abort_expired_uploads, store, storage, report),
+                     partial(delete_unused_assets, store, storage, report)):
             try:
                 part()
             except Exception:  # logged with its traceback; see above
@@ -95,3 +100,15 @@ def purge_expired_jobs(store: JobStore, storage: Storage, report: SweepReport) -
         report.files_deleted += storage.delete_tree(keys.job_files(job_id))  # first: a failure leaves it due
         store.purge(job_id, tenant)
         report.jobs_purged += 1
+
+
+def delete_unused_assets(store: JobStore, storage: Storage, report: SweepReport) -> None:
+    ttl = store.settings.asset_ttl_seconds
+    if not ttl:
+        return
+    for asset in store.unused_assets(now() - ttl):
+        if store.active_jobs_using(asset.tenant, asset.id):  # a job older than the TTL: wait for its end
+            continue
+        delete_asset(asset, store, storage)
+        log.info("janitor: deleted asset %s of %s, unused for %.0f days", asset.id, asset.tenant, ttl / 86400)
+        report.assets_deleted += 1

@@ -8,6 +8,7 @@ Keys (all under the configured Redis database):
   asset:{id}                hash: an uploaded asset (tenant, sha256, size, media)
   asset:holders:{sha256}    set of the asset ids (of any tenant) whose bytes are stored at assets/{sha256}
   tenant:{tenant}:assets    sorted set of the tenant's asset ids by upload time (listing)
+  assets:used               sorted set of asset ids by when a job last named them (or they were uploaded)
   prep:{sha256}:v{version}  the prep cache pointer: summary of prep artifacts stored for that source
   stats:stage:{stage}       hash: sum and count of stage durations (for /metrics)
 
@@ -89,6 +90,8 @@ OUTBOX = "outbox"
 EXPIRING = "jobs:expiring"
 # Presigned multipart uploads not completed, `{upload id}:{S3 upload id}` scored by when their record expires.
 OPEN_UPLOADS = "uploads:open"
+# Asset ids scored by when a job last named them, or they were last uploaded: retention (asset_ttl_seconds).
+ASSETS_USED = "assets:used"
 
 
 def now() -> float:
@@ -236,6 +239,8 @@ class JobStore:
         pipe.zadd(f"tenant:{tenant}:jobs", {job_id: created})
         pipe.zadd(OUTBOX, {f"start:{job_id}": created})
         pipe.zadd(EXPIRING, {f"{job_id}:{tenant}": created + self.settings.job_ttl_seconds})
+        self.mark_assets_used([spec[k]["asset_id"] for k in ("video", "audio") if "asset_id" in spec.get(k, {})],
+                              created, pipe)  # URL inputs count once downloaded: put_asset
         pipe.execute()
         state = self.get(job_id)
         assert state is not None
@@ -519,8 +524,33 @@ class JobStore:
                                                 "size": size, "media": json.dumps(media), "created_at": created})
         pipe.sadd(f"asset:holders:{sha256}", asset_id)
         pipe.zadd(f"tenant:{tenant}:assets", {asset_id: created})
+        pipe.zadd(ASSETS_USED, {asset_id: created})
         pipe.execute()
         return Asset(asset_id, tenant, sha256, size, media, created)
+
+    def mark_assets_used(self, asset_ids: list[str], when: float, pipe: redis.client.Pipeline | None = None) -> None:
+        """Retention counts from the last use: a job made on the assets, or a batch that will make some."""
+        if asset_ids:
+            (pipe or self.r).zadd(ASSETS_USED, dict.fromkeys(asset_ids, when))
+
+    def unused_assets(self, since: float, limit: int = 200) -> list[Asset]:
+        """Assets no job has named (nor upload refreshed) since `since`, least recently used first; ids whose
+        record is gone leave the index."""
+        found: list[Asset] = []
+        gone: list[str] = []
+        for asset_id in self.r.zrangebyscore(ASSETS_USED, "-inf", since, start=0, num=limit):
+            asset = self.asset_by_id(asset_id)
+            if asset is None:
+                gone.append(asset_id)
+            else:
+                found.append(asset)
+        if gone:
+            self.r.zrem(ASSETS_USED, *gone)
+        return found
+
+    def asset_by_id(self, asset_id: str) -> Asset | None:
+        raw = self.r.hget(f"asset:{asset_id}", "tenant")
+        return self.get_asset(raw, asset_id) if raw else None
 
     def page_assets(self, tenant: str, cursor: str | None = None, limit: int = 20) -> tuple[list[Asset], str | None]:
         """Newest upload first; the cursor is `{created_at}:{asset_id}` of the last asset of the previous page
@@ -567,6 +597,7 @@ class JobStore:
         pipe.delete(f"asset:{asset.id}")
         pipe.srem(f"asset:holders:{asset.sha256}", asset.id)
         pipe.zrem(f"tenant:{asset.tenant}:assets", asset.id)
+        pipe.zrem(ASSETS_USED, asset.id)
         pipe.execute()
 
     def active_jobs_using(self, tenant: str, asset_id: str) -> list[str]:
