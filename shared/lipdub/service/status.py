@@ -9,7 +9,8 @@ Keys (all under the configured Redis database):
   asset:holders:{sha256}    set of the asset ids (of any tenant) whose bytes are stored at assets/{sha256}
   tenant:{tenant}:assets    sorted set of the tenant's asset ids by upload time (listing)
   assets:used               sorted set of asset ids by when a job last named them (or they were uploaded)
-  prep:{sha256}:v{version}  the prep cache pointer: summary of prep artifacts stored for that source
+  prep:{source}:v{version}  the prep cache pointer: summary of prep artifacts stored for that source
+  prep:keys:{sha256}        set of the prep pointer keys of those bytes (any face choice or prep version)
   stats:stage:{stage}       hash: sum and count of stage durations (for /metrics)
 
 Celery's own result backend is used only for chord bookkeeping; nothing here depends on it.
@@ -588,9 +589,8 @@ class JobStore:
     def drop_prep_pointers(self, sha256: str) -> None:
         """Forget every prep pointer (and cached rejection) of these bytes, under any face choice or prep
         version: no job then looks for their artifacts."""
-        pointers = list(self.r.scan_iter(f"prep:{sha256}*", count=1000))
-        if pointers:
-            self.r.delete(*pointers)
+        index = f"prep:keys:{sha256}"
+        self.r.delete(*self.r.smembers(index), index)
 
     def forget_asset(self, asset: Asset) -> None:
         pipe = self.r.pipeline()
@@ -601,8 +601,8 @@ class JobStore:
         pipe.execute()
 
     def active_jobs_using(self, tenant: str, asset_id: str) -> list[str]:
-        """The tenant's queued or running jobs with `asset_id` as an input. Reads every active job, which the
-        running-job limits keep to hundreds, not the tenant's whole history."""
+        """The tenant's queued or running jobs with `asset_id` as an input: one pipelined read of every active
+        job (bounded by the tenants' concurrency limits), not of the tenant's whole history."""
         active = sorted(self.r.sunion(f"jobs:status:{JobStatus.queued}", f"jobs:status:{JobStatus.running}"))
         pipe = self.r.pipeline()
         for job_id in active:
@@ -660,7 +660,11 @@ class JobStore:
         return json.loads(raw) if raw else None
 
     def set_prep_pointer(self, source: str, record: dict[str, Any]) -> None:
-        self.r.set(self._prep_key(source), json.dumps(record))
+        key = self._prep_key(source)
+        pipe = self.r.pipeline()
+        pipe.set(key, json.dumps(record))
+        pipe.sadd(f"prep:keys:{source[:64]}", key)  # every pointer of the bytes, for drop_prep_pointers
+        pipe.execute()
 
     def _prep_key(self, source: str) -> str:
         from lipdub.prep.cache import prep_version
