@@ -13,6 +13,7 @@ from lipdub import pipeline
 from lipdub.config import Settings
 from lipdub.service.batches import BatchStatus, BatchStore, Item
 from lipdub.service.status import JobStatus, JobStore
+from lipdub.service.storage import keys
 
 from .test_limits import redis_url  # noqa: F401 - the redis-server fixture
 
@@ -119,7 +120,7 @@ def test_a_storage_error_while_finishing_a_batch_leaves_it_to_the_retry(
     state = batches.get(batch_id)
     assert state is not None and state.status == (BatchStatus.cancelled if cancel else BatchStatus.completed)
     assert notified == [batch_id]
-    assert (tmp_path / "storage" / tasks.output_key(batch_id, "output")).is_file()
+    assert (tmp_path / "storage" / keys.batch(batch_id, "output.jsonl")).is_file()
 
 
 def test_an_error_while_releasing_an_item_loses_nothing(batches: BatchStore, monkeypatch: pytest.MonkeyPatch) -> None:

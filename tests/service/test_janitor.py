@@ -220,3 +220,30 @@ def test_assets_no_job_used_for_the_ttl_are_deleted_with_their_prep(store: JobSt
     store.cancel(ended.id)
     assert janitor.sweep(kept, storage) == janitor.SweepReport()
     assert storage.exists(keys.asset(shas["fresh"]))
+
+
+def test_a_batchs_files_and_an_uploaded_manifest_go_when_their_records_expire(store: JobStore, tmp_path: Path) -> None:
+    from lipdub.service.batches import BATCHES_EXPIRING, MANIFESTS_EXPIRING, BatchStore
+
+    storage = LocalStorage(tmp_path / "storage")
+    src = tmp_path / "rows.jsonl"
+    src.write_text('{"custom_id": "de"}\n')
+    batches = BatchStore(store)
+    old, recent = (batches.create("acme", keys.batch(f"batch_{n}", "input.jsonl"), None, {}, {},
+                                  batch_id=f"batch_{n}") for n in ("old", "recent"))
+    batches.put_manifest("bman_old", "acme", 1, 20)
+    batches.put_manifest("bman_recent", "acme", 1, 20)
+    for key in (keys.batch(old.id, "input.jsonl"), keys.batch(old.id, "output.jsonl"),
+                keys.batch(recent.id, "output.jsonl"), keys.manifest("bman_old"), keys.manifest("bman_recent")):
+        storage.put_file(key, src)
+    # The records of "old" reached their TTL: Redis dropped them, and their retention entries are due.
+    store.r.delete(f"batch:{old.id}", "bman:bman_old")
+    store.r.zadd(BATCHES_EXPIRING, {f"{old.id}:acme": now() - 1})
+    store.r.zadd(MANIFESTS_EXPIRING, {"bman_old:acme": now() - 1})
+    report = janitor.sweep(store, storage)
+    assert report == janitor.SweepReport(batches_purged=1, manifests_deleted=1, files_deleted=2)
+    assert not storage.exists(keys.batch(old.id, "output.jsonl")) and not storage.exists(keys.manifest("bman_old"))
+    assert storage.exists(keys.batch(recent.id, "output.jsonl")) and storage.exists(keys.manifest("bman_recent"))
+    assert [b.id for b in batches.page("acme")[0]] == [recent.id]
+    assert store.r.zrange("tenant:acme:batches", 0, -1) == [recent.id]
+    assert janitor.sweep(store, storage) == janitor.SweepReport()

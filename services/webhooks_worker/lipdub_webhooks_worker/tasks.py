@@ -36,7 +36,7 @@ from lipdub.service.inputs import InputRefused, check_input, fetch_asset
 from lipdub.service.limits import BATCH_PRIORITY
 from lipdub.service.processes import WEBHOOKS_QUEUE
 from lipdub.service.status import Asset, JobState, JobStatus, get_store
-from lipdub.service.storage import get_storage
+from lipdub.service.storage import get_storage, keys
 from lipdub.service.webhooks import EventType
 from lipdub_api.schemas import JobOptions, JobPublic
 
@@ -53,14 +53,6 @@ _JOB_EVENTS = {JobStatus.succeeded: EventType.job_succeeded, JobStatus.failed: E
                JobStatus.canceled: EventType.job_canceled}
 _BATCH_EVENTS = {BatchStatus.completed: EventType.batch_completed, BatchStatus.failed: EventType.batch_failed,
                  BatchStatus.cancelled: EventType.batch_canceled}
-
-
-def manifest_key(batch_id: str) -> str:
-    return f"batches/{batch_id}/input.jsonl"
-
-
-def output_key(batch_id: str, which: str) -> str:
-    return f"batches/{batch_id}/{which}.jsonl"
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -276,8 +268,9 @@ def _write_outputs(batch_id: str) -> None:
                     out.write(row + "\n")
                     n += 1
             if n:
-                storage.put_file(output_key(batch_id, name), path, "application/jsonl")
-                fields["output_key" if which == "out" else "error_key"] = output_key(batch_id, name)
+                key = keys.batch(batch_id, f"{name}.jsonl")
+                storage.put_file(key, path, "application/jsonl")
+                fields["output_key" if which == "out" else "error_key"] = key
     if fields:
         batches.r.hset(f"batch:{batch_id}", mapping=fields)
 

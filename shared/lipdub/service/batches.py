@@ -25,6 +25,9 @@ Redis keys (besides the job records, which JobStore owns):
   tenant:{t}:batches         sorted set of the tenant's batch ids by creation time
   tenant:{t}:batches:ready   list of the tenant's batch ids with ready items (round robin)
   tenant:{t}:batch_active    set of the tenant's released batch jobs not yet seen final
+  bman:{id}                  hash: an uploaded manifest (tenant, lines, size), expiring
+  batches:expiring           sorted set `{batch id}:{tenant}` by when the batch record expires (retention)
+  manifests:expiring         sorted set `{manifest id}:{tenant}` by when the manifest record expires
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ from lipdub.service.status import Asset, Cursor, JobStatus, JobStore, newest_fir
 from lipdub.service.urls import UrlRejected, check_url
 
 MAX_REPORTED_ERRORS = 1000  # manifest errors kept in the batch record (the count is always exact)
+# Retention (lipdub.service.janitor): `{id}:{tenant}` scored by when the record expires; its files go then.
+BATCHES_EXPIRING = "batches:expiring"
+MANIFESTS_EXPIRING = "manifests:expiring"
 
 
 class BatchStatus(StrEnum):
@@ -351,10 +357,37 @@ class BatchStore:
             "defaults": json.dumps(defaults), "version": 0})
         pipe.expire(f"batch:{batch_id}", ttl)
         pipe.zadd(f"tenant:{tenant}:batches", {batch_id: created})
+        pipe.zadd(BATCHES_EXPIRING, {f"{batch_id}:{tenant}": created + ttl})
         pipe.execute()
         state = self.get(batch_id)
         assert state is not None
         return state
+
+    def put_manifest(self, manifest_id: str, tenant: str, lines: int, size: int) -> None:
+        ttl = self.settings.job_ttl_seconds
+        pipe = self.r.pipeline()
+        pipe.hset(f"bman:{manifest_id}", mapping={"tenant": tenant, "lines": lines, "size": size})
+        pipe.expire(f"bman:{manifest_id}", ttl)
+        pipe.zadd(MANIFESTS_EXPIRING, {f"{manifest_id}:{tenant}": now() + ttl})
+        pipe.execute()
+
+    def manifest_tenant(self, manifest_id: str) -> str | None:
+        return self.r.hget(f"bman:{manifest_id}", "tenant")
+
+    def expired(self, before: float, limit: int = 200) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(batch id, tenant) of batches and (manifest id, tenant) of uploaded manifests whose records expired
+        (job_ttl_seconds after creation) before `before`."""
+        return self.jobs.due(BATCHES_EXPIRING, before, limit), self.jobs.due(MANIFESTS_EXPIRING, before, limit)
+
+    def purge(self, batch_id: str, tenant: str) -> None:
+        """Forget an expired batch in the tenant's listing and the retention index (its own keys expire)."""
+        pipe = self.r.pipeline()
+        pipe.zrem(f"tenant:{tenant}:batches", batch_id)
+        pipe.zrem(BATCHES_EXPIRING, f"{batch_id}:{tenant}")
+        pipe.execute()
+
+    def forget_manifest(self, manifest_id: str, tenant: str) -> None:
+        self.r.zrem(MANIFESTS_EXPIRING, f"{manifest_id}:{tenant}")
 
     def get(self, batch_id: str) -> BatchState | None:
         raw = self.r.hgetall(f"batch:{batch_id}")

@@ -12,7 +12,8 @@ a time however many webhooks workers run.
   (`job_ttl_seconds` after creation), and so are its entries in the listing and status indexes. With
   `asset_ttl_seconds` set, an asset no job (or batch) has named for that long is deleted as
   DELETE /v1/assets/{id} would (its bytes and prep go with the last asset holding them); one a queued or
-  running job still uses waits for a later sweep.
+  running job still uses waits for a later sweep. A batch's files (inline input, output and error JSONL)
+  go when its record expires, and an uploaded manifest when its record does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from functools import partial
 
 import redis
 
+from lipdub.service.batches import BatchStore
 from lipdub.service.inputs import delete_asset
 from lipdub.service.status import JobStatus, JobStore, now
 from lipdub.service.storage import S3Storage, Storage, keys
@@ -38,6 +40,8 @@ class SweepReport:
     settled: int = 0  # hand-offs found done already (or their job expired)
     uploads_aborted: int = 0
     jobs_purged: int = 0
+    batches_purged: int = 0
+    manifests_deleted: int = 0
     files_deleted: int = 0
     assets_deleted: int = 0
 
@@ -52,6 +56,7 @@ def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
         # Each part on its own: a broker that refuses the hand-offs must not stall retention, and the
         # next sweep retries whatever failed.
         for part in (partial(redo_handoffs, store, report), partial(purge_expired_jobs, store, storage, report),
+                     partial(purge_expired_batches, store, storage, report),
                      partial(abort_expired_uploads, store, storage, report),
                      partial(delete_unused_assets, store, storage, report)):
             try:
@@ -100,6 +105,19 @@ def purge_expired_jobs(store: JobStore, storage: Storage, report: SweepReport) -
         report.files_deleted += storage.delete_tree(keys.job_files(job_id))  # first: a failure leaves it due
         store.purge(job_id, tenant)
         report.jobs_purged += 1
+
+
+def purge_expired_batches(store: JobStore, storage: Storage, report: SweepReport) -> None:
+    batches = BatchStore(store)
+    expired, manifests = batches.expired(now())
+    for batch_id, tenant in expired:
+        report.files_deleted += storage.delete_tree(keys.batch_files(batch_id))  # first: a failure leaves it due
+        batches.purge(batch_id, tenant)
+        report.batches_purged += 1
+    for manifest_id, tenant in manifests:
+        storage.delete(keys.manifest(manifest_id))
+        batches.forget_manifest(manifest_id, tenant)
+        report.manifests_deleted += 1
 
 
 def delete_unused_assets(store: JobStore, storage: Storage, report: SweepReport) -> None:

@@ -410,9 +410,9 @@ class JobStore:
 
     def handoffs_due(self, before: float, limit: int = 500) -> list[tuple[str, str]]:
         """Hand-offs owed since before `before`: (kind, job id), oldest first."""
-        return self._due(OUTBOX, before, limit)
+        return self.due(OUTBOX, before, limit)
 
-    def _due(self, index: str, before: float, limit: int) -> list[tuple[str, str]]:
+    def due(self, index: str, before: float, limit: int) -> list[tuple[str, str]]:
         """Members `{a}:{b}` of a sorted set scored up to `before`, oldest first, as (a, b)."""
         due = self.r.zrangebyscore(index, "-inf", before, start=0, num=limit)
         return [(a, b) for a, _, b in (member.partition(":") for member in due)]
@@ -439,7 +439,7 @@ class JobStore:
     # --- retention --------------------------------------------------------------------------------
     def expired_jobs(self, before: float, limit: int = 200) -> list[tuple[str, str]]:
         """Jobs whose records expired (job_ttl_seconds after creation) before `before`: (job id, tenant)."""
-        return self._due(EXPIRING, before, limit)
+        return self.due(EXPIRING, before, limit)
 
     def purge(self, job_id: str, tenant: str) -> None:
         """Forget a job everywhere it is indexed: expired (its record is gone already) or deleted now. The
@@ -647,7 +647,7 @@ class JobStore:
 
     def expired_uploads(self, before: float, limit: int = 500) -> list[tuple[str, str]]:
         """Uploads never completed whose records expired before `before`: (upload id, S3 upload id)."""
-        return self._due(OPEN_UPLOADS, before, limit)
+        return self.due(OPEN_UPLOADS, before, limit)
 
     def forget_upload(self, upload_id: str, s3_upload_id: str) -> None:
         self.r.zrem(OPEN_UPLOADS, f"{upload_id}:{s3_upload_id}")

@@ -89,6 +89,21 @@ class keys:  # a namespace of key builders, read as keys.asset(...)
     def upload(upload_id: str) -> str:
         return f"uploads/{upload_id}"
 
+    @staticmethod
+    def manifest(manifest_id: str) -> str:
+        """An uploaded batch manifest (deleted when its record expires: lipdub.service.janitor)."""
+        return f"batches/manifests/{manifest_id}.jsonl"
+
+    @staticmethod
+    def batch(batch_id: str, name: str) -> str:
+        """A batch's own files: `input.jsonl` (inline items), `output.jsonl`, `errors.jsonl`."""
+        return f"{keys.batch_files(batch_id)}{name}"
+
+    @staticmethod
+    def batch_files(batch_id: str) -> str:
+        """The prefix of every file of a batch (deleted with its record: lipdub.service.janitor)."""
+        return f"batches/{batch_id}/"
+
 
 class Storage(Protocol):
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> None: ...

@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from lipdub.service import events
 from lipdub.service.batches import BatchState, BatchStatus, BatchStore, ManifestLine
-from lipdub.service.storage import Storage
+from lipdub.service.storage import Storage, keys
 from lipdub.service.urls import UrlRejected, check_url
 from lipdub_api.deps import BaseUrlDep, SettingsDep, StorageDep, StoreDep, TenantDep, idempotency_body_hash
 from lipdub_api.errors import ApiError, check_cursor, not_found
@@ -88,10 +88,6 @@ def _public(batches: BatchStore, state: BatchState, base_url: str) -> BatchPubli
     return BatchPublic.model_validate(batches.public(state, base_url))
 
 
-def _manifest_key(manifest_id: str) -> str:
-    return f"batches/manifests/{manifest_id}.jsonl"
-
-
 @router.post("/manifests", status_code=status.HTTP_201_CREATED, responses={413: {"model": ErrorResponse}})
 async def upload_manifest(request: Request, tenant: TenantDep, store: StoreDep, storage: StorageDep,
                           settings: SettingsDep) -> ManifestPublic:
@@ -120,9 +116,8 @@ async def upload_manifest(request: Request, tenant: TenantDep, store: StoreDep, 
         if lines > settings.batch_max_lines:
             raise ApiError(413, ApiErrorCode.payload_too_large,
                            f"the manifest has {lines} lines; a batch has at most {settings.batch_max_lines}")
-        await run_in_threadpool(storage.put_file, _manifest_key(manifest_id), path, "application/jsonl")
-    store.r.hset(f"bman:{manifest_id}", mapping={"tenant": tenant, "lines": lines, "size": size})
-    store.r.expire(f"bman:{manifest_id}", settings.job_ttl_seconds)
+        await run_in_threadpool(storage.put_file, keys.manifest(manifest_id), path, "application/jsonl")
+    BatchStore(store).put_manifest(manifest_id, tenant, lines, size)
     return ManifestPublic(id=manifest_id, lines=lines, size=size)
 
 
@@ -176,13 +171,12 @@ def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage:
 def _start_batch(body: BatchCreate, tenant: str, batch_id: str, webhook_url: str | None, batches: BatchStore,
                  storage: Storage) -> BatchState:
     """Store the batch's input (an uploaded manifest or the inline items), create it and queue its expansion."""
-    store = batches.jobs
     if body.manifest_id is not None:
-        if store.r.hget(f"bman:{body.manifest_id}", "tenant") != tenant:
+        if batches.manifest_tenant(body.manifest_id) != tenant:
             raise ApiError(422, ApiErrorCode.manifest_not_found, f"no manifest {body.manifest_id}")
-        key = _manifest_key(body.manifest_id)
+        key = keys.manifest(body.manifest_id)
     else:
-        key = f"batches/{batch_id}/input.jsonl"
+        key = keys.batch(batch_id, "input.jsonl")
         with tempfile.TemporaryDirectory(prefix="lipdub-manifest-") as tmp:
             path = Path(tmp) / "input.jsonl"
             path.write_text("".join(item.model_dump_json(exclude_defaults=True) + "\n"
