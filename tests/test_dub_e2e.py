@@ -125,3 +125,27 @@ def test_face_less_stretch_passes_through(demo_inputs: tuple[Path, Path], tmp_pa
     result = dub(patched, audio, tmp_path / "out.mp4", Settings(data_dir=tmp_path / "var"), sync_mode="cut_off")
     assert result.frames == 75
     assert result.passed_through == len(gap)
+
+
+def test_only_the_given_ranges_are_reanimated(demo_inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    from lipdub.config import Settings
+    from lipdub.timeline import dub_ranges
+
+    video, audio = demo_inputs
+    out = tmp_path / "out.mp4"
+    result = dub(video, audio, out, Settings(data_dir=tmp_path / "var"), sync_mode="cut_off",
+                 ranges=dub_ranges([(1.0, 2.0)]))  # output frames 25..49
+    frames, source = read_all(out), read_all(video)
+    assert result.passed_through == result.frames - 25
+    with FaceMesh() as mesh:
+        faces = mesh(source[0])
+    lo, hi = faces[0][L.FACE_OVAL, :2].min(0), faces[0][L.FACE_OVAL, :2].max(0)
+    y0, x0 = int(hi[1] - 0.45 * (hi - lo)[1]), int(lo[0])  # the lower face, where the mouth is re-drawn
+    change = np.array([np.abs(f[y0:int(hi[1]), x0:int(hi[0])].astype(int)
+                              - s[y0:int(hi[1]), x0:int(hi[0])].astype(int)).mean()
+                       for f, s in zip(frames, source[:len(frames)], strict=True)])
+    outside = np.r_[change[:25], change[50:]]
+    assert outside.max() < 3.0, f"frames outside the range changed by {outside.max():.2f} grey levels"
+    inside = change[30:45]  # past the fades
+    assert inside.mean() > 2 * outside.mean() + 1, (inside.mean(), outside.mean())
+    assert change[25] < inside.mean() and change[49] < inside.mean()  # the fades start and end small

@@ -1,6 +1,8 @@
+import re
+
 import pytest
 
-from lipdub.timeline import Timeline
+from lipdub.timeline import Timeline, dub_ranges
 
 
 def test_bounce_is_a_palindrome_without_jumps() -> None:
@@ -29,3 +31,35 @@ def test_silence_pads_the_audio_to_the_video() -> None:
 def test_single_frame_video() -> None:
     tl = Timeline(n_video=1, n_audio=5, mode="bounce")
     assert {tl.source_index(t) for t in range(5)} == {0}
+
+
+def test_without_ranges_every_frame_is_dubbed() -> None:
+    timeline = Timeline(10, 10, "cut_off")
+    assert [timeline.dub_weight(t) for t in range(10)] == [1.0] * 10
+
+
+def test_a_range_fades_in_and_out_and_nothing_outside_is_dubbed() -> None:
+    timeline = Timeline(100, 100, "cut_off", dub_ranges([(1.0, 2.0)]))  # frames 25..49
+    weights = [timeline.dub_weight(t) for t in range(100)]
+    assert weights[:25] == [0.0] * 25 and weights[50:] == [0.0] * 50
+    assert weights[25:30] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # FADE_FRAMES = 4
+    assert weights[45:50] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
+    assert min(weights[29:46]) == 1.0
+
+
+def test_a_range_shorter_than_two_fades_peaks_below_one() -> None:
+    timeline = Timeline(100, 100, "cut_off", dub_ranges([(0.0, 0.12), (2.0, 2.04)]))  # 3 frames, 1 frame
+    assert [timeline.dub_weight(t) for t in range(4)] == pytest.approx([0.2, 0.4, 0.2, 0.0])
+    assert timeline.dub_weight(50) == pytest.approx(0.2) and timeline.dub_weight(51) == 0.0
+
+
+@pytest.mark.parametrize(("pairs", "message"), [
+    ([(2.0, 1.0)], "range 1 (2-1 s): needs 0 <= start < end"),
+    ([(-1.0, 1.0)], "range 1"),
+    ([(0.0, 5.0), (4.0, 6.0)], "range 2 (4-6 s) starts before range 1 ends (5 s)"),
+    ([(3.0, 4.0), (1.0, 2.0)], "range 2 (1-2 s) starts before range 1 ends"),
+    ([(0.0, float("inf"))], "range 1"),
+])
+def test_bad_ranges_are_refused_with_which_one(pairs: list[tuple[float, float]], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dub_ranges(pairs)

@@ -42,6 +42,10 @@ def dub(
         help="The face to dub when the video shows several: a point X,Y or a box X0,Y0,X1,Y1 in pixels of "
              "the upright video (default: the largest, most central, most persistent face)")] = None,
     face_time: Annotated[float, typer.Option(help="Seconds into the video where --face is visible")] = 0.0,
+    dub_range: Annotated[list[str] | None, typer.Option(
+        "--range", help="Re-animate only START:END (seconds of the output; repeat for several, in time order). "
+                        "Elsewhere the source frames are kept, e.g. a reaction shot of another person; the "
+                        "new audio plays throughout")] = None,
 ) -> None:
     """Re-animate the mouth in VIDEO to match AUDIO and write the muxed result."""
     from lipdub.pipeline import dub as run
@@ -52,14 +56,33 @@ def dub(
     if device not in Device.__args__:  # type: ignore[attr-defined]
         raise typer.BadParameter(f"must be one of {', '.join(Device.__args__)}", param_hint="--device")  # type: ignore[attr-defined]
     check_output(out)
+    ranges = parse_ranges(dub_range or [])
     try:
         result = run(video, audio, out, get_settings(), sync_mode=sync_mode, device=device,  # type: ignore[arg-type]
-                     progress=ConsoleProgress(quiet), target=parse_face(face, face_time))
+                     progress=ConsoleProgress(quiet), target=parse_face(face, face_time), ranges=ranges)
     except LipdubError as exc:
         _fail(exc)
         return
     err.print(f"[green]wrote[/] {result.output} ({result.frames} frames, "
               f"{result.passed_through} passed through, face in {result.face_coverage:.0%} of source frames)")
+
+
+def parse_ranges(texts: list[str]) -> tuple[tuple[float, float], ...]:
+    """`--range START:END` options → checked dub ranges (lipdub.timeline.dub_ranges)."""
+    from lipdub.timeline import dub_ranges
+
+    pairs = []
+    for text in texts:
+        start, _, end = text.partition(":")
+        try:
+            pairs.append((float(start), float(end)))
+        except ValueError:  # not two numbers (a missing colon leaves `end` empty)
+            raise typer.BadParameter(f"{text!r}: give START:END in seconds, e.g. 12.5:20",
+                                     param_hint="--range") from None
+    try:
+        return dub_ranges(pairs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--range") from exc
 
 
 def check_output(out: Path) -> None:

@@ -39,9 +39,10 @@ class DubResult:
 
 def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: SyncMode | None = None,
         device: Device | None = None, progress: Progress = SILENT, workdir: Path | None = None,
-        target: Target | None = None) -> DubResult:
+        target: Target | None = None, ranges: tuple[tuple[float, float], ...] = ()) -> DubResult:
     """Dub `video` with `audio` into `out`, all in this process; `target` picks the face when the video
-    shows several (default: the largest, most central, most persistent one)."""
+    shows several (default: the largest, most central, most persistent one); `ranges` (seconds of the
+    output, `timeline.dub_ranges`) limit the re-animation to those stretches."""
     mode = sync_mode or settings.sync_mode
     torch_device = resolve_device(device or settings.device)
     # The stages read the device from settings: the command-line choice must reach every model.
@@ -51,7 +52,7 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
         work = workdir or Path(scratch)
         track = prepare_cached(video, settings, progress, target)  # once per source bytes, under data_dir
         mouth = analyze_audio(audio, work / "audio", settings, progress)
-        timeline = Timeline(track.summary.n_frames, len(mouth), mode)
+        timeline = Timeline(track.summary.n_frames, len(mouth), mode, ranges)
         part = work / "render" / "part-0000.mp4"
         part.parent.mkdir(parents=True, exist_ok=True)
         passed = render_video(track, mouth, timeline, part, settings, progress=progress)

@@ -1,10 +1,31 @@
-"""How the output timeline maps onto source frames and dub-audio frames (the `--sync-mode` policy)."""
+"""How the output timeline maps onto source frames and dub-audio frames (the `--sync-mode` policy), and
+which output frames are re-animated (the `ranges` option)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lipdub import FPS
 from lipdub.config import SyncMode
+
+FADE_FRAMES = 4  # a range's first and last frames blend the dubbed mouth with the source's: no pop at its edges
+MAX_RANGES = 500
+
+
+def dub_ranges(pairs: list[tuple[float, float]] | tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+    """Checked dub ranges, in seconds of the output: 0 <= start < end, in time order, not overlapping. Raises
+    ValueError saying which range is wrong."""
+    out: list[tuple[float, float]] = []
+    if len(pairs) > MAX_RANGES:
+        raise ValueError(f"at most {MAX_RANGES} ranges, got {len(pairs)}")
+    for n, (start, end) in enumerate(pairs, start=1):
+        if not (0 <= start < end < float("inf")):
+            raise ValueError(f"range {n} ({start:g}-{end:g} s): needs 0 <= start < end")
+        if out and start < out[-1][1]:
+            raise ValueError(f"range {n} ({start:g}-{end:g} s) starts before range {n - 1} ends "
+                             f"({out[-1][1]:g} s); give ranges in time order, without overlaps")
+        out.append((float(start), float(end)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -17,11 +38,16 @@ class Timeline:
       frame indices never jump, so the head never teleports.
     - silence: when the video is longer, the audio is padded with silence (closed mouth) to its end;
       when the audio is longer, the video bounces as above.
+
+    `ranges`, (start, end) seconds of the output, limit the re-animation to those stretches (a reaction shot
+    of another person, a part the dub leaves in the original language); elsewhere the source frames are
+    kept, while the dub audio still plays under the whole video. Empty: the whole output is dubbed.
     """
 
     n_video: int
     n_audio: int
     mode: SyncMode
+    ranges: tuple[tuple[float, float], ...] = ()
 
     @property
     def n_out(self) -> int:
@@ -44,3 +70,15 @@ class Timeline:
     def audio_index(self, t: int) -> int | None:
         """Audio frame that drives output frame t, or None past the end of the dub (mouth at rest)."""
         return t if t < self.n_audio else None
+
+    def dub_weight(self, t: int) -> float:
+        """How much of output frame t is the dubbed mouth (1) rather than the source's (0): 1 everywhere
+        without ranges; inside a range, rising over its first `FADE_FRAMES` frames and falling over its last."""
+        if not self.ranges:
+            return 1.0
+        for start, end in self.ranges:
+            first, stop = round(start * FPS), round(end * FPS)  # frames [first, stop)
+            if first <= t < stop:
+                edge = min(t - first, stop - 1 - t)  # frames from the nearer edge, 0 at the edge itself
+                return min(1.0, (edge + 1) / (FADE_FRAMES + 1))
+        return 0.0

@@ -237,3 +237,18 @@ def test_assets_are_listed_newest_first_per_tenant_and_deleted_ones_leave(api: T
     assert [a["id"] for a in listed] == [uploaded[2]["id"], uploaded[0]["id"]]
     assert listed[0]["media"]["kind"] == "audio" and listed[0]["size"] == (tmp_path / "500.wav").stat().st_size
     assert api.get("/v1/assets", params={"cursor": "nan:ast_x"}).status_code == 422
+
+
+def test_dub_ranges_are_checked_when_the_job_is_made(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipdub import pipeline
+
+    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: None)
+    body = job_body(get_store())
+    overlapping = api.post("/v1/jobs", json={**body, "options": {"ranges": [[0, 5], [4, 6]]}})
+    assert overlapping.status_code == 422 and overlapping.json()["error"]["code"] == "invalid_request"
+    assert "range 2 (4-6 s) starts before range 1 ends" in overlapping.text
+    assert api.post("/v1/jobs", json={**body, "options": {"ranges": [[3, 1]]}}).status_code == 422
+    made = api.post("/v1/jobs", json={**body, "options": {"ranges": [[0.5, 2], [4, 6.25]]}})
+    assert made.status_code == 202, made.text
+    stored = get_store().get(made.json()["id"])
+    assert stored is not None and stored.spec["options"]["ranges"] == [[0.5, 2.0], [4.0, 6.25]]

@@ -92,6 +92,18 @@ def test_same_source_reuses_prep(api: httpx.Client, assets: dict[str, dict[str, 
     assert redis_client.keys(f"prep:{assets['face2']['sha256']}:v*")
 
 
+def test_ranges_option_reanimates_only_those_stretches(api: httpx.Client,
+                                                      assets: dict[str, dict[str, Any]]) -> None:
+    """Across render chunks (1 s each here): output frames 10..39 are re-drawn, every other one is the
+    source's."""
+    job = wait_for(api, create_job(api, assets["face"], assets["speech"],
+                                   options={"ranges": [[0.4, 1.6]]})["id"])
+    assert job["status"] == "succeeded", job
+    report = api.get(f"/v1/jobs/{job['id']}/report").json()
+    assert report["frames"] > 40 and job["chunks"]["total"] >= 2
+    assert report["frames_passed_through"] == report["frames"] - 30
+
+
 def test_enroll_option_stores_a_fine_tuned_renderer_with_the_source(
         api: httpx.Client, assets: dict[str, dict[str, Any]], stack: StackConfig, redis_client: redis.Redis) -> None:
     from lipdub.prep.cache import prep_version

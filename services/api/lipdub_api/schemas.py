@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from lipdub.config import SyncMode
 from lipdub.prep.tracking import Target
 from lipdub.service.status import Asset, JobState, JobStatus, Stage
+from lipdub.timeline import dub_ranges
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")  # the sync.so rule
 
@@ -143,6 +144,16 @@ class JobOptions(BaseModel):
     enroll: bool = Field(default=False, description="Fine-tune the DINet renderer on this source's own frames "
                          "before rendering (LIPDUB_DINET_ENROLL_STEPS steps, once per source; later jobs of the "
                          "source use it too). Measured gain on held-out clips so far: none (BENCHMARKS.md)")
+    ranges: list[tuple[float, float]] | None = Field(
+        default=None, description="Re-animate only these [start, end] stretches, in seconds of the output and in "
+        "time order; elsewhere the source frames are kept (a reaction shot of another person, a part left in "
+        "the original language) while the new audio plays throughout. The job report's source_cuts_s helps "
+        "find them. Default: the whole video")
+
+    @field_validator("ranges")
+    @classmethod
+    def _check_ranges(cls, value: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        return None if value is None else list(dub_ranges(value))  # ValueError → 422 naming the range
 
 
 class JobCreate(BaseModel):

@@ -45,8 +45,11 @@ def _load_models(**_: object) -> None:
         warm_up("face mesh", load_face_mesh)
 
 
-def _mode(state: JobState) -> str:
-    return str(state.spec.get("options", {}).get("sync_mode") or "bounce")
+def _timeline(state: JobState, n_video: int, n_audio: int) -> Timeline:
+    """The job's output timeline: its sync mode and dub ranges (options checked by the API)."""
+    options = state.spec.get("options", {})
+    ranges = tuple((float(a), float(b)) for a, b in options.get("ranges") or ())
+    return Timeline(n_video, n_audio, options.get("sync_mode") or "bounce", ranges)
 
 
 @app.task(name="dub.plan", base=StageTask)
@@ -68,7 +71,7 @@ def plan_task(job_id: str) -> None:
             enroll_cached(source, run.store, run.storage, run.settings)
     with tempfile.TemporaryDirectory(prefix="lipdub-plan-") as tmp:
         mouth = MouthTrack.load(storage.get_file(keys.mouth(job_id), Path(tmp) / "mouth.npz"))
-    timeline = Timeline(int(pointer["summary"]["n_frames"]), len(mouth), _mode(state))  # type: ignore[arg-type]
+    timeline = _timeline(state, int(pointer["summary"]["n_frames"]), len(mouth))
     chunk_frames = max(1, round(store.settings.chunk_seconds * FPS))
     chunks = render_chunks(timeline.n_out, store.settings.chunk_seconds, FPS)
     # The plan is stored before the chunks are queued: a render task must find it.
@@ -94,7 +97,7 @@ def render_task(job_id: str, index: int) -> None:
         if not run.storage.exists(part_key):  # else: stored by an earlier delivery of this task
             track = SourceTrack.load(run.fetch_prep(job_source_key(state.spec)))
             mouth = MouthTrack.load(run.fetch(keys.mouth(job_id), "mouth.npz"))
-            timeline = Timeline(track.summary.n_frames, len(mouth), _mode(state))  # type: ignore[arg-type]
+            timeline = _timeline(state, track.summary.n_frames, len(mouth))
             start = index * state.chunk_frames
             frames = range(start, min(start + state.chunk_frames, timeline.n_out))
             out = run.scratch / f"part-{index:04d}.mp4"

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -52,7 +53,8 @@ class BatchRenderer(Protocol):
 def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out: Path, settings: Settings,
                  frames: range | None = None, renderer: Renderer | None = None,
                  progress: Progress = SILENT) -> int:
-    """Encode output frames `frames` (default: all) to a silent H.264 file; returns frames passed through.
+    """Encode output frames `frames` (default: all) to a silent H.264 file; returns frames passed through
+    (the source's own: no usable face, or outside the timeline's dub ranges).
 
     Each shot of the source (lipdub.prep.shots) gets its own renderer, built from that shot's references,
     neutral face and rest opening (`SourceTrack.for_shot`); `renderer`, when given, serves every shot."""
@@ -61,9 +63,10 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
     shots = ShotRenderers(track, mouth, lambda view: renderer or make_renderer(view, settings, device))
     passed = 0
     s = track.summary
-    # Frames in output order, each with its job (landmarks, opening, audio frame, source frame) if re-drawn;
-    # the jobs of one batch are all of one shot (`batch_shot`), as a renderer holds one shot's references.
-    pending: list[tuple[np.ndarray, tuple[np.ndarray, float, int | None, int] | None]] = []
+    # Frames in output order, each with its job (landmarks, opening, audio frame, source frame, dub weight) if
+    # re-drawn; the jobs of one batch are all of one shot (`batch_shot`), as a renderer holds one shot's
+    # references.
+    pending: list[tuple[np.ndarray, tuple[np.ndarray, float, int | None, int, float] | None]] = []
     batch_shot = 0
     # One BLAS thread: the renderers' BLAS calls are tiny (the warp's RBF over ~100 points), and OpenBLAS's
     # idle workers spin in sched_yield between them, which took half this process's CPU from the
@@ -75,9 +78,9 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
         inflight: tuple[Future[None], int] | None = None
 
         def finish_and_write(batched: BatchRenderer, frames_out: list[np.ndarray], keys: list[int],
-                             prepared: list[Any]) -> None:
-            for k, frame in zip(keys, batched.finish(prepared)):
-                frames_out[k] = frame
+                             weights: list[float], prepared: list[Any]) -> None:
+            for k, w, frame in zip(keys, weights, batched.finish(prepared), strict=True):
+                frames_out[k] = fade(frames_out[k], frame, w)
             for frame in frames_out:
                 writer.write(frame)
 
@@ -97,16 +100,16 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
             if isinstance(shot_renderer, BatchRenderer):
                 batched = shot_renderer
                 targets = [batched.target(p, o, lips(i, a) if lips is not None else None)
-                           for _, _, (p, o, a, i) in todo]
+                           for _, _, (p, o, a, i, _) in todo]
                 prepared = batched.prepare([f for _, f, _ in todo], [j[0] for _, _, j in todo], targets)
                 wait()  # the last batch is encoded before this one: output order, two batches at most
-                inflight = (pool.submit(finish_and_write, batched, frames_out, [k for k, _, _ in todo], prepared),
-                            len(frames_out))
+                inflight = (pool.submit(finish_and_write, batched, frames_out, [k for k, _, _ in todo],
+                                        [j[4] for _, _, j in todo], prepared), len(frames_out))
             else:
                 wait()
-                for k, frame, (p, o, _, _) in todo:
+                for k, frame, (p, o, _, _, w) in todo:
                     assert shot_renderer is not None
-                    frames_out[k] = shot_renderer(frame, p, o)
+                    frames_out[k] = fade(frame, shot_renderer(frame, p, o), w)
                 for frame in frames_out:
                     writer.write(frame)
                 advance(len(frames_out))
@@ -116,7 +119,8 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
         for t in frames:
             i = timeline.source_index(t)
             frame = reader[i]
-            if track.valid[i]:
+            weight = timeline.dub_weight(t)
+            if track.valid[i] and weight > 0:
                 shot = int(track.shot[i]) if track.shot is not None else 0
                 if shot != batch_shot and jobs:
                     flush()
@@ -125,7 +129,7 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
                 jobs += 1
                 a = timeline.audio_index(t)
                 motion = float(mouth.opening[a]) if a is not None else 0.0  # at rest past the dub's end
-                pending.append((frame, (track.landmarks[i], shots.rest_opening(shot) + motion, a, i)))
+                pending.append((frame, (track.landmarks[i], shots.rest_opening(shot) + motion, a, i, weight)))
             else:
                 passed += 1
                 pending.append((frame, None))
@@ -139,6 +143,11 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
 
 
 PASS_THROUGH_BATCH = 16  # frames written at a time while none is re-drawn
+
+
+def fade(source: np.ndarray, dubbed: np.ndarray, weight: float) -> np.ndarray:
+    """The dubbed frame, or at the edge of a dub range its blend with the source frame."""
+    return dubbed if weight >= 1 else cv2.addWeighted(dubbed, weight, source, 1 - weight, 0)
 
 
 class ShotRenderers:
