@@ -247,3 +247,34 @@ def test_a_batchs_files_and_an_uploaded_manifest_go_when_their_records_expire(st
     assert [b.id for b in batches.page("acme")[0]] == [recent.id]
     assert store.r.zrange("tenant:acme:batches", 0, -1) == [recent.id]
     assert janitor.sweep(store, storage) == janitor.SweepReport()
+
+
+def test_a_prep_still_running_when_its_video_is_deleted_keeps_nothing(store: JobStore, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's or a preflight's prep is no job, so DELETE /v1/assets does not wait for it: what it makes
+    after the deletion must not outlive the video (face tracks are personal data)."""
+    from types import SimpleNamespace
+
+    from lipdub.errors import ErrorCode, InputError
+    from lipdub.service import prepcache
+    from lipdub.service.inputs import delete_asset
+
+    storage = LocalStorage(tmp_path / "storage")
+    sha = "d" * 64
+    (tmp_path / "video").write_bytes(b"video")
+    storage.put_file(keys.asset(sha), tmp_path / "video")
+    asset = store.put_asset("acme", sha, 5, {"kind": "video"})
+
+    def prepare_on_host(video: Path, *_: object, **__: object) -> SimpleNamespace:
+        delete_asset(asset, store, storage)  # the tenant deletes the video while its prep runs
+        track = tmp_path / "track"
+        track.mkdir()
+        (track / "track.json").write_text("{}")
+        return SimpleNamespace(dir=track, summary=None)
+
+    monkeypatch.setattr(prepcache, "prepare_on_host", prepare_on_host)
+    with pytest.raises(InputError) as refused:
+        prepcache.prepare_cached(sha, store, storage, store.settings, tmp_path / "scratch")
+    assert refused.value.code == ErrorCode.asset_deleted
+    assert not list((tmp_path / "storage" / "prep").glob(f"{sha}*")) and store.prep_pointer(sha) is None
+    assert not storage.exists(keys.asset(sha))

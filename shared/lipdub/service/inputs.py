@@ -68,8 +68,9 @@ def delete_asset(asset: Asset, store: JobStore, storage: Storage) -> bool:
     Returns whether they went. Raises TransientError while an upload of the same bytes is being stored."""
     with store.holding_content(asset.sha256):
         last = not store.other_holders(asset)
+        store.release_content(asset)  # first: a prep of the bytes still running discards what it makes
         if last:
-            store.drop_prep_pointers(asset.sha256)  # first: no job looks for artifacts being deleted
+            store.drop_prep_pointers(asset.sha256)  # no job looks for artifacts being deleted
             storage.delete_tree(keys.prep_of(asset.sha256))
             storage.delete(keys.asset(asset.sha256))
         store.forget_asset(asset)  # last: if storage failed, the asset is still there to delete again

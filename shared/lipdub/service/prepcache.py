@@ -70,6 +70,9 @@ def prepare_cached(sha: str, store: JobStore, storage: Storage, settings: Settin
     files = sorted(p.name for p in track.dir.iterdir() if p.is_file())
     for name in files:
         storage.put_file(keys.prep(source, version, name), track.dir / name)
+    if not store.content_held(sha):  # its last asset was deleted meanwhile (a batch's or a preflight's prep)
+        storage.delete_tree(keys.prep_of(sha))
+        raise InputError(ErrorCode.asset_deleted, "the video was deleted while it was being prepared")
     summary = asdict(track.summary)
     # The pointer is written last: whoever sees it finds every artifact in place.
     store.set_prep_pointer(source, {"files": files, "summary": summary, "created_at": now()})

@@ -581,6 +581,10 @@ class JobStore:
             with suppress(redis.exceptions.LockError):  # held past its timeout: nothing left to release
                 lock.release()
 
+    def content_held(self, sha256: str) -> bool:
+        """Whether any asset still holds these bytes (none: their last asset was deleted)."""
+        return bool(self.r.scard(f"asset:holders:{sha256}"))
+
     def other_holders(self, asset: Asset) -> list[str]:
         """The other assets (of any tenant) stored on the same bytes as `asset`."""
         return sorted(h for h in self.r.smembers(f"asset:holders:{asset.sha256}")
@@ -592,10 +596,13 @@ class JobStore:
         index = f"prep:keys:{sha256}"
         self.r.delete(*self.r.smembers(index), index)
 
+    def release_content(self, asset: Asset) -> None:
+        """The asset no longer holds its bytes (it is being deleted)."""
+        self.r.srem(f"asset:holders:{asset.sha256}", asset.id)
+
     def forget_asset(self, asset: Asset) -> None:
         pipe = self.r.pipeline()
         pipe.delete(f"asset:{asset.id}")
-        pipe.srem(f"asset:holders:{asset.sha256}", asset.id)
         pipe.zrem(f"tenant:{asset.tenant}:assets", asset.id)
         pipe.zrem(ASSETS_USED, asset.id)
         pipe.execute()
