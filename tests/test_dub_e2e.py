@@ -136,7 +136,7 @@ def test_only_the_given_ranges_are_reanimated(demo_inputs: tuple[Path, Path], tm
     result = dub(video, audio, out, Settings(data_dir=tmp_path / "var"), sync_mode="cut_off",
                  ranges=dub_ranges([(1.0, 2.0)]))  # output frames 25..49
     frames, source = read_all(out), read_all(video)
-    assert result.passed_through == result.frames - 25
+    assert result.passed_through == result.outside_ranges == result.frames - 25
     with FaceMesh() as mesh:
         faces = mesh(source[0])
     lo, hi = faces[0][L.FACE_OVAL, :2].min(0), faces[0][L.FACE_OVAL, :2].max(0)

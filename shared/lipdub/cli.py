@@ -63,8 +63,9 @@ def dub(
     except LipdubError as exc:
         _fail(exc)
         return
-    err.print(f"[green]wrote[/] {result.output} ({result.frames} frames, "
-              f"{result.passed_through} passed through, face in {result.face_coverage:.0%} of source frames)")
+    outside = f", {result.outside_ranges} of them outside --range" if ranges else ""
+    err.print(f"[green]wrote[/] {result.output} ({result.frames} frames, {result.passed_through} passed "
+              f"through{outside}, face in {result.face_coverage:.0%} of source frames)")
 
 
 def parse_ranges(texts: list[str]) -> tuple[tuple[float, float], ...]:

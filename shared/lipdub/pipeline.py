@@ -32,7 +32,8 @@ STAGES = ("probe", "prep", "audio", "render", "mux")
 class DubResult:
     output: Path
     frames: int
-    passed_through: int
+    passed_through: int  # frames kept as the source's: no usable face, or outside the dub ranges
+    outside_ranges: int
     face_coverage: float
     device: str
 
@@ -57,7 +58,8 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
         part.parent.mkdir(parents=True, exist_ok=True)
         passed = render_video(track, mouth, timeline, part, settings, progress=progress)
         mux([part], audio, timeline.n_out, out, settings, progress)
-    return DubResult(out, timeline.n_out, passed, track.summary.face_coverage, torch_device)
+    return DubResult(out, timeline.n_out, passed, timeline.frames_outside_ranges(), track.summary.face_coverage,
+                     torch_device)
 
 
 # --- Distributed mode: the same stages as Celery tasks (lipdub.service.celery_app routes them to queues).

@@ -82,3 +82,7 @@ class Timeline:
                 edge = min(t - first, stop - 1 - t)  # frames from the nearer edge, 0 at the edge itself
                 return min(1.0, (edge + 1) / (FADE_FRAMES + 1))
         return 0.0
+
+    def frames_outside_ranges(self) -> int:
+        """Output frames the ranges leave as the source's (0 without ranges)."""
+        return sum(self.dub_weight(t) == 0 for t in range(self.n_out)) if self.ranges else 0

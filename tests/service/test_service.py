@@ -69,7 +69,7 @@ def test_job_from_upload_to_downloaded_result(api: httpx.Client, finished_job: d
     assert report["chunks"] == job["chunks"]["total"] and report["frames"] > 25
     assert abs(float(streams[-1]) - report["frames"] / 25) < 0.1
     assert report["face_coverage"] > 0.9
-    assert report["frames_passed_through"] == 0
+    assert report["frames_passed_through"] == report["frames_outside_ranges"] == 0
     assert report["source_cuts_s"] == []  # one shot
     assert set(report["durations"]) >= {"prep", "render", "mux"}
     # The eval harness's sync estimate of the result (settings.sync_estimate, on by default): the rendered
@@ -101,7 +101,7 @@ def test_ranges_option_reanimates_only_those_stretches(api: httpx.Client,
     assert job["status"] == "succeeded", job
     report = api.get(f"/v1/jobs/{job['id']}/report").json()
     assert report["frames"] > 40 and job["chunks"]["total"] >= 2
-    assert report["frames_passed_through"] == report["frames"] - 30
+    assert report["frames_passed_through"] == report["frames_outside_ranges"] == report["frames"] - 30
 
 
 def test_enroll_option_stores_a_fine_tuned_renderer_with_the_source(

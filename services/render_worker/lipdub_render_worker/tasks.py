@@ -155,7 +155,9 @@ def finalize_task(job_id: str) -> None:
     summary = pointer.get("summary", {})
     report = {
         "frames": state.n_frames,
-        "frames_passed_through": state.passed_through,
+        "frames_passed_through": state.passed_through,  # no usable face, or outside the job's ranges
+        # (The output length is settled; only the job's ranges matter for this count.)
+        "frames_outside_ranges": _timeline(state, state.n_frames or 0, state.n_frames or 0).frames_outside_ranges(),
         "face_coverage": summary.get("face_coverage"),
         "face_px": summary.get("face_px"),
         "source_frames": summary.get("n_frames"),
