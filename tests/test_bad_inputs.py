@@ -125,14 +125,26 @@ def test_bad_output_path_is_refused_before_any_work(demo_inputs: tuple[Path, Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # nothing written
 
 
-@pytest.mark.parametrize(("ranges", "said"), [(["2-5"], "START:END"), (["5:2"], "needs 0 <= start < end"),
-                                              (["0:3", "2:4"], "starts before range 1 ends")])
+@pytest.mark.parametrize(("ranges", "said"), [(["2:5"], "START-END"), (["5-2"], "needs 0 <= start < end"),
+                                              (["0-3", "2-4"], "starts before range 1 ends")])
 def test_bad_ranges_are_refused_before_any_work(demo_inputs: tuple[Path, Path], tmp_path: Path,
                                                ranges: list[str], said: str) -> None:
     video, audio = demo_inputs
     result = run_dub(video, audio, tmp_path / "o.mp4", *[a for r in ranges for a in ("--range", r)])
     assert result.returncode == 2 and "--range" in result.stderr and said in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())  # nothing written
+
+
+def test_ranges_are_read_in_seconds_or_timecodes() -> None:
+    import typer
+
+    from lipdub.cli import parse_ranges
+
+    assert parse_ranges(["1:02.5-1:10", "90-95.5", "0:02:00-0:02:01"]) == ((62.5, 70.0), (90.0, 95.5),
+                                                                          (120.0, 121.0))
+    for bad in ("1:75-2:00", "a-b", "1::2-3", "-5", "1.5:2-3"):
+        with pytest.raises(typer.BadParameter):
+            parse_ranges([bad])
 
 
 def test_loudest_level_finds_a_short_phrase_in_a_long_silence() -> None:

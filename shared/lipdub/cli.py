@@ -43,7 +43,8 @@ def dub(
              "the upright video (default: the largest, most central, most persistent face)")] = None,
     face_time: Annotated[float, typer.Option(help="Seconds into the video where --face is visible")] = 0.0,
     dub_range: Annotated[list[str] | None, typer.Option(
-        "--range", help="Re-animate only START:END (seconds of the output; repeat for several, in time order). "
+        "--range", help="Re-animate only START-END of the output (seconds, or timecodes such as 1:02.5-1:10; "
+                        "repeat for several, in time order). "
                         "Elsewhere the source frames are kept, e.g. a reaction shot of another person; the "
                         "new audio plays throughout")] = None,
 ) -> None:
@@ -69,21 +70,39 @@ def dub(
 
 
 def parse_ranges(texts: list[str]) -> tuple[tuple[float, float], ...]:
-    """`--range START:END` options → checked dub ranges (lipdub.timeline.dub_ranges)."""
+    """`--range START-END` options (seconds or [HH:]MM:SS[.mmm] timecodes) → checked dub ranges
+    (lipdub.timeline.dub_ranges)."""
     from lipdub.timeline import dub_ranges
 
     pairs = []
     for text in texts:
-        start, _, end = text.partition(":")
+        start, _, end = text.partition("-")
         try:
-            pairs.append((float(start), float(end)))
-        except ValueError:  # not two numbers (a missing colon leaves `end` empty)
-            raise typer.BadParameter(f"{text!r}: give START:END in seconds, e.g. 12.5:20",
-                                     param_hint="--range") from None
+            pairs.append((seconds(start), seconds(end)))
+        except ValueError:  # not two times (a missing dash leaves `end` empty)
+            raise typer.BadParameter(f"{text!r}: give START-END in seconds or timecodes, e.g. 12.5-20 or "
+                                     "1:02.5-1:10", param_hint="--range") from None
     try:
         return dub_ranges(pairs)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--range") from exc
+
+
+def seconds(text: str) -> float:
+    """`12.5`, `1:02.5` or `0:01:02.5` → seconds; ValueError for anything else."""
+    parts = text.strip().split(":")
+    if not 1 <= len(parts) <= 3 or any(not p for p in parts):
+        raise ValueError(text)
+    *larger, last = parts
+    value = float(last)
+    for p in larger:  # minutes, or hours then minutes
+        if not p.isdigit():
+            raise ValueError(text)
+    if larger and not 0 <= value < 60:
+        raise ValueError(text)
+    for k, p in enumerate(reversed(larger), start=1):
+        value += int(p) * 60**k
+    return value
 
 
 def check_output(out: Path) -> None:
