@@ -124,8 +124,10 @@ def delete_unused_assets(store: JobStore, storage: Storage, report: SweepReport)
     ttl = store.settings.asset_ttl_seconds
     if not ttl:
         return
-    for asset in store.unused_assets(now() - ttl):
-        if store.active_jobs_using(asset.tenant, asset.id):  # a job older than the TTL: wait for its end
+    unused = store.unused_assets(now() - ttl)
+    in_use = store.active_inputs() if unused else {}
+    for asset in unused:
+        if asset.id in in_use:  # by a job older than the TTL: wait for its end
             continue
         delete_asset(asset, store, storage)
         log.info("janitor: deleted asset %s of %s, unused for %.0f days", asset.id, asset.tenant, ttl / 86400)

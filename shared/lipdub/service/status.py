@@ -607,20 +607,18 @@ class JobStore:
         pipe.zrem(ASSETS_USED, asset.id)
         pipe.execute()
 
-    def active_jobs_using(self, tenant: str, asset_id: str) -> list[str]:
-        """The tenant's queued or running jobs with `asset_id` as an input: one pipelined read of every active
-        job (bounded by the tenants' concurrency limits), not of the tenant's whole history."""
+    def active_inputs(self) -> dict[str, list[str]]:
+        """Asset id → the queued or running jobs that have it as an input (asset ids are per tenant). One
+        pipelined read of every active job, bounded by the tenants' concurrency limits."""
         active = sorted(self.r.sunion(f"jobs:status:{JobStatus.queued}", f"jobs:status:{JobStatus.running}"))
         pipe = self.r.pipeline()
         for job_id in active:
-            pipe.hmget(f"job:{job_id}", "tenant", "spec")
-        using = []
-        for job_id, (owner, spec) in zip(active, pipe.execute(), strict=True):
-            if owner != tenant or not spec:
-                continue
-            inputs = json.loads(spec)
-            if any(inputs.get(kind, {}).get("asset_id") == asset_id for kind in ("video", "audio")):
-                using.append(job_id)
+            pipe.hget(f"job:{job_id}", "spec")
+        using: dict[str, list[str]] = {}
+        for job_id, spec in zip(active, pipe.execute(), strict=True):
+            inputs = json.loads(spec) if spec else {}
+            for asset_id in {inputs.get(kind, {}).get("asset_id") for kind in ("video", "audio")} - {None}:
+                using.setdefault(asset_id, []).append(job_id)
         return using
 
     def get_asset(self, tenant: str, asset_id: str) -> Asset | None:

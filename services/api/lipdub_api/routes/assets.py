@@ -111,7 +111,7 @@ def remove_asset(asset_id: str, tenant: TenantDep, store: StoreDep, storage: Sto
     asset = store.get_asset(tenant, asset_id)
     if asset is None:
         raise not_found("asset")
-    using = store.active_jobs_using(tenant, asset_id)
+    using = sorted(store.active_inputs().get(asset_id, []))
     if using:
         shown = ", ".join(using[:5]) + (f" and {len(using) - 5} more" if len(using) > 5 else "")
         raise ApiError(409, ApiErrorCode.asset_in_use, f"queued or running jobs use the asset: {shown}; "
