@@ -149,3 +149,18 @@ def test_only_the_given_ranges_are_reanimated(demo_inputs: tuple[Path, Path], tm
     inside = change[30:45]  # past the fades
     assert inside.mean() > 2 * outside.mean() + 1, (inside.mean(), outside.mean())
     assert change[25] < inside.mean() and change[49] < inside.mean()  # the fades start and end small
+
+
+def test_a_shot_of_another_person_is_named_and_can_be_left_out(demo_inputs: tuple[Path, Path],
+                                                               tmp_path: Path) -> None:
+    from lipdub.config import Settings
+    from lipdub.timeline import dub_ranges
+    from tests.test_prep_media import cut_to_another_face
+
+    video = cut_to_another_face(tmp_path / "two_people.mp4")  # the second person from 2 s to 4 s
+    _, audio = demo_inputs
+    settings = Settings(data_dir=tmp_path / "var")
+    result = dub(video, audio, tmp_path / "all.mp4", settings, sync_mode="cut_off")
+    assert result.other_person_s == [(2.0, 4.0)] and result.passed_through == 0
+    kept = dub(video, audio, tmp_path / "first.mp4", settings, sync_mode="cut_off", ranges=dub_ranges([(0, 2.0)]))
+    assert kept.passed_through == kept.outside_ranges == 50

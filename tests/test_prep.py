@@ -26,6 +26,7 @@ from lipdub.prep import gate
 from lipdub.prep.cache import prep_version, prepare_cached
 from lipdub.prep.pose import canonical_face, euler_degrees, fit_pose
 from lipdub.prep.preflight import preflight
+from lipdub.prep.shots import OTHER_PERSON_DISTANCE
 from lipdub.prep.smoothing import frame_jitter, still_jitter
 from lipdub.prep.track import PREP_VERSION, SourceTrack
 from lipdub.prep.tracking import Target
@@ -281,6 +282,9 @@ def test_a_cut_starts_a_shot_with_its_own_references_and_no_smoothing_across(cli
     assert track.shot is not None and track.shot[:50].max() == 0 and track.shot[50:].min() == 1
     assert set(track.shot[track.reference_frames].tolist()) == {0, 1}  # each shot has its own references
     assert track.neutral_shape.shape == (2, 478, 3) and track.shot_rest_opening.shape == (2,)
+    # The same head, mirrored and recoloured: another camera, the same person.
+    distances = track.summary.shot_person_distance
+    assert distances[0] == 0.0 and 0 < distances[1] < OTHER_PERSON_DISTANCE, distances
     view = track.for_shot(1)
     assert not view.valid[:50].any() and view.valid[50:].any()
     assert (view.reference_frames >= 50).all() and view.neutral_shape.shape == (478, 3)
@@ -290,6 +294,18 @@ def test_a_cut_starts_a_shot_with_its_own_references_and_no_smoothing_across(cli
     step = np.linalg.norm(np.diff(nose, axis=0), axis=1)  # step[i]: frame i -> i + 1
     assert step[49] > 15, step[45:55]
     assert step[44:49].max() < 2 and step[50:55].max() < 2, step[44:56]
+
+
+def test_a_shot_of_a_face_of_other_proportions_is_reported_as_another_person(clips: Path,
+                                                                              settings: Settings) -> None:
+    from lipdub.prep.shots import shot_spans
+
+    track = prepare_source(M.cut_to_another_face(clips / "other.mp4"), clips / "o_other", settings)
+    s = track.summary
+    assert s.cuts == [50] and s.shot_person_distance[1] > OTHER_PERSON_DISTANCE, s.shot_person_distance
+    shots = shot_spans(s.cuts, s.n_frames, s.shot_person_distance)
+    assert [(x.start, x.end, x.other_person) for x in shots] == [(0, 50, False), (50, 100, True)]
+    assert track.valid[52:].all()  # reported, not left out: that is the user's call (`ranges`)
 
 
 def test_after_a_cut_the_main_face_continues_the_track_wherever_it_is(clips: Path, settings: Settings) -> None:

@@ -171,6 +171,23 @@ def title_then_face(path: Path, seconds: float = 2.0) -> Path:
     return write_clip(path, 2 * n, 256, 256, frame)
 
 
+def cut_to_another_face(path: Path, seconds: float = 2.0, stretch: float = 1.15) -> Path:
+    """Two shots: the swaying head, then (a hard cut) a head of other proportions, the same one stretched
+    `stretch` times in height: a face shape no similarity transform maps onto the first, as another person's."""
+    face = face_crop(200)
+    tall = cv2.resize(face, (200, round(200 * stretch)), interpolation=cv2.INTER_AREA)
+    top = (tall.shape[0] - 200) // 2
+    other = np.ascontiguousarray(tall[top: top + 200])
+    n = round(seconds * 25)
+
+    def frame(i: int) -> np.ndarray:
+        if i < n:
+            return paste(canvas(256, 256), face, 20 + round(4 * np.sin(i / 8)), 28)
+        return paste(canvas(256, 256, level=40), other, 44 + round(4 * np.sin(i / 8)), 36)
+
+    return write_clip(path, 2 * n, 256, 256, frame)
+
+
 def cut_to_another_shot(path: Path, seconds: float = 2.0, far: bool = False) -> Path:
     """Two shots: a swaying head on grey, then (a hard cut) a mirrored, recoloured head on a darker
     background: another camera, or another person at a glance; near where the first one was, or (`far`)

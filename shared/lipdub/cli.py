@@ -67,6 +67,9 @@ def dub(
     outside = f", {result.outside_ranges} of them outside --range" if ranges else ""
     err.print(f"[green]wrote[/] {result.output} ({result.frames} frames, {result.passed_through} passed "
               f"through{outside}, face in {result.face_coverage:.0%} of source frames)")
+    for start, end in result.other_person_s:
+        err.print(f"[yellow]note[/] the face in {start:.2f}-{end:.2f} s of the source looks like a different person "
+                  "from the main one (a reaction shot?); to leave it as it was, dub with --range around it")
 
 
 def parse_ranges(texts: list[str]) -> tuple[tuple[float, float], ...]:

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lipdub import FPS
 from lipdub.config import Device, Settings, SyncMode
 from lipdub.device import resolve_device
 from lipdub.prep.cache import prepare_cached
+from lipdub.prep.shots import shot_spans
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 from lipdub.stages.audio import analyze_audio
@@ -35,6 +37,7 @@ class DubResult:
     passed_through: int  # frames kept as the source's: no usable face, or outside the dub ranges
     outside_ranges: int
     face_coverage: float
+    other_person_s: list[tuple[float, float]]  # source spans (s) of shots whose face is likely another person's
     device: str
 
 
@@ -58,7 +61,10 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
         part.parent.mkdir(parents=True, exist_ok=True)
         passed = render_video(track, mouth, timeline, part, settings, progress=progress)
         mux([part], audio, timeline.n_out, out, settings, progress)
-    return DubResult(out, timeline.n_out, passed, timeline.frames_outside_ranges(), track.summary.face_coverage,
+    s = track.summary
+    others = [(shot.start / FPS, shot.end / FPS) for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance)
+              if shot.other_person]
+    return DubResult(out, timeline.n_out, passed, timeline.frames_outside_ranges(), s.face_coverage, others,
                      torch_device)
 
 

@@ -17,6 +17,7 @@ from lipdub import FPS
 from lipdub.audio.mouth import MouthTrack
 from lipdub.config import get_settings
 from lipdub.pipeline import render_chunks, start_render
+from lipdub.prep.shots import shot_spans
 from lipdub.render import generic_weights
 from lipdub.service.celery_app import app
 from lipdub.service.prepcache import enroll_cached, job_source_key
@@ -164,6 +165,12 @@ def finalize_task(job_id: str) -> None:
         # Where the source cuts to another shot (seconds of the 25-fps source): each shot was dubbed with
         # its own references (lipdub.prep.shots); worth a look at each in review.
         "source_cuts_s": [round(cut / FPS, 2) for cut in summary.get("cuts", [])],
+        # Each shot, and whether its face is likely another person's than the main shot's (a reaction shot
+        # the job's `ranges` may leave out); nothing is left out automatically.
+        "source_shots": [{"start_s": round(shot.start / FPS, 2), "end_s": round(shot.end / FPS, 2),
+                          "person_distance": shot.person_distance, "other_person": shot.other_person}
+                         for shot in shot_spans(summary.get("cuts", []), summary.get("n_frames", 0),
+                                                summary.get("shot_person_distance", []))],
         "chunks": state.chunks,
         "output_seconds": round((state.n_frames or 0) / FPS, 3),
         "durations": state.timings,

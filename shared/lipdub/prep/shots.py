@@ -11,12 +11,24 @@ spike, not fast motion, which changes every frame a lot. Calibrated on the corpu
 "Prep: shot cuts"): about 0.1 % of 17,800 simulated cuts between clips of different people are missed (last
 frames of one clip, first of the other); 11 of 135 single-shot clips show a spike, which in the ones we
 looked at was mostly a real jump cut in the source, else a very fast head turn or an exposure change.
+
+Whether a shot shows the same person as the video's main shot (the one with the most usable frames) is
+judged from the shape of the face: the distance between the two shots' neutral faces (canonical space,
+mouth closed), over the face-mesh points that are not mouth or jaw, after a similarity alignment. Above
+OTHER_PERSON_DISTANCE a shot is reported as likely another person (a reaction shot the user may leave out
+with `ranges`); nothing is left out automatically. Calibrated on the corpus (2026-11-29, BENCHMARKS.md "Prep:
+another person after a cut"): 1 % of 2-s windows of one shot are further apart than that from each other,
+73 % of windows of different people are, and 7 % of windows of the same person in other recordings.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+
+from lipdub.audio.shape import MOUTH_POINTS, similarity
 
 THUMB = 32
 MIN_CHANGE = 0.05
@@ -24,6 +36,8 @@ MIN_SPIKE = 4.0
 NEIGHBOURS = 6
 NOISE_FLOOR = 0.004  # change of a static shot (compression noise): the spike ratio's smallest denominator
 MIN_SHOT_FRAMES = 25  # 1 s: shorter shots take the rest opening, neutral face and references of a neighbour
+OTHER_PERSON_DISTANCE = 0.028  # canonical units (about eye-corner distances); see above
+_FACE_SHAPE_POINTS = np.array(sorted(set(range(468)) - set(MOUTH_POINTS)))  # not moved by speech
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
@@ -68,3 +82,33 @@ def shot_ids(cuts: list[int], n: int, min_frames: int = MIN_SHOT_FRAMES) -> np.n
         if cut - (kept[-1] if kept else 0) >= min_frames and n - cut >= min_frames:
             kept.append(cut)
     return np.searchsorted(np.asarray(kept, np.int64), np.arange(n), side="right").astype(np.int32)
+
+
+def person_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """How unlike two neutral faces [478, 3] (canonical space) are: RMS distance of their face-shape points
+    after aligning b onto a (scale, rotation, shift)."""
+    pa, pb = a[_FACE_SHAPE_POINTS].astype(np.float64), b[_FACE_SHAPE_POINTS].astype(np.float64)
+    scale, rot, shift = similarity(pb, pa)
+    return float(np.sqrt(((scale * pb @ rot.T + shift - pa) ** 2).sum(1).mean()))
+
+
+@dataclass(frozen=True)
+class Shot:
+    start: int  # first frame
+    end: int  # one past the last frame
+    person_distance: float | None  # from the main shot's face (None: no usable face in the shot)
+
+    @property
+    def other_person(self) -> bool:
+        """Likely another person than the main shot's (a reaction shot, say)."""
+        return self.person_distance is not None and self.person_distance > OTHER_PERSON_DISTANCE
+
+
+def shot_spans(cuts: list[int], n: int, distances: list[float | None]) -> list[Shot]:
+    """The shots of a prepared source, from its track summary's cuts, frame count and shot_person_distance."""
+    shot = shot_ids(cuts, n)
+    spans = []
+    for k, distance in enumerate(distances):
+        frames = np.flatnonzero(shot == k)
+        spans.append(Shot(int(frames[0]), int(frames[-1]) + 1, distance))
+    return spans

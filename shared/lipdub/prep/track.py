@@ -14,7 +14,8 @@ import numpy as np
 
 from lipdub.media.video import FrameReader
 
-PREP_VERSION = 3  # 3: shot cuts (never smoothed across; references, neutral face and rest opening per shot)
+PREP_VERSION = 4  # 3: shot cuts (never smoothed across; references, neutral face and rest opening per shot);
+# 4: how far each shot's face is from the main shot's (shot_person_distance)
 
 ARRAYS = ("landmarks", "valid", "present", "frame_flags", "rotation", "translation", "scale", "angles", "crop",
           "mouth_opening", "reference_frames", "neutral_shape", "shot", "shot_rest_opening", "source_index",
@@ -40,6 +41,9 @@ class TrackSummary:
     target_source: str = "auto"  # auto | user
     reference_frames: list[int] = field(default_factory=list)
     cuts: list[int] = field(default_factory=list)  # frames after a cut (lipdub.prep.shots); see also `shot`
+    # Per shot: its face's distance from the main shot's (lipdub.prep.shots.person_distance; None: no usable
+    # face in the shot). Above shots.OTHER_PERSON_DISTANCE the shot likely shows another person.
+    shot_person_distance: list[float | None] = field(default_factory=list)
     normalization: list[str] = field(default_factory=list)  # what ffmpeg fixed (fps, vfr, rotation, ...)
     flags: list[str] = field(default_factory=list)
     source: dict[str, object] = field(default_factory=dict)  # the original stream: size, fps, rotation, codec

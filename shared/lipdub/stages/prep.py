@@ -25,7 +25,7 @@ from lipdub.media.video import Normalization, NormalizingStream, plan_normalizat
 from lipdub.prep import gate
 from lipdub.prep.analysis import FaceAnalysis, analyze_faces
 from lipdub.prep.pose import Pose, fit_pose
-from lipdub.prep.shots import shot_ids
+from lipdub.prep.shots import person_distance, shot_ids
 from lipdub.prep.smoothing import smooth_landmarks
 from lipdub.prep.track import PREP_VERSION, SourceTrack, TrackSummary
 from lipdub.prep.tracking import Target, candidate_tracks, pick_by_target, track_score
@@ -151,8 +151,12 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
     refs = np.sort(np.concatenate([reference_frames(opening, usable) for usable in in_shot])).astype(np.int32)
     shot_rest = np.array([np.percentile(opening[usable], 10) if usable.any() else rest for usable in in_shot],
                          np.float32)
+    neutral = np.stack([neutral_shape(landmarks, smooth_pose, opening, usable) for usable in in_shot])
+    main = int(np.argmax([usable.sum() for usable in in_shot]))
     summary.rest_opening = rest
     summary.cuts = cuts
+    summary.shot_person_distance = [round(person_distance(neutral[main], face), 4) if usable.any() else None
+                                    for face, usable in zip(neutral, in_shot, strict=True)]
     summary.usable_share = float(valid.mean())
     summary.pass_through = int((~valid).sum())
     summary.yaw, summary.pitch = distribution(angles_s[present, 0]), distribution(angles_s[present, 1])
@@ -167,7 +171,7 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
         "scale": smooth_pose.scale.astype(np.float32), "angles": angles_s.astype(np.float32),
         "crop": crop_boxes(landmarks, present, width, height, cuts), "mouth_opening": opening,
         "reference_frames": refs, "shot": shot, "shot_rest_opening": shot_rest,
-        "neutral_shape": np.stack([neutral_shape(landmarks, smooth_pose, opening, usable) for usable in in_shot]),
+        "neutral_shape": neutral,
     }
     return Assembled(verdict, summary, arrays)
 
