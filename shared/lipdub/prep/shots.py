@@ -100,7 +100,7 @@ class Shot:
 
     @property
     def other_person(self) -> bool:
-        """Likely another person than the main shot's (a reaction shot, say)."""
+        """Likely a different person from the main shot's (a reaction shot, say)."""
         return self.person_distance is not None and self.person_distance > OTHER_PERSON_DISTANCE
 
 
