@@ -147,6 +147,14 @@ def test_ranges_are_read_in_seconds_or_timecodes() -> None:
             parse_ranges([bad])
 
 
+def test_the_suggested_ranges_leave_out_exactly_the_other_persons_spans() -> None:
+    from lipdub.cli import complement
+
+    assert complement([(2.0, 5.96)], 9.64) == [(0.0, 2.0), (5.96, 9.64)]
+    assert complement([(0.0, 1.0), (3.0, 4.0)], 4.0) == [(1.0, 3.0)]
+    assert complement([(0.0, 4.0)], 4.0) == []
+
+
 def test_loudest_level_finds_a_short_phrase_in_a_long_silence() -> None:
     from lipdub.stages.audio import loudest_level
 

@@ -63,3 +63,10 @@ def test_a_range_shorter_than_two_fades_peaks_below_one() -> None:
 def test_bad_ranges_are_refused_with_which_one(pairs: list[tuple[float, float]], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         dub_ranges(pairs)
+
+
+def test_output_runs_find_every_pass_over_a_source_stretch() -> None:
+    bounce = Timeline(100, 241, "bounce")  # forward 0..99, back 98..0, forward again
+    assert bounce.output_runs(50, 100) == [(50, 149)]
+    assert Timeline(100, 241, "loop").output_runs(50, 100) == [(50, 100), (150, 200)]
+    assert Timeline(100, 60, "cut_off").output_runs(50, 100) == [(50, 60)]

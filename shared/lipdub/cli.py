@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from lipdub import FPS
 from lipdub.audio.student_recipe import StudentRecipe
 from lipdub.config import Device, SyncMode, get_settings
 from lipdub.errors import LipdubError
@@ -67,9 +68,24 @@ def dub(
     outside = f", {result.outside_ranges} of them outside --range" if ranges else ""
     err.print(f"[green]wrote[/] {result.output} ({result.frames} frames, {result.passed_through} passed "
               f"through{outside}, face in {result.face_coverage:.0%} of source frames)")
-    for start, end in result.other_person_s:
-        err.print(f"[yellow]note[/] the face in {start:.2f}-{end:.2f} s of the source looks like a different person "
-                  "from the main one (a reaction shot?); to leave it as it was, dub with --range around it")
+    if result.other_person_s:
+        spans = ", ".join(f"{a:g}-{b:g} s" for a, b in result.other_person_s)
+        keep = " ".join(f"--range {a:g}-{b:g}" for a, b in complement(result.other_person_s, result.frames / FPS))
+        hint = f" To keep the source's frames there, dub again with {keep}" if keep else ""
+        err.print(f"[yellow]note[/] the face in {spans} of the output looks like a different person from the main "
+                  f"one (a reaction shot?).{hint}")
+
+
+def complement(spans: list[tuple[float, float]], total: float) -> list[tuple[float, float]]:
+    """The stretches of [0, total) outside the sorted, non-overlapping `spans`."""
+    out, at = [], 0.0
+    for a, b in spans:
+        if a > at:
+            out.append((at, a))
+        at = max(at, b)
+    if at < total:
+        out.append((at, total))
+    return out
 
 
 def parse_ranges(texts: list[str]) -> tuple[tuple[float, float], ...]:

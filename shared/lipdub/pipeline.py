@@ -37,7 +37,7 @@ class DubResult:
     passed_through: int  # frames kept as the source's: no usable face, or outside the dub ranges
     outside_ranges: int
     face_coverage: float
-    other_person_s: list[tuple[float, float]]  # source spans (s) of shots whose face is likely another person's
+    other_person_s: list[tuple[float, float]]  # output spans (s) showing a face likely another person's
     device: str
 
 
@@ -62,8 +62,8 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
         passed = render_video(track, mouth, timeline, part, settings, progress=progress)
         mux([part], audio, timeline.n_out, out, settings, progress)
     s = track.summary
-    others = [(shot.start / FPS, shot.end / FPS) for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance)
-              if shot.other_person]
+    others = sorted((a / FPS, b / FPS) for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance)
+                    if shot.other_person for a, b in timeline.output_runs(shot.start, shot.end))
     return DubResult(out, timeline.n_out, passed, timeline.frames_outside_ranges(), s.face_coverage, others,
                      torch_device)
 

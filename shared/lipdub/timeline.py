@@ -86,3 +86,14 @@ class Timeline:
     def frames_outside_ranges(self) -> int:
         """Output frames the ranges leave as the source's (0 without ranges)."""
         return sum(self.dub_weight(t) == 0 for t in range(self.n_out)) if self.ranges else 0
+
+    def output_runs(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The runs [a, b) of output frames showing source frames [start, end) (several in loop/bounce)."""
+        runs: list[tuple[int, int]] = []
+        for t in range(self.n_out):
+            if start <= self.source_index(t) < end:
+                if runs and runs[-1][1] == t:
+                    runs[-1] = (runs[-1][0], t + 1)
+                else:
+                    runs.append((t, t + 1))
+        return runs
