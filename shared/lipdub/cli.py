@@ -109,19 +109,11 @@ def parse_ranges(texts: list[str]) -> tuple[tuple[float, float], ...]:
 
 def seconds(text: str) -> float:
     """`12.5`, `1:02.5` or `0:01:02.5` → seconds; ValueError for anything else."""
-    parts = text.strip().split(":")
-    if not 1 <= len(parts) <= 3 or any(not p for p in parts):
-        raise ValueError(text)
-    *larger, last = parts
+    *larger, last = text.strip().split(":")  # hours and minutes, or minutes, before the seconds
     value = float(last)
-    for p in larger:  # minutes, or hours then minutes
-        if not p.isdigit():
-            raise ValueError(text)
-    if larger and not 0 <= value < 60:
+    if len(larger) > 2 or not all(p.isdigit() for p in larger) or (larger and not 0 <= value < 60):
         raise ValueError(text)
-    for k, p in enumerate(reversed(larger), start=1):
-        value += int(p) * 60**k
-    return value
+    return value + sum(int(p) * 60**k for k, p in enumerate(reversed(larger), start=1))
 
 
 def check_output(out: Path) -> None:

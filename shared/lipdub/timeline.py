@@ -3,7 +3,10 @@ which output frames are re-animated (the `ranges` option)."""
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from dataclasses import dataclass
+from functools import cached_property
 
 from lipdub import FPS
 from lipdub.config import SyncMode
@@ -71,21 +74,30 @@ class Timeline:
         """Audio frame that drives output frame t, or None past the end of the dub (mouth at rest)."""
         return t if t < self.n_audio else None
 
+    @cached_property
+    def _range_frames(self) -> list[tuple[int, int]]:
+        """The ranges as output frames [first, stop), in time order."""
+        return [(round(start * FPS), round(end * FPS)) for start, end in self.ranges]
+
     def dub_weight(self, t: int) -> float:
         """How much of output frame t is the dubbed mouth (1) rather than the source's (0): 1 everywhere
         without ranges; inside a range, rising over its first `FADE_FRAMES` frames and falling over its last."""
         if not self.ranges:
             return 1.0
-        for start, end in self.ranges:
-            first, stop = round(start * FPS), round(end * FPS)  # frames [first, stop)
-            if first <= t < stop:
-                edge = min(t - first, stop - 1 - t)  # frames from the nearer edge, 0 at the edge itself
-                return min(1.0, (edge + 1) / (FADE_FRAMES + 1))
-        return 0.0
+        # The last range starting at or before t (a bisection: this runs for every frame, ranges can be many).
+        k = bisect_right(self._range_frames, (t, math.inf)) - 1
+        if k < 0 or t >= self._range_frames[k][1]:
+            return 0.0
+        first, stop = self._range_frames[k]
+        edge = min(t - first, stop - 1 - t)  # frames from the nearer edge, 0 at the edge itself
+        return min(1.0, (edge + 1) / (FADE_FRAMES + 1))
 
     def frames_outside_ranges(self) -> int:
         """Output frames the ranges leave as the source's (0 without ranges)."""
-        return sum(self.dub_weight(t) == 0 for t in range(self.n_out)) if self.ranges else 0
+        if not self.ranges:
+            return 0
+        inside = sum(max(0, min(stop, self.n_out) - first) for first, stop in self._range_frames)
+        return self.n_out - inside
 
     def output_runs(self, start: int, end: int) -> list[tuple[int, int]]:
         """The runs [a, b) of output frames showing source frames [start, end) (several in loop/bounce)."""
