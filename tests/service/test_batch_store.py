@@ -169,3 +169,17 @@ def test_an_item_left_releasing_by_a_canceled_batch_is_counted_canceled(
     ended = batches.get(state.id)
     assert ended is not None and ended.done == 1 and ended.status == BatchStatus.cancelled
     assert [json.loads(row)["status"] for row in batches.rows(state.id, "err")] == ["canceled"]
+
+
+def test_a_manifest_is_in_use_until_its_batches_have_read_it(batches: BatchStore) -> None:
+    batches.put_manifest("bman_1", "acme", 2, 100)
+    validating = batches.create("acme", keys.manifest("bman_1"), None, {}, {})
+    batches.use_manifest("bman_1", validating.id)
+    cancelled = batches.create("acme", keys.manifest("bman_1"), None, {}, {})
+    batches.use_manifest("bman_1", cancelled.id)
+    assert batches.move(cancelled.id, BatchStatus.cancelling) and batches.move(cancelled.id, BatchStatus.cancelled)
+    assert batches.manifest_readers("bman_1") == [validating.id]
+    batches.mark_expanded(validating.id)  # validated: its items are in Redis, the manifest is not read again
+    assert batches.manifest_readers("bman_1") == []
+    batches.forget_manifest("bman_1", "acme")
+    assert batches.manifest_tenant("bman_1") is None and not batches.r.exists("bman:bman_1:batches")

@@ -278,3 +278,95 @@ def test_a_prep_still_running_when_its_video_is_deleted_keeps_nothing(store: Job
     assert refused.value.code == ErrorCode.asset_deleted
     assert not list((tmp_path / "storage" / "prep").glob(f"{sha}*")) and store.prep_pointer(sha) is None
     assert not storage.exists(keys.asset(sha))
+
+
+def test_a_deleted_batch_goes_with_its_jobs_files_and_messages(store: JobStore, broker: dict, tmp_path: Path) -> None:
+    from lipdub.service.batches import BatchStatus, BatchStore, Item
+    from lipdub.service.webhooks import Deliveries
+
+    storage = LocalStorage(tmp_path / "storage")
+    src = tmp_path / "bytes"
+    src.write_bytes(b"x" * 10)
+    batches, messages = BatchStore(store), Deliveries(store.r, store.settings)
+    store.claim_idempotency("acme", "batch:catalog-1", "body", "batch_del")
+    doomed = batches.create("acme", keys.batch("batch_del", "input.jsonl"), None, {}, {}, batch_id="batch_del",
+                            idempotency_key="batch:catalog-1")
+    kept = batches.create("acme", keys.batch("batch_kept", "input.jsonl"), None, {}, {}, batch_id="batch_kept")
+    jobs = {}
+    for batch in (doomed, kept):
+        for line in (1, 2, 3):
+            job = store.create("acme", SPEC, batch=batch.id)
+            batches.bind_job(batch.id, "acme", Item(line, f"c{line}", {}, {}, {}, {}), job.id)
+            store.start(job.id)
+            storage.put_file(keys.result(job.id), src)
+            messages.create("acme", job.id, "job.succeeded", "https://hooks.example.com", {"id": job.id})
+            jobs[(batch.id, line)] = job.id
+        storage.put_file(keys.batch(batch.id, "output.jsonl"), src)
+        messages.create("acme", batch.id, "batch.completed", "https://hooks.example.com", {"id": batch.id})
+    for (batch_id, line), job_id in jobs.items():
+        if (batch_id, line) != (doomed.id, 3):  # one job of the doomed batch is still running (a lost event)
+            assert store.succeed(job_id, {"video": keys.result(job_id)}, {})
+    for batch in (doomed, kept):
+        assert batches.move(batch.id, BatchStatus.in_progress) and batches.move(batch.id, BatchStatus.finalizing)
+        assert batches.move(batch.id, BatchStatus.completed)
+
+    batches.request_deletion(batches.get(doomed.id))
+    assert batches.get(doomed.id) is None and [b.id for b in batches.page("acme")[0]] == [kept.id]
+    # The Idempotency-Key that made it is free at once: repeating the request makes a new batch.
+    assert store.claim_idempotency("acme", "batch:catalog-1", "body", "batch_new") == ("batch_new", True)
+
+    first = sweep_with(store, storage)
+    running = jobs[(doomed.id, 3)]
+    assert (first.jobs_purged, first.batches_deleted) == (2, 0)  # the running job is canceled, not deleted
+    assert store.get(running) is not None and store.get(running).status == JobStatus.canceled
+    second = sweep_with(store, storage)
+    assert (second.jobs_purged, second.batches_deleted, second.files_deleted) == (1, 1, 2)
+    for (batch_id, _), job_id in jobs.items():
+        gone = batch_id == doomed.id
+        assert (store.get(job_id) is None) == gone and storage.exists(keys.result(job_id)) != gone
+        assert (messages.for_subject(job_id) == []) == gone
+    assert not storage.exists(keys.batch(doomed.id, "output.jsonl")) and messages.for_subject(doomed.id) == []
+    assert storage.exists(keys.batch(kept.id, "output.jsonl")) and len(messages.for_subject(kept.id)) == 1
+    assert store.r.keys(f"*{doomed.id}*") == []  # no record, list, index entry or message left
+    assert store.r.keys("wh:msg:*") and all(messages.get(k.split(":")[2]) for k in store.r.keys("wh:msg:*")
+                                             if not k.endswith(":attempts"))
+    assert sweep_with(store, storage) == janitor.SweepReport()
+
+
+def test_a_big_batch_is_deleted_over_several_sweeps(store: JobStore, broker: dict, tmp_path: Path) -> None:
+    from lipdub.service.batches import BatchStatus, BatchStore, Item
+
+    storage = LocalStorage(tmp_path / "storage")
+    batches = BatchStore(store)
+    batch = batches.create("acme", keys.batch("batch_big", "input.jsonl"), None, {}, {}, batch_id="batch_big")
+    for line in range(1, 1001):
+        job = store.create("acme", SPEC, batch=batch.id)
+        batches.bind_job(batch.id, "acme", Item(line, f"c{line}", {}, {}, {}, {}), job.id)
+        store.cancel(job.id)
+    assert batches.move(batch.id, BatchStatus.cancelling) and batches.move(batch.id, BatchStatus.cancelled)
+    batches.request_deletion(batches.get(batch.id))
+    # A sweep spends at most half the sweep interval on deletions: here none, so one page per sweep.
+    hasty = JobStore.from_settings(store.settings.model_copy(update={"janitor_seconds": 1e-9}))
+    purged = [sweep_with(hasty, storage).jobs_purged for _ in range(3)]
+    assert purged[0] > 0 and sum(purged) < 1000 and batches.deletions() == [(batch.id, "acme")]
+    assert sweep_with(store, storage).batches_deleted == 1
+    assert store.r.keys("job:*") == [] and batches.deletions() == []
+
+
+def sweep_with(store: JobStore, storage: Storage) -> janitor.SweepReport:
+    report = janitor.sweep(store, storage)
+    assert report is not None
+    return report
+
+
+def test_a_delivery_in_flight_does_not_bring_a_deleted_message_back(store: JobStore) -> None:
+    from lipdub.service.webhooks import Deliveries
+
+    messages = Deliveries(store.r, store.settings)
+    message, _ = messages.create("acme", "job_1", "job.succeeded", "https://hooks.example.com", {"id": "job_1"})
+    assert messages.log_attempt(message.id, {"delivered": False}) == 1
+    messages.forget("job_1")  # the job is deleted while its next attempt runs
+    assert messages.log_attempt(message.id, {"delivered": True}) == 0
+    messages.set_state(message.id, status="delivered")
+    assert messages.start_run(message.id) == 0
+    assert store.r.keys("wh:*") == []

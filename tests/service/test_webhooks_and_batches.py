@@ -423,6 +423,8 @@ def test_cancel_drops_waiting_items_and_cancels_released_jobs(hooks_stack: Stack
     while not client.get("/v1/jobs", params={"batch": batch_id}).json()["data"]:
         assert time.monotonic() < deadline, client.get(f"/v1/batches/{batch_id}").json()
         time.sleep(0.3)
+    running = client.delete(f"/v1/batches/{batch_id}")
+    assert running.status_code == 409 and running.json()["error"]["code"] == "batch_not_deletable"
     cancel = client.post(f"/v1/batches/{batch_id}/cancel")
     assert cancel.status_code == 202 and cancel.json()["status"] in ("cancelling", "cancelled"), cancel.text
     batch = _wait_batch(client, batch_id, timeout=60)
@@ -435,6 +437,20 @@ def test_cancel_drops_waiting_items_and_cancels_released_jobs(hooks_stack: Stack
     jobs = client.get("/v1/jobs", params={"batch": batch_id}).json()["data"]
     assert len(jobs) == 1 and jobs[0]["status"] in ("canceled", "succeeded")  # only one was ever released
     assert client.post(f"/v1/batches/{batch_id}/cancel").status_code == 409
+
+    # Deleted: the batch is gone at once; the janitor sweep the API queued deletes its job and files.
+    assert hooks_stack.client("someone-else").delete(f"/v1/batches/{batch_id}").status_code == 404
+    assert client.delete(f"/v1/batches/{batch_id}").status_code == 202
+    assert client.get(f"/v1/batches/{batch_id}").status_code == 404
+    assert batch_id not in [b["id"] for b in client.get("/v1/batches").json()["data"]]
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/jobs/{jobs[0]['id']}").status_code != 404:
+        assert time.monotonic() < deadline, "the batch's job was not deleted"
+        time.sleep(0.3)
+    assert client.get("/v1/jobs", params={"batch": batch_id}).json()["data"] == []
+    assert not [k for k in hooks_stack.redis.keys(f"*{batch_id}*")], "Redis keeps some of the batch"
+    assert not [k for k in hooks_stack.redis.keys(f"*{jobs[0]['id']}*")], "Redis keeps some of the job"
+    assert client.delete(f"/v1/batches/{batch_id}").status_code == 404
 
 
 def test_cancel_while_validating(hooks_stack: Stack, media: dict[str, Path]) -> None:
@@ -453,6 +469,13 @@ def test_cancel_while_validating(hooks_stack: Stack, media: dict[str, Path]) -> 
     assert counts["queued"] == counts["running"] == counts["failed"] == 0
     assert counts["canceled"] + counts["succeeded"] == counts["total"] and counts["total"] in (0, 3000)
     assert len(client.get("/v1/jobs", params={"batch": batch_id}).json()["data"]) <= 1
+    # The manifest can go now that its batch has ended; only its own tenant can delete it.
+    manifest_id = manifest.json()["id"]
+    assert hooks_stack.client("someone-else").delete(f"/v1/batches/manifests/{manifest_id}").status_code == 404
+    assert client.delete(f"/v1/batches/manifests/{manifest_id}").status_code == 204
+    assert client.delete(f"/v1/batches/manifests/{manifest_id}").status_code == 404
+    reuse = client.post("/v1/batches", json={"manifest_id": manifest_id})
+    assert reuse.status_code == 422 and reuse.json()["error"]["code"] == "manifest_not_found"
 
 
 # --- limits and URL safety --------------------------------------------------------------------------

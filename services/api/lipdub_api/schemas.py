@@ -45,6 +45,8 @@ class ApiErrorCode(StrEnum):
     url_not_allowed = "url_not_allowed"
     manifest_not_found = "manifest_not_found"
     batch_not_cancelable = "batch_not_cancelable"
+    batch_not_deletable = "batch_not_deletable"
+    manifest_in_use = "manifest_in_use"
 
 
 class ErrorBody(BaseModel):

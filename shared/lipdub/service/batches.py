@@ -20,14 +20,18 @@ Redis keys (besides the job records, which JobStore owns):
   batch:{id}                 hash: the batch record (status, timestamps, counts, errors, ...)
   batch:{id}:ready           list of item JSON ready to become jobs, in manifest order
   batch:{id}:wait:{source}   list of item JSON waiting for their source's prep (Item.source)
-  batch:{id}:jobs            hash: manifest line → job id
+  batch:{id}:jobs            hash: manifest line → job id (and :job_items, job id → [line, custom_id])
   batch:{id}:out / :err      lists of output / error JSONL rows, written as items finish
+  batch:{id}:final / :releasing   items counted final once / items taken for release, not yet jobs
   tenant:{t}:batches         sorted set of the tenant's batch ids by creation time
   tenant:{t}:batches:ready   list of the tenant's batch ids with ready items (round robin)
   tenant:{t}:batch_active    set of the tenant's released batch jobs not yet seen final
   bman:{id}                  hash: an uploaded manifest (tenant, lines, size), expiring
+  bman:{id}:batches          set of the batches made from it (DELETE waits until they have read it)
   batches:expiring           sorted set `{batch id}:{tenant}` by when the batch record expires (retention)
   manifests:expiring         sorted set `{manifest id}:{tenant}` by when the manifest record expires
+  batches:deleting           sorted set `{batch id}:{tenant}` of ended batches DELETE asked to delete with
+                             their jobs (the janitor does it, lipdub.service.janitor.delete_requested_batches)
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ MAX_REPORTED_ERRORS = 1000  # manifest errors kept in the batch record (the coun
 # Retention (lipdub.service.janitor): `{id}:{tenant}` scored by when the record expires; its files go then.
 BATCHES_EXPIRING = "batches:expiring"
 MANIFESTS_EXPIRING = "manifests:expiring"
+BATCHES_DELETING = "batches:deleting"
 
 
 class BatchStatus(StrEnum):
@@ -258,11 +263,6 @@ class BatchState:
         return sum(self.counts.values())
 
 
-def batch_keys(batch_id: str) -> dict[str, str]:
-    return {"record": f"batch:{batch_id}", "ready": f"batch:{batch_id}:ready", "jobs": f"batch:{batch_id}:jobs",
-            "out": f"batch:{batch_id}:out", "err": f"batch:{batch_id}:err"}
-
-
 # Status changes are one atomic script: final batches never change, and only listed moves happen.
 _MOVE = """
 local cur = redis.call('HGET', KEYS[1], 'status')
@@ -346,7 +346,7 @@ class BatchStore:
         self._move_all = self.r.register_script(_MOVE_ALL)
 
     def create(self, tenant: str, manifest_key: str, webhook_url: str | None, metadata: dict[str, str],
-               defaults: dict[str, Any], batch_id: str | None = None) -> BatchState:
+               defaults: dict[str, Any], batch_id: str | None = None, idempotency_key: str | None = None) -> BatchState:
         batch_id = batch_id or f"batch_{uuid.uuid4().hex}"
         created = now()
         ttl = self.settings.job_ttl_seconds
@@ -354,7 +354,7 @@ class BatchStore:
         pipe.hset(f"batch:{batch_id}", mapping={
             "id": batch_id, "tenant": tenant, "status": BatchStatus.validating, "created_at": created,
             "manifest": manifest_key, "webhook_url": webhook_url or "", "metadata": json.dumps(metadata),
-            "defaults": json.dumps(defaults), "version": 0})
+            "defaults": json.dumps(defaults), "version": 0, "idempotency_key": idempotency_key or ""})
         pipe.expire(f"batch:{batch_id}", ttl)
         pipe.zadd(f"tenant:{tenant}:batches", {batch_id: created})
         pipe.zadd(BATCHES_EXPIRING, {f"{batch_id}:{tenant}": created + ttl})
@@ -374,6 +374,17 @@ class BatchStore:
     def manifest_tenant(self, manifest_id: str) -> str | None:
         return self.r.hget(f"bman:{manifest_id}", "tenant")
 
+    def use_manifest(self, manifest_id: str, batch_id: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.sadd(f"bman:{manifest_id}:batches", batch_id)
+        pipe.expire(f"bman:{manifest_id}:batches", self.settings.job_ttl_seconds)
+        pipe.execute()
+
+    def manifest_readers(self, manifest_id: str) -> list[str]:
+        """The batches that have yet to read the manifest (not validated and not ended)."""
+        found = (self.get(b) for b in self.r.smembers(f"bman:{manifest_id}:batches"))
+        return sorted(b.id for b in found if b is not None and not b.expanded and not b.status.is_final)
+
     def expired(self, before: float, limit: int = 200) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(batch id, tenant) of batches and (manifest id, tenant) of uploaded manifests whose records expired
         (job_ttl_seconds after creation) before `before`."""
@@ -387,11 +398,57 @@ class BatchStore:
         pipe.execute()
 
     def forget_manifest(self, manifest_id: str, tenant: str) -> None:
-        self.r.zrem(MANIFESTS_EXPIRING, f"{manifest_id}:{tenant}")
+        pipe = self.r.pipeline()
+        pipe.delete(f"bman:{manifest_id}", f"bman:{manifest_id}:batches")
+        pipe.zrem(MANIFESTS_EXPIRING, f"{manifest_id}:{tenant}")
+        pipe.execute()
+
+    # --- deletion (DELETE /v1/batches/{id}) -----------------------------------------------------------
+    def request_deletion(self, state: BatchState) -> None:
+        """Hide an ended batch at once (get() no longer finds it, the listing drops it) and leave its jobs
+        and files to the janitor: a catalog of 50,000 items is too much to delete within a request. The
+        Idempotency-Key that made the batch is freed now, so repeating that request makes a new batch."""
+        assert state.status.is_final
+        idempotency_key = self.r.hget(f"batch:{state.id}", "idempotency_key")
+        if idempotency_key:
+            self.jobs.release_idempotency(state.tenant, idempotency_key, state.id)
+        pipe = self.r.pipeline()
+        pipe.hset(f"batch:{state.id}", "deleting", now())
+        pipe.zrem(f"tenant:{state.tenant}:batches", state.id)
+        pipe.zadd(BATCHES_DELETING, {f"{state.id}:{state.tenant}": now()})
+        pipe.execute()
+
+    def deletions(self, limit: int = 100) -> list[tuple[str, str]]:
+        """(batch id, tenant) of the batches being deleted, oldest request first."""
+        return self.jobs.due(BATCHES_DELETING, float("inf"), limit)
+
+    def some_jobs(self, batch_id: str, count: int) -> dict[str, str]:
+        """About `count` of the batch's jobs still recorded: manifest line → job id."""
+        _, found = self.r.hscan(f"batch:{batch_id}:jobs", 0, count=count)
+        return found
+
+    def drop_jobs(self, batch_id: str, jobs: dict[str, str]) -> None:
+        pipe = self.r.pipeline()
+        pipe.hdel(f"batch:{batch_id}:jobs", *jobs)
+        pipe.hdel(f"batch:{batch_id}:job_items", *jobs.values())
+        pipe.execute()
+
+    def forget(self, batch_id: str, tenant: str) -> None:
+        """Every Redis key of a deleted batch, once its jobs are gone, and its index entries."""
+        pipe = self.r.pipeline()
+        pipe.delete(*(f"batch:{batch_id}{suffix}" for suffix in ("", ":ready", ":jobs", ":job_items", ":out", ":err",
+                                                                  ":final", ":releasing")),
+                    *self.r.scan_iter(f"batch:{batch_id}:wait:*", count=1000))
+        pipe.srem(f"tenant:{tenant}:releasing", batch_id)
+        pipe.lrem(f"tenant:{tenant}:batches:ready", 0, batch_id)
+        pipe.zrem(f"tenant:{tenant}:batches", batch_id)
+        pipe.zrem(BATCHES_EXPIRING, f"{batch_id}:{tenant}")
+        pipe.zrem(BATCHES_DELETING, f"{batch_id}:{tenant}")
+        pipe.execute()
 
     def get(self, batch_id: str) -> BatchState | None:
         raw = self.r.hgetall(f"batch:{batch_id}")
-        return BatchState.from_hash(raw) if raw.get("tenant") else None
+        return BatchState.from_hash(raw) if raw.get("tenant") and not raw.get("deleting") else None
 
     def get_for_tenant(self, tenant: str, batch_id: str) -> BatchState | None:
         state = self.get(batch_id)

@@ -38,3 +38,12 @@ def expand_batch(batch_id: str) -> None:
 
 def settle_batch(batch_id: str) -> None:
     _send("batches.settle", batch_id)
+
+
+def sweep_soon() -> None:
+    """Run a janitor sweep now rather than at the next interval (a deletion was asked for). Best effort:
+    the periodic sweep does it anyway."""
+    try:
+        _send("janitor.sweep")
+    except Exception as exc:  # noqa: BLE001 - the broker is down; see the docstring
+        log.warning("could not queue janitor.sweep: %s", exc)

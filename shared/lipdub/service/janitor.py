@@ -14,11 +14,15 @@ a time however many webhooks workers run.
   DELETE /v1/assets/{id} would (its bytes and prep go with the last asset holding them); one a queued or
   running job still uses waits for a later sweep. A batch's files (inline input, output and error JSONL)
   go when its record expires, and an uploaded manifest when its record does.
+- Deletion: a batch DELETE /v1/batches/{id} hid is deleted with all it made, its jobs first (their records,
+  results, intermediate files and webhook messages), then its files and records. A big catalog takes a few
+  sweeps: each spends at most half the sweep interval on it, and the next goes on where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -29,6 +33,7 @@ from lipdub.service.batches import BatchStore
 from lipdub.service.inputs import delete_asset
 from lipdub.service.status import JobStatus, JobStore, now
 from lipdub.service.storage import S3Storage, Storage, keys
+from lipdub.service.webhooks import Deliveries
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +44,9 @@ class SweepReport:
     announced: int = 0  # end events queued
     settled: int = 0  # hand-offs found done already (or their job expired)
     uploads_aborted: int = 0
-    jobs_purged: int = 0
+    jobs_purged: int = 0  # expired or deleted
     batches_purged: int = 0
+    batches_deleted: int = 0
     manifests_deleted: int = 0
     files_deleted: int = 0
     assets_deleted: int = 0
@@ -57,6 +63,7 @@ def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
         # next sweep retries whatever failed.
         for part in (partial(redo_handoffs, store, report), partial(purge_expired_jobs, store, storage, report),
                      partial(purge_expired_batches, store, storage, report),
+                     partial(delete_requested_batches, store, storage, report),
                      partial(abort_expired_uploads, store, storage, report),
                      partial(delete_unused_assets, store, storage, report)):
             try:
@@ -100,10 +107,18 @@ def abort_expired_uploads(store: JobStore, storage: Storage, report: SweepReport
         report.uploads_aborted += 1
 
 
+def delete_job(job_id: str, tenant: str, store: JobStore, storage: Storage) -> int:
+    """An ended job's files, record, index entries and webhook messages (expired, or deleted now). Returns
+    how many files were deleted."""
+    deleted = storage.delete_tree(keys.job_files(job_id))  # first: if this fails, the job is there to retry
+    Deliveries(store.r, store.settings).forget(job_id)
+    store.purge(job_id, tenant)
+    return deleted
+
+
 def purge_expired_jobs(store: JobStore, storage: Storage, report: SweepReport) -> None:
     for job_id, tenant in store.expired_jobs(now()):
-        report.files_deleted += storage.delete_tree(keys.job_files(job_id))  # first: a failure leaves it due
-        store.purge(job_id, tenant)
+        report.files_deleted += delete_job(job_id, tenant, store, storage)
         report.jobs_purged += 1
 
 
@@ -118,6 +133,38 @@ def purge_expired_batches(store: JobStore, storage: Storage, report: SweepReport
         storage.delete(keys.manifest(manifest_id))
         batches.forget_manifest(manifest_id, tenant)
         report.manifests_deleted += 1
+
+
+def delete_requested_batches(store: JobStore, storage: Storage, report: SweepReport) -> None:
+    batches = BatchStore(store)
+    deadline = time.monotonic() + store.settings.janitor_seconds / 2  # well within the sweep's lock
+    for batch_id, tenant in batches.deletions():
+        if not _delete_batch_jobs(batches, batch_id, tenant, storage, report, deadline):
+            continue  # a job still running, or out of time: the next sweep goes on
+        report.files_deleted += storage.delete_tree(keys.batch_files(batch_id))
+        Deliveries(store.r, store.settings).forget(batch_id)
+        batches.forget(batch_id, tenant)
+        report.batches_deleted += 1
+        log.info("janitor: deleted batch %s of %s", batch_id, tenant)
+
+
+def _delete_batch_jobs(batches: BatchStore, batch_id: str, tenant: str, storage: Storage, report: SweepReport,
+                       deadline: float) -> bool:
+    """Delete the batch's jobs, a page at a time, until none is left (True) or time is up (False); every
+    sweep deletes at least one page."""
+    store = batches.jobs
+    while jobs := batches.some_jobs(batch_id, 200):
+        ended = {line: job_id for line, job_id in jobs.items() if store.is_final(job_id)}
+        for job_id in set(jobs.values()) - set(ended.values()):
+            store.cancel(job_id)  # an ended batch has none, short of a lost end event
+        for job_id in ended.values():
+            report.files_deleted += delete_job(job_id, tenant, store, storage)
+        if ended:
+            batches.drop_jobs(batch_id, ended)
+        report.jobs_purged += len(ended)
+        if len(ended) < len(jobs) or time.monotonic() > deadline:
+            return False
+    return True
 
 
 def delete_unused_assets(store: JobStore, storage: Storage, report: SweepReport) -> None:

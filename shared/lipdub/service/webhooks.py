@@ -171,12 +171,21 @@ class Message:
                    delivered_at=float(raw["delivered_at"]) if raw.get("delivered_at") else None)
 
 
+# A field update of a message that still exists: a deleted message must not come back as a partial hash
+# (without its TTL) because an attempt in flight recorded its outcome.
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))
+"""
+
+
 class Deliveries:
     """Webhook messages and their attempt logs, per job or batch."""
 
     def __init__(self, r: redis.Redis, settings: Settings) -> None:
         self.r = r
         self.settings = settings
+        self._update = r.register_script(_UPDATE)
 
     def create(self, tenant: str, subject: str, event: EventType | str, url: str, data: dict[str, Any],
                msg_id: str | None = None) -> tuple[Message, bool]:
@@ -216,20 +225,30 @@ class Deliveries:
         return [json.loads(a) for a in self.r.lrange(f"wh:msg:{msg_id}:attempts", 0, -1)]
 
     def log_attempt(self, msg_id: str, record: dict[str, Any]) -> int:
+        attempts = self._update(keys=[f"wh:msg:{msg_id}"], args=["HINCRBY", "attempts", 1])
+        if attempts is None:  # deleted meanwhile
+            return 0
         pipe = self.r.pipeline()
         pipe.rpush(f"wh:msg:{msg_id}:attempts", json.dumps(record))
         pipe.expire(f"wh:msg:{msg_id}:attempts", self.settings.job_ttl_seconds)
-        pipe.hincrby(f"wh:msg:{msg_id}", "attempts", 1)
-        return int(pipe.execute()[-1])
+        pipe.execute()
+        return int(attempts)
 
     def set_state(self, msg_id: str, **fields: Any) -> None:
-        self.r.hset(f"wh:msg:{msg_id}", mapping={k: ("" if v is None else v) for k, v in fields.items()})
+        pairs = [x for k, v in fields.items() for x in (k, "" if v is None else v)]
+        self._update(keys=[f"wh:msg:{msg_id}"], args=["HSET", *pairs])
 
     def start_run(self, msg_id: str) -> int:
         """A replay: a new run of attempts with the same id and body; earlier runs' pending retries stop."""
-        run = int(self.r.hincrby(f"wh:msg:{msg_id}", "run", 1))
+        run = int(self._update(keys=[f"wh:msg:{msg_id}"], args=["HINCRBY", "run", 1]) or 0)
         self.set_state(msg_id, status=DeliveryStatus.pending, next_at=now())
         return run
+
+    def forget(self, subject: str) -> None:
+        """The messages of a job or batch that is deleted (their bodies carry its data). An attempt running
+        meanwhile updates nothing: updates only touch a message that still exists (_UPDATE)."""
+        ids = self.r.lrange(f"wh:subject:{subject}", 0, -1)
+        self.r.delete(f"wh:subject:{subject}", *(f"wh:msg:{i}{suffix}" for i in ids for suffix in ("", ":attempts")))
 
     def claim(self, msg_id: str, run: int, n: int) -> bool:
         """True once per (run, attempt): a task message Redis redelivered finds the attempt claimed. The

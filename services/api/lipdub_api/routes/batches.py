@@ -121,6 +121,22 @@ async def upload_manifest(request: Request, tenant: TenantDep, store: StoreDep, 
     return ManifestPublic(id=manifest_id, lines=lines, size=size)
 
 
+@router.delete("/manifests/{manifest_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               responses={409: {"model": ErrorResponse}})
+def delete_manifest(manifest_id: str, tenant: TenantDep, store: StoreDep, storage: StorageDep) -> Response:
+    """Delete an uploaded manifest now (otherwise kept for `LIPDUB_JOB_TTL_SECONDS`). The batches made from
+    it keep running: they read it once, when they are validated; one not validated yet makes this a 409."""
+    batches = BatchStore(store)
+    if batches.manifest_tenant(manifest_id) != tenant:
+        raise not_found("manifest")
+    if readers := batches.manifest_readers(manifest_id):
+        raise ApiError(409, ApiErrorCode.manifest_in_use,
+                       f"batch {', '.join(readers)} has not read the manifest yet; retry in a few seconds")
+    storage.delete(keys.manifest(manifest_id))  # first: if this fails, the manifest is there to retry
+    batches.forget_manifest(manifest_id, tenant)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses={409: {"model": ErrorResponse},
                                                                    422: {"model": ErrorResponse}})
 def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage: StorageDep,
@@ -158,7 +174,7 @@ def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage:
                                "a request with this Idempotency-Key is still being processed")
             return _public(batches, existing, base_url)
     try:
-        state = _start_batch(body, tenant, batch_id, webhook_url, batches, storage)
+        state = _start_batch(body, tenant, batch_id, webhook_url, batches, storage, idem_key)
     except Exception:
         # No batch will run for this request (bad manifest, storage or queue down): a retry with the same
         # key must be free to make one, not wait on a claim for the key's whole lifetime.
@@ -169,12 +185,13 @@ def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage:
 
 
 def _start_batch(body: BatchCreate, tenant: str, batch_id: str, webhook_url: str | None, batches: BatchStore,
-                 storage: Storage) -> BatchState:
+                 storage: Storage, idempotency_key: str | None) -> BatchState:
     """Store the batch's input (an uploaded manifest or the inline items), create it and queue its expansion."""
     if body.manifest_id is not None:
         if batches.manifest_tenant(body.manifest_id) != tenant:
             raise ApiError(422, ApiErrorCode.manifest_not_found, f"no manifest {body.manifest_id}")
         key = keys.manifest(body.manifest_id)
+        batches.use_manifest(body.manifest_id, batch_id)
     else:
         key = keys.batch(batch_id, "input.jsonl")
         with tempfile.TemporaryDirectory(prefix="lipdub-manifest-") as tmp:
@@ -183,7 +200,8 @@ def _start_batch(body: BatchCreate, tenant: str, batch_id: str, webhook_url: str
                                     for item in body.items or []))
             storage.put_file(key, path, "application/jsonl")
     defaults = {"options": body.options.model_dump(mode="json", exclude_unset=True)} if body.options else {}
-    state = batches.create(tenant, key, webhook_url, body.metadata, defaults, batch_id=batch_id)
+    state = batches.create(tenant, key, webhook_url, body.metadata, defaults, batch_id=batch_id,
+                           idempotency_key=idempotency_key)
     try:
         events.expand_batch(state.id)
     except Exception as exc:  # the broker is down: don't leave a batch that will never move
@@ -220,6 +238,23 @@ def cancel_batch(batch_id: str, tenant: TenantDep, store: StoreDep, base_url: Ba
             raise ApiError(409, ApiErrorCode.batch_not_cancelable, f"the batch is already {current.status}")
     events.settle_batch(batch_id)
     return _public(batches, _batch(batches, tenant, batch_id), base_url)
+
+
+@router.delete("/{batch_id}", status_code=status.HTTP_202_ACCEPTED, response_class=Response,
+               responses={409: {"model": ErrorResponse}})
+def delete_batch(batch_id: str, tenant: TenantDep, store: StoreDep) -> Response:
+    """Delete an ended batch with everything it made: its jobs (records, results, intermediate files,
+    webhook messages), its files (input, output and error JSONL) and its records. The batch is gone at once
+    (404, out of the listing); its jobs and files are deleted in the background by the janitor, within a
+    sweep or a few for a big catalog. An uploaded manifest is not part of the batch: delete it with
+    `DELETE /v1/batches/manifests/{id}`. A batch still running must be canceled first."""
+    batches = BatchStore(store)
+    state = _batch(batches, tenant, batch_id)
+    if not state.status.is_final:
+        raise ApiError(409, ApiErrorCode.batch_not_deletable, f"the batch is {state.status}; cancel it first")
+    batches.request_deletion(state)
+    events.sweep_soon()
+    return Response(status_code=status.HTTP_202_ACCEPTED)
 
 
 @router.get("/{batch_id}/output", response_class=Response,

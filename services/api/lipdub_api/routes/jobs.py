@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.responses import Response
 
+from lipdub.service import janitor
 from lipdub.service.batches import BatchStore
 from lipdub.service.limits import QuotaExceeded, Quotas
 from lipdub.service.status import JobState, JobStatus, JobStore
@@ -182,8 +183,7 @@ def delete_job(job_id: str, tenant: TenantDep, store: StoreDep, storage: Storage
             raise ApiError(409, ApiErrorCode.job_not_deletable,
                            f"the job belongs to batch {job.batch}, which is {batch.status}; delete it once the "
                            "batch has ended")
-    storage.delete_tree(keys.job_files(job_id))  # first: if this fails, the job is still there to retry
-    store.purge(job_id, tenant)
+    janitor.delete_job(job_id, tenant, store, storage)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
