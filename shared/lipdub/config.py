@@ -113,7 +113,9 @@ class Settings(BaseSettings):
     janitor_seconds: int = Field(default=60, gt=0,
                                  description="How often the webhooks worker's scheduler runs the janitor "
                                              "(lipdub.service.janitor): it redoes hand-offs a dead process cut "
-                                             "off and aborts expired presigned uploads")
+                                             "off, aborts expired presigned uploads, applies retention and "
+                                             "deletes deleted batches; the prep and render workers sweep their "
+                                             "local prep caches for deleted videos as often")
     handoff_grace_seconds: int = Field(default=60, gt=0,
                                        description="A job's hand-off (queueing its pipeline, queueing its end "
                                                    "event) still unconfirmed after this long is redone by the "

@@ -370,3 +370,21 @@ def test_a_delivery_in_flight_does_not_bring_a_deleted_message_back(store: JobSt
     messages.set_state(message.id, status="delivered")
     assert messages.start_run(message.id) == 0
     assert store.r.keys("wh:*") == []
+
+
+def test_workers_delete_their_local_prep_of_deleted_videos(store: JobStore, tmp_path: Path) -> None:
+    from lipdub.prep.cache import cache_root
+    from lipdub.service.prepcache import purge_deleted
+
+    kept, deleted = "a" * 64, "b" * 64
+    store.put_asset("acme", kept, 5, {"kind": "video"})
+    root = cache_root(store.settings)
+    names = [f"{kept}-v4.x", f"{kept}-0123456789ab-v4.x", f"{deleted}-v4.x", f"{deleted}-v3.y",
+             f".tmp-{deleted}-v4.x-1234"]  # the last is still being written: not the sweep's to touch
+    for name in names:
+        (root / name).mkdir(parents=True)
+        (root / name / "track.json").write_text("{}")
+    gone = purge_deleted(store, store.settings)
+    assert sorted(e.name for e in gone) == sorted(names[2:4])
+    assert sorted(e.name for e in root.iterdir()) == sorted([*names[:2], names[4]])
+    assert purge_deleted(store, store.settings) == []

@@ -255,9 +255,11 @@ def test_a_job_stored_but_never_queued_is_run_by_the_janitor(api: httpx.Client, 
 
 
 def test_a_deleted_asset_takes_its_prep_along_and_jobs_not_yet_run_on_it_fail(
-        api: httpx.Client, assets: dict[str, dict[str, Any]], stack: StackConfig, tmp_path: Path) -> None:
-    """Deleting an asset deletes its bytes and what prep derived from them in S3; a job that names it but had not
-    started (a batch item released later) fails with `asset_deleted` instead of losing its input."""
+        api: httpx.Client, assets: dict[str, dict[str, Any]], finished_job: dict[str, Any], stack: StackConfig,
+        tmp_path: Path) -> None:
+    """Deleting an asset deletes its bytes and what prep derived from them in S3, and the workers delete their
+    local copies; a job that names it but had not started (a batch item released later) fails with
+    `asset_deleted` instead of losing its input."""
     from lipdub.demo import moving_face_video
     from lipdub.service.storage import S3Storage, keys
 
@@ -268,10 +270,17 @@ def test_a_deleted_asset_takes_its_prep_along_and_jobs_not_yet_run_on_it_fail(
     store = JobStore.from_settings(stack.settings())
     assert s3.exists(keys.asset(video["sha256"]))
     assert store.prep_pointer(video["sha256"]) is not None
+    local = stack.settings().data_dir / "prep"  # the prep and render workers' host cache (one host here)
+    assert list(local.glob(f"{video['sha256']}-*"))
     assert api.delete(f"/v1/assets/{video['id']}").status_code == 204
     assert not s3.exists(keys.asset(video["sha256"]))
     listed = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=keys.prep_of(video["sha256"]))
     assert listed["KeyCount"] == 0 and store.prep_pointer(video["sha256"]) is None
+    deadline = time.monotonic() + 20  # the workers sweep their caches every LIPDUB_JANITOR_SECONDS (1 s here)
+    while list(local.glob(f"{video['sha256']}-*")):
+        assert time.monotonic() < deadline, "a worker kept its local copy of the deleted video's prep"
+        time.sleep(0.2)
+    assert list(local.glob(f"{assets['face']['sha256']}-*"))  # the finished job's source stays
     assert api.get(f"/v1/jobs/{done['id']}/result").status_code == 307  # ended jobs keep their results
     stored = store.get(done["id"])
     assert stored is not None

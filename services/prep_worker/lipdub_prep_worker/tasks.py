@@ -26,7 +26,7 @@ from lipdub.service.inputs import check_input, fetch_asset
 from lipdub.service.prepcache import job_source, prepare_cached
 from lipdub.service.status import Stage, get_store
 from lipdub.service.storage import get_storage, keys
-from lipdub.service.worker import StageTask, load_face_mesh, stage_run, warm_up
+from lipdub.service.worker import StageTask, load_face_mesh, purge_local_prep, stage_run, warm_up
 from lipdub.stages.probe import probe_inputs
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 @worker_process_init.connect
 def _load_models(**_: object) -> None:
     warm_up("face mesh", load_face_mesh)
+    purge_local_prep()
 
 
 @app.task(name="dub.probe", base=StageTask)

@@ -24,7 +24,7 @@ from lipdub.service.prepcache import enroll_cached, job_source_key
 from lipdub.service.quality import sync_estimate
 from lipdub.service.status import JobState, Stage, get_store
 from lipdub.service.storage import get_storage, keys
-from lipdub.service.worker import StageTask, load_face_mesh, stage_run, warm_up
+from lipdub.service.worker import StageTask, load_face_mesh, purge_local_prep, stage_run, warm_up
 from lipdub.stages.mux import mux
 from lipdub.stages.prep import SourceTrack
 from lipdub.stages.render import render_video
@@ -44,6 +44,7 @@ def _load_models(**_: object) -> None:
             warm_up(f"DINet renderer {weights.name}", lambda: load_checkpoint(weights))
     if settings.sync_estimate:  # the mux task's sync estimate tracks the result's face
         warm_up("face mesh", load_face_mesh)
+    purge_local_prep()
 
 
 def _timeline(state: JobState, n_video: int, n_audio: int) -> Timeline:

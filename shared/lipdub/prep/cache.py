@@ -62,9 +62,7 @@ def evict(root: Path, max_bytes: int, now: float | None = None) -> list[Path]:
     (temporary names) and entries used within IN_USE_S are never touched. Returns the deleted entries."""
     now = time.time() if now is None else now
     entries = []
-    for entry in root.iterdir() if root.is_dir() else ():
-        if not entry.is_dir() or entry.name.startswith(".tmp-"):
-            continue
+    for entry in published(root):
         size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
         entries.append((entry.stat().st_mtime, entry, size))
     total = sum(size for _, _, size in entries)
@@ -78,6 +76,16 @@ def evict(root: Path, max_bytes: int, now: float | None = None) -> list[Path]:
         total -= size
         deleted.append(entry)
     return deleted
+
+
+def published(root: Path) -> list[Path]:
+    """The entries in `root`, without those still being written (temporary names)."""
+    return [e for e in root.iterdir() if e.is_dir() and not e.name.startswith(".tmp-")] if root.is_dir() else []
+
+
+def entry_digest(entry: Path) -> str:
+    """The SHA-256 of the source bytes an entry was made from (the first part of its name)."""
+    return entry.name.split("-", 1)[0]
 
 
 def max_bytes(settings: Settings) -> int:

@@ -6,6 +6,9 @@ workers (the source key is the SHA-256 of the bytes, plus a hash of the user's f
 made one: lipdub.prep.cache.source_key), with a Redis pointer per source (JobStore.prep_pointer) written
 only after every artifact is stored; each worker host keeps the same entries on local disk (lipdub.prep.cache, the embedded mode's
 cache, same layout), so the render chunks of one source on one host download its artifacts once.
+When the last asset holding a source's bytes is deleted, its stored prep goes at once
+(lipdub.service.inputs.delete_asset) and every worker deletes its local copies within `janitor_seconds`
+(`purge_deleted`, run by lipdub.service.worker.purge_local_prep).
 A source the prep gate rejects is cached as a rejection, so a resubmission fails fast with the same code.
 """
 
@@ -22,12 +25,14 @@ from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
 from lipdub.prep.cache import (
     cache_root,
+    entry_digest,
     entry_name,
     evict,
     mark_used,
     max_bytes,
     prep_version,
     publish,
+    published,
     source_key,
 )
 from lipdub.prep.cache import prepare_cached as prepare_on_host
@@ -101,6 +106,18 @@ def fetch_prep(source: str, store: JobStore, storage: Storage, settings: Setting
     mark_used(entry)
     evict(root, max_bytes(settings))
     return entry
+
+
+def purge_deleted(store: JobStore, settings: Settings) -> list[Path]:
+    """Delete this host's prep entries made from bytes no asset holds any more (the user deleted them);
+    the LRU eviction alone would keep them for as long as the cache has room. Returns the deleted entries."""
+    entries = published(cache_root(settings))
+    held = store.contents_held(entry_digest(e) for e in entries) if entries else set()
+    gone = [e for e in entries if entry_digest(e) not in held]
+    for entry in gone:
+        shutil.rmtree(entry, ignore_errors=True)
+        log.info("deleted the local prep of deleted source %s", entry.name[:12])
+    return gone
 
 
 def enroll_cached(source: str, store: JobStore, storage: Storage, settings: Settings) -> bool:

@@ -22,7 +22,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -584,6 +584,14 @@ class JobStore:
     def content_held(self, sha256: str) -> bool:
         """Whether any asset still holds these bytes (none: their last asset was deleted)."""
         return bool(self.r.scard(f"asset:holders:{sha256}"))
+
+    def contents_held(self, sha256s: Iterable[str]) -> set[str]:
+        """Those of `sha256s` that some asset still holds."""
+        wanted = sorted(set(sha256s))
+        pipe = self.r.pipeline()
+        for sha in wanted:
+            pipe.exists(f"asset:holders:{sha}")
+        return {sha for sha, held in zip(wanted, pipe.execute(), strict=True) if held}
 
     def other_holders(self, asset: Asset) -> list[str]:
         """The other assets (of any tenant) stored on the same bytes as `asset`."""

@@ -24,7 +24,7 @@ from lipdub.config import Settings, get_settings
 from lipdub.errors import ErrorCode, LipdubError, TransientError
 from lipdub.progress import CallbackProgress
 from lipdub.service.inputs import InputRefused
-from lipdub.service.prepcache import fetch_prep
+from lipdub.service.prepcache import fetch_prep, purge_deleted
 from lipdub.service.status import JobStore, Stage, get_store
 from lipdub.service.storage import Storage, get_storage
 
@@ -165,6 +165,24 @@ def _scratch_root() -> Path:
     root = _settings.data_dir / "work"
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def purge_local_prep() -> threading.Thread:
+    """Start this worker process's sweep of its local prep cache (from its `worker_process_init` handler):
+    every `janitor_seconds` it deletes the entries of sources whose assets were deleted, so a deleted video
+    leaves no face tracks or frames on any worker's disk. A worker that is down catches up when it starts."""
+
+    def loop() -> None:
+        while True:
+            try:
+                purge_deleted(get_store(), _settings)
+            except Exception:  # Redis unreachable for a while: the next round retries
+                log.exception("local prep cache sweep failed")
+            time.sleep(_settings.janitor_seconds)
+
+    thread = threading.Thread(target=loop, name="prep-cache-purge", daemon=True)
+    thread.start()
+    return thread
 
 
 def warm_up(what: str, load: Callable[[], object]) -> None:
