@@ -106,6 +106,20 @@ def test_face_option_picks_one_of_two_faces(demo_inputs: tuple[Path, Path], tmp_
                         " ".join(picked.stderr.split())), picked.stderr  # rich wraps it at 80 columns
 
 
+def test_dub_says_when_it_chose_the_face_talking_in_the_soundtrack(tmp_path: Path) -> None:
+    from lipdub.demo import speak
+    from tests.test_prep_media import side_by_side, sway_face, talking_face
+
+    speech = speak("The quick brown fox jumps over the lazy dog, and then it runs away into the dark forest.",
+                   tmp_path / "speech.wav")
+    talking = talking_face(tmp_path / "talking.mp4", speech, 6.0, tmp_path)
+    video = side_by_side(tmp_path / "two.mp4", sway_face(tmp_path / "listener.mp4", 6.0), talking, speech)
+    result = run_dub(video, speech, tmp_path / "o.mp4")
+    assert result.returncode == 0, result.stderr
+    assert "2 faces were equally prominent; dubbed the one whose lips follow the video's own soundtrack" in \
+        " ".join(result.stderr.split())
+
+
 @pytest.mark.parametrize("face, time", [("360", "0"), ("1,2,3", "0"), ("a,b", "0"), ("-1,5", "0"),
                                         ("30,30,10,10", "0"), ("nan,5", "0"), ("20,28", "nan"), ("20,28", "inf")])
 def test_bad_face_option(demo_inputs: tuple[Path, Path], tmp_path: Path, face: str, time: str) -> None:

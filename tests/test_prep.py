@@ -174,6 +174,38 @@ def test_two_equal_faces_need_a_target(clips: Path, settings: Settings) -> None:
     assert right.valid.mean() > 0.9 and left.valid.mean() > 0.9
 
 
+def test_of_two_equal_faces_the_one_talking_in_the_soundtrack_is_dubbed(clips: Path, settings: Settings,
+                                                                        tmp_path: Path) -> None:
+    """Two equally prominent heads, each saying its own sentence (dubbed by lipdub itself, so their lips follow
+    it): the source's soundtrack decides which one prep dubs. How often this picks right on real faces is
+    measured by bench/active_speaker.py."""
+    from lipdub.demo import speak
+
+    first = speak("The quick brown fox jumps over the lazy dog, and then it runs away into the dark forest.",
+                  tmp_path / "first.wav")
+    second = speak("Seven silver ships sailed slowly past the harbour while people on the pier were waving.",
+                   tmp_path / "second.wav", voice="en-gb")
+    left = M.talking_face(tmp_path / "left.mp4", first, 6.0, tmp_path)
+    right = M.talking_face(tmp_path / "right.mp4", second, 6.0, tmp_path)
+    for name, audio, side in (("first", first, "left"), ("second", second, "right")):
+        track = prepare_source(M.side_by_side(tmp_path / f"{name}.mp4", left, right, audio), tmp_path / f"o_{name}",
+                               settings)
+        assert track.summary.target_source == "speaker" and "active_speaker_chosen" in track.summary.flags
+        nose_x = float(np.median(track.landmarks[track.valid][:, L.NOSE_TIP, 0]))
+        assert (nose_x < 256) == (side == "left"), (name, nose_x)
+    # A listener who does not talk is not chosen either.
+    still = M.side_by_side(tmp_path / "listener.mp4", M.sway_face(tmp_path / "still.mp4", 6.0), right, second)
+    track = prepare_source(still, tmp_path / "o_listener", settings)
+    assert track.summary.target_source == "speaker" and track.landmarks[track.valid][:, L.NOSE_TIP, 0].min() > 256
+    # Without a soundtrack, or with speech neither face says, the user has to choose.
+    mute = prep_error(M.side_by_side(tmp_path / "mute.mp4", left, right, None), tmp_path / "o_mute", settings)
+    assert mute.code == ErrorCode.multiple_faces and "no soundtrack" in mute.message
+    other = speak("Numbers: one, two, three, four, five, six, seven, eight, nine, ten, eleven, twelve.",
+                  tmp_path / "other.wav", voice="de")
+    neither = prep_error(M.side_by_side(tmp_path / "neither.mp4", left, right, other), tmp_path / "o_neither", settings)
+    assert neither.code == ErrorCode.multiple_faces and "no face's lips clearly follow" in neither.message
+
+
 def test_dominant_face_is_chosen_by_default(clips: Path, settings: Settings) -> None:
     # The right face is as large but only there for the first second: the persistent left face dominates.
     video = M.two_faces(clips / "two_uneven.mp4", seconds=3.0, right_seconds=1.0)

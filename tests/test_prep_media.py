@@ -205,3 +205,31 @@ def cut_to_another_shot(path: Path, seconds: float = 2.0, far: bool = False) -> 
         return paste(canvas(width, 256, level=40), other, x + round(4 * np.sin(i / 8)), 36)
 
     return write_clip(path, 2 * n, width, 256, frame)
+
+
+def talking_face(path: Path, speech: Path, seconds: float, workdir: Path) -> Path:
+    """The astronaut's head (200 px, on 256×256) saying `speech`: dubbed by lipdub itself (the student audio
+    model and the warp renderer), so its lips follow that speech (silent: the caller muxes a soundtrack)."""
+    from lipdub.config import Settings
+    from lipdub.pipeline import dub
+
+    still = sway_face(workdir / f"{path.stem}_still.mp4", seconds)
+    settings = Settings(data_dir=workdir / "data", renderer="warp", audio_model="student", sync_estimate=False)
+    dub(still, speech, workdir / f"{path.stem}_dubbed.mp4", settings, sync_mode="cut_off")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(workdir / f"{path.stem}_dubbed.mp4"), "-an", "-c", "copy",
+                    str(path)], check=True)
+    return path
+
+
+def side_by_side(path: Path, left: Path, right: Path, audio: Path | None) -> Path:
+    """Two 256×256 clips next to each other (as long as the shorter), with `audio` as the soundtrack."""
+    from lipdub.media.video import FrameReader, count_frames
+
+    n = min(count_frames(left), count_frames(right))
+    with FrameReader(left, 256, 256, n) as a, FrameReader(right, 256, 256, n) as b:
+        silent = write_clip(path.with_suffix(".silent.mp4"), n, 512, 256, lambda i: np.hstack([a[i], b[i]]))
+    if audio is None:
+        return silent.replace(path)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(silent), "-i", str(audio), "-map", "0:v", "-map", "1:a",
+                    "-c:v", "copy", "-c:a", "aac", "-shortest", str(path)], check=True)
+    return path

@@ -68,6 +68,9 @@ def dub(
     outside = f", {result.outside_ranges} of them outside --range" if ranges else ""
     err.print(f"[green]wrote[/] {result.output} ({result.frames} frames, {result.passed_through} passed "
               f"through{outside}, face in {result.face_coverage:.0%} of source frames)")
+    if result.face_choice == "speaker":
+        err.print(f"[yellow]note[/] {result.faces} faces were equally prominent; dubbed the one whose lips follow "
+                  "the video's own soundtrack. To dub another, give --face.")
     if result.other_person_s:
         spans = ", ".join(f"{a:g}-{b:g} s" for a, b in result.other_person_s)
         keep = " ".join(f"--range {a:g}-{b:g}" for a, b in complement(result.other_person_s, result.frames / FPS))

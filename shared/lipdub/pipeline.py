@@ -39,6 +39,8 @@ class DubResult:
     face_coverage: float
     other_person_s: list[tuple[float, float]]  # output spans (s) showing a face likely another person's
     device: str
+    face_choice: str = "auto"  # auto | user | speaker (TrackSummary.target_source)
+    faces: int = 1
 
 
 def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: SyncMode | None = None,
@@ -65,7 +67,7 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
     others = sorted((a / FPS, b / FPS) for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance)
                     if shot.other_person for a, b in timeline.output_runs(shot.start, shot.end))
     return DubResult(out, timeline.n_out, passed, timeline.frames_outside_ranges(), s.face_coverage, others,
-                     torch_device)
+                     torch_device, s.target_source, s.n_faces)
 
 
 # --- Distributed mode: the same stages as Celery tasks (lipdub.service.celery_app routes them to queues).

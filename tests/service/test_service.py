@@ -71,6 +71,7 @@ def test_job_from_upload_to_downloaded_result(api: httpx.Client, finished_job: d
     assert report["face_coverage"] > 0.9
     assert report["frames_passed_through"] == report["frames_outside_ranges"] == 0
     assert report["source_cuts_s"] == []  # one shot
+    assert (report["face_choice"], report["source_faces"]) == ("auto", 1)
     assert report["source_shots"] == [{"start_s": 0.0, "end_s": 3.0, "person_distance": 0.0, "other_person": False}]
     assert set(report["durations"]) >= {"prep", "render", "mux"}
     # The eval harness's sync estimate of the result (settings.sync_estimate, on by default): the rendered
@@ -133,7 +134,8 @@ def test_target_face_picks_one_of_two_equal_faces(api: httpx.Client, assets: dic
     job = wait_for(api, create_job(api, two, assets["speech"], options={"target_face": right})["id"])
     assert job["status"] == "succeeded", job["error"]
     assert job["options"]["target_face"] == {"time": 1.0, "point": [360.0, 128.0], "box": None}
-    assert api.get(f"/v1/jobs/{job['id']}/report").json()["face_coverage"] > 0.9
+    chosen = api.get(f"/v1/jobs/{job['id']}/report").json()
+    assert chosen["face_coverage"] > 0.9 and (chosen["face_choice"], chosen["source_faces"]) == ("user", 2)
     # The chosen face is its own prep entry next to the automatic choice's cached rejection.
     assert len(redis_client.keys(f"prep:{two['sha256']}*:v*")) == 2
     pre = api.post("/v1/preflight", json={"video": {"asset_id": two["id"]}, "target_face": right}).json()

@@ -163,6 +163,10 @@ def finalize_task(job_id: str) -> None:
         "face_coverage": summary.get("face_coverage"),
         "face_px": summary.get("face_px"),
         "source_frames": summary.get("n_frames"),
+        # How the dubbed face was chosen: auto (the dominant face), user (target_face) or speaker (faces
+        # tied; the one whose lips follow the source's own soundtrack, lipdub.prep.speaker).
+        "face_choice": summary.get("target_source"),
+        "source_faces": summary.get("n_faces"),
         # Where the source cuts to another shot (seconds of the 25-fps source): each shot was dubbed with
         # its own references (lipdub.prep.shots); worth a look at each in review.
         "source_cuts_s": [round(cut / FPS, 2) for cut in summary.get("cuts", [])],

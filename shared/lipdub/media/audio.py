@@ -17,15 +17,16 @@ from lipdub.media.probe import probe
 MIX_LOSS = 0.7
 
 
-def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(path: Path, sample_rate: int = SAMPLE_RATE, seconds: float | None = None) -> np.ndarray:
     """Mono for the audio models: a mono source as it is; for more channels, the mix of their stereo
     downmix, or its louder channel where the mix loses the voice. The dub's own track is muxed unchanged;
     this is only what the models hear."""
     info = probe(path)
     # A mono source is decoded as mono: ffmpeg's upmix to stereo would lower its level by 3 dB.
     channels = 2 if info.audio is not None and info.audio.channels > 1 else 1
-    cmd = ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", str(channels), "-ar", str(sample_rate),
-           "-f", "s16le", "pipe:1"]
+    limit = ["-t", f"{seconds:.3f}"] if seconds is not None else []  # only the first `seconds`
+    cmd = ["ffmpeg", "-v", "error", *limit, "-i", str(path), "-map", "0:a:0", "-ac", str(channels), "-ar",
+           str(sample_rate), "-f", "s16le", "pipe:1"]
     result = subprocess.run(cmd, capture_output=True)
     if result.returncode != 0:
         reason = result.stderr.decode(errors="replace").strip()[-300:]

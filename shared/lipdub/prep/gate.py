@@ -73,7 +73,11 @@ def judge(name: str, n_frames: int, present: np.ndarray, flags: np.ndarray, face
     return PASS
 
 
-def multiple_faces(name: str, n_faces: int, best: float, second: float) -> Verdict:
+def multiple_faces(name: str, n_faces: int, best: float, second: float, speakers: str | None = None) -> Verdict:
+    """`speakers`: how well each tied face's lips followed the source's own speech (lipdub.prep.speaker), when
+    the source has a soundtrack; None when it has none."""
+    heard = (f"; no face's lips clearly follow the source's own speech ({speakers})" if speakers
+             else "; the source has no soundtrack to tell the speaker by")
     return Verdict(ErrorCode.multiple_faces,
-                   f"{name}: {n_faces} faces and none dominates (scores {best:.3f} vs {second:.3f}); "
+                   f"{name}: {n_faces} faces and none dominates (scores {best:.3f} vs {second:.3f}){heard}; "
                    "choose the speaker with a point or box at a time")

@@ -20,6 +20,7 @@ from lipdub.media.probe import probe
 from lipdub.media.video import plan_normalization
 from lipdub.prep.analysis import analyze_faces
 from lipdub.prep.gate import Verdict
+from lipdub.prep.speaker import soundtrack
 from lipdub.prep.track import TrackSummary
 from lipdub.prep.tracking import Target
 
@@ -53,7 +54,8 @@ def preflight(video: Path, settings: Settings, target: Target | None = None,
     faces = analyze_faces(frames, plan.width, plan.height, round(settings.face_track_gap_s * FPS))
     # The sample is short by design: judge its faces, but the length check uses the whole source.
     short = settings.model_copy(update={"min_video_frames": min(settings.min_video_frames, faces.n_frames or 1)})
-    result = assemble(video.name, faces, plan, info, short, target)
+    result = assemble(video.name, faces, plan, info, short, target,
+                      (lambda: soundtrack(video, seconds)) if info.audio is not None else None)
     return Preflight(result.verdict, result.summary, faces.n_frames / FPS, duration)
 
 

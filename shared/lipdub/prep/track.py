@@ -14,8 +14,9 @@ import numpy as np
 
 from lipdub.media.video import FrameReader
 
-PREP_VERSION = 4  # 3: shot cuts (never smoothed across; references, neutral face and rest opening per shot);
-# 4: how far each shot's face is from the main shot's (shot_person_distance)
+PREP_VERSION = 5  # 3: shot cuts (never smoothed across; references, neutral face and rest opening per shot);
+# 4: how far each shot's face is from the main shot's (shot_person_distance); 5: equally prominent faces are
+# told apart by the source's own speech (prep.speaker), so cached multiple_faces rejections are judged again
 
 ARRAYS = ("landmarks", "valid", "present", "frame_flags", "rotation", "translation", "scale", "angles", "crop",
           "mouth_opening", "reference_frames", "neutral_shape", "shot", "shot_rest_opening", "source_index",
@@ -38,7 +39,7 @@ class TrackSummary:
     pitch: dict[str, float] = field(default_factory=dict)
     n_faces: int = 1  # face tracks long enough to count
     target_id: int = 0
-    target_source: str = "auto"  # auto | user
+    target_source: str = "auto"  # auto | user | speaker (the face whose lips follow the source's speech)
     reference_frames: list[int] = field(default_factory=list)
     cuts: list[int] = field(default_factory=list)  # frames after a cut (lipdub.prep.shots); see also `shot`
     # Per shot: its face's distance from the main shot's (lipdub.prep.shots.person_distance; None: no usable

@@ -10,7 +10,7 @@ frames and the speaker's neutral mouth. Writes `video.mp4`, `track.npz` and `tra
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from lipdub.prep.analysis import FaceAnalysis, analyze_faces
 from lipdub.prep.pose import Pose, fit_pose
 from lipdub.prep.shots import person_distance, shot_ids
 from lipdub.prep.smoothing import smooth_landmarks
+from lipdub.prep.speaker import active_speaker, soundtrack
 from lipdub.prep.track import PREP_VERSION, SourceTrack, TrackSummary
 from lipdub.prep.tracking import Target, candidate_tracks, pick_by_target, track_score
 from lipdub.progress import SILENT, Progress
@@ -81,7 +82,8 @@ def prepare_source(video: Path, out_dir: Path, settings: Settings, progress: Pro
         stream.abort()
         raise
     source_index, source_time = source_timeline(packets.pts, n)
-    result = assemble(video.name, faces, plan, info, settings, target)
+    result = assemble(video.name, faces, plan, info, settings, target,
+                      (lambda: soundtrack(video)) if info.audio is not None else None)
     result.verdict.raise_for_code()
     track = SourceTrack(out_dir, result.summary, source_index=source_index, source_time=source_time,
                         **result.arrays)
@@ -90,8 +92,9 @@ def prepare_source(video: Path, out_dir: Path, settings: Settings, progress: Pro
 
 
 def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInfo, settings: Settings,
-             target: Target | None) -> Assembled:
-    """Choose the target face, judge the source, and derive everything the track holds."""
+             target: Target | None, speech: Callable[[], np.ndarray | None] | None = None) -> Assembled:
+    """Choose the target face, judge the source, and derive everything the track holds. `speech` gives the
+    source's own soundtrack (16 kHz), which picks the talking face when several are equally prominent."""
     n, width, height = faces.n_frames, plan.width, plan.height
     summary = TrackSummary(PREP_VERSION, width, height, n, FPS, 0.0, 0.0, 0.0,
                            normalization=list(plan.changes), source=source_facts(info))
@@ -110,13 +113,23 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
                                                              f"at {target.time:.2f} s"), summary, {})
         summary.target_source = "user"
     else:
-        ranked = sorted(candidates, key=lambda t: -track_score(t, n, width, height))
+        scores = {t.id: track_score(t, n, width, height) for t in candidates}
+        ranked = sorted(candidates, key=lambda t: -scores[t.id])
         chosen = ranked[0]
         if len(ranked) > 1:
-            best, second = (track_score(t, n, width, height) for t in ranked[:2])
-            if best < settings.face_dominance * second:
-                return Assembled(gate.multiple_faces(name, len(ranked), best, second), summary, {})
-            summary.flags.append("multiple_faces_dominant_chosen")
+            best, second = scores[ranked[0].id], scores[ranked[1].id]
+            if best >= settings.face_dominance * second:
+                summary.flags.append("multiple_faces_dominant_chosen")
+            else:
+                tied = [t for t in ranked if best < settings.face_dominance * scores[t.id]]
+                samples = speech() if speech is not None else None
+                vote = active_speaker(tied, samples) if samples is not None else None
+                if vote is None or vote.chosen is None:
+                    return Assembled(gate.multiple_faces(name, len(ranked), best, second,
+                                                         vote.describe() if vote else None), summary, {})
+                chosen = vote.chosen
+                summary.target_source = "speaker"
+                summary.flags.append("active_speaker_chosen")
     summary.target_id = chosen.id
     present = np.zeros(n, bool)
     raw = np.zeros((n, 478, 3), np.float32)
