@@ -102,7 +102,7 @@ def test_face_option_picks_one_of_two_faces(demo_inputs: tuple[Path, Path], tmp_
     assert picked.returncode == 0, picked.stderr
     assert (tmp_path / "o.mp4").is_file()
     # -q: the result line only, none of MediaPipe's native start-up notes (lipdub.native_stderr).
-    assert re.fullmatch(r"wrote .*o\.mp4 \(\d+ frames, \d+ passed through, face in \d+% of source frames\)",
+    assert re.fullmatch(r"wrote .*o\.mp4 \(\d+ frames at 25 fps, \d+ passed through, face in \d+% of source frames\)",
                         " ".join(picked.stderr.split())), picked.stderr  # rich wraps it at 80 columns
 
 

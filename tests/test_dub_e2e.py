@@ -164,3 +164,50 @@ def test_a_shot_of_another_person_is_named_and_can_be_left_out(demo_inputs: tupl
     assert result.other_person_s == [(2.0, 4.0)] and result.passed_through == 0
     kept = dub(video, audio, tmp_path / "first.mp4", settings, sync_mode="cut_off", ranges=dub_ranges([(0, 2.0)]))
     assert kept.passed_through == kept.outside_ranges == 50
+
+
+@pytest.mark.parametrize("rate", ["24000/1001", "30"])
+def test_the_output_keeps_the_sources_frame_rate(demo_inputs: tuple[Path, Path], tmp_path: Path,
+                                                 rate: str) -> None:
+    """A 23.976- or 30-fps source comes out at its own rate, every source frame shown once (no frame
+    repeated or dropped, which 25 fps would need), the mouth moving with the speech; `frame_rate="25"`
+    re-times it as DH_live does."""
+    import subprocess
+    from fractions import Fraction
+
+    from lipdub.config import Settings
+    from lipdub.eval.signals import audio_envelope, mouth_opening_signal
+    from lipdub.eval.sync import lagged_correlation
+    from lipdub.eval.tracks import track_video
+    from lipdub.media.video import normalize_video
+
+    video, audio = demo_inputs
+    source = tmp_path / "source.mp4"  # the demo clip re-timed by blending neighbours: every frame is new
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(video), "-vf", f"minterpolate=fps={rate}:mi_mode=blend",
+                    "-c:v", "libx264", "-crf", "16", str(source)], check=True)
+    settings = Settings(data_dir=tmp_path / "var")
+    native = dub(source, audio, tmp_path / "native.mp4", settings, sync_mode="cut_off")
+    fps = float(Fraction(rate))
+    info = probe(native.output)
+    assert info.video is not None and native.rate == rate and info.video.fps == pytest.approx(fps, rel=1e-4)
+    assert count_frames(native.output) == native.frames == min(count_frames(source),
+                                                               round(probe(audio).duration * fps))
+    retimed = dub(source, audio, tmp_path / "retimed.mp4", settings, sync_mode="cut_off", frame_rate="25")
+    assert retimed.rate == "25" and probe(retimed.output).video.fps == pytest.approx(FPS)
+
+    def repeats(path: Path) -> int:
+        """Frames whose upper half (hair, helmet: never re-drawn) is the previous frame's: repeated source frames."""
+        frames = read_all(path)
+        top = slice(0, frames[0].shape[0] // 4)
+        return sum(np.abs(b[top].astype(np.int16) - a[top]).mean() < 0.3 for a, b in zip(frames, frames[1:]))
+
+    assert repeats(native.output) == 0
+    if fps < FPS:
+        assert repeats(retimed.output) >= 1  # 23.976 → 25 fps repeats a frame about every second
+    # The mouth follows the speech at the source's rate too (measured on a 25-fps copy, as the sync estimate).
+    copy = tmp_path / "copy25.mp4"
+    normalize_video(native.output, copy)
+    track = track_video(copy)
+    _, r, _ = lagged_correlation(mouth_opening_signal(track.landmarks, track.valid),
+                                 audio_envelope(load_audio(audio), track.n_frames), 3)
+    assert np.nanmax(r) > 0.3, r

@@ -263,6 +263,14 @@ def test_vfr_and_odd_sizes_are_normalised(clips: Path, settings: Settings) -> No
     assert count_frames(track.video) == track.summary.n_frames
     assert np.all(np.diff(track.source_time) >= 0)
     assert np.abs(track.source_time - np.arange(track.summary.n_frames) / 25).max() < 0.05
+    # The source's own rate is kept too, for the output: a VFR source at a constant rate, its average (21 fps:
+    # no standard rate is within 1 %).
+    assert track.summary.native_rate == "21" and (track.dir / "native.mp4").is_file()
+    assert track.summary.native_frames == count_frames(track.dir / "native.mp4")
+    assert abs(track.summary.native_frames - duration * 21) <= 2
+    assert probe(track.dir / "native.mp4").video.fps == pytest.approx(21)
+    cfr = prepare_source(clips / "cfr.mp4", clips / "o_cfr", settings)  # 25 fps: one video is enough
+    assert cfr.summary.native_rate is None and not (cfr.dir / "native.mp4").exists()
     # odd size: 255×201 → even
     odd = M.write_clip(clips / "odd.mkv", 20, 256, 202, lambda i: M.canvas(256, 202))
     import subprocess
@@ -271,6 +279,13 @@ def test_vfr_and_odd_sizes_are_normalised(clips: Path, settings: Settings) -> No
                     "-pix_fmt", "yuv444p", str(clips / "odd.mp4")], check=True)
     plan = plan_normalization(probe(clips / "odd.mp4"), 2160, 720)
     assert plan.width % 2 == 0 and plan.height % 2 == 0 and "odd_size" in plan.changes
+
+
+def test_the_native_rate_is_the_standard_rate_near_the_source_s() -> None:
+    from lipdub.media.video import native_rate
+
+    assert [native_rate(f) for f in (23.976, 24.0, 25.02, 29.97, 29.5, 30.0, 59.94, 119.88, 15.0, 12.4)] == \
+        ["24000/1001", "24", "25", "30000/1001", "30", "30", "60000/1001", "60", "15", "12"]
 
 
 # ---- smoothing, track contents, cache, preflight ----------------------------------------------------

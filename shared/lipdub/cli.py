@@ -9,9 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from lipdub import FPS
 from lipdub.audio.student_recipe import StudentRecipe
-from lipdub.config import Device, SyncMode, get_settings
+from lipdub.config import Device, FrameRate, SyncMode, get_settings
 from lipdub.errors import LipdubError
 from lipdub.prep.tracking import Target
 
@@ -48,6 +47,9 @@ def dub(
                         "repeat for several, in time order). "
                         "Elsewhere the source frames are kept, e.g. a reaction shot of another person; the "
                         "new audio plays throughout")] = None,
+    frame_rate: Annotated[str, typer.Option(
+        help="source: keep the video's own frame rate (23.976, 29.97, ... up to 60); 25: re-time to 25 fps")]
+        = "source",
 ) -> None:
     """Re-animate the mouth in VIDEO to match AUDIO and write the muxed result."""
     from lipdub.pipeline import dub as run
@@ -57,23 +59,27 @@ def dub(
         raise typer.BadParameter(f"must be one of {', '.join(SyncMode.__args__)}", param_hint="--sync-mode")  # type: ignore[attr-defined]
     if device not in Device.__args__:  # type: ignore[attr-defined]
         raise typer.BadParameter(f"must be one of {', '.join(Device.__args__)}", param_hint="--device")  # type: ignore[attr-defined]
+    if frame_rate not in FrameRate.__args__:  # type: ignore[attr-defined]
+        raise typer.BadParameter(f"must be one of {', '.join(FrameRate.__args__)}", param_hint="--frame-rate")  # type: ignore[attr-defined]
     check_output(out)
     ranges = parse_ranges(dub_range or [])
     try:
         result = run(video, audio, out, get_settings(), sync_mode=sync_mode, device=device,  # type: ignore[arg-type]
-                     progress=ConsoleProgress(quiet), target=parse_face(face, face_time), ranges=ranges)
+                     progress=ConsoleProgress(quiet), target=parse_face(face, face_time), ranges=ranges,
+                     frame_rate=frame_rate)  # type: ignore[arg-type]
     except LipdubError as exc:
         _fail(exc)
         return
     outside = f", {result.outside_ranges} of them outside --range" if ranges else ""
-    err.print(f"[green]wrote[/] {result.output} ({result.frames} frames, {result.passed_through} passed "
-              f"through{outside}, face in {result.face_coverage:.0%} of source frames)")
+    err.print(f"[green]wrote[/] {result.output} ({result.frames} frames at {result.fps:.6g} fps, "
+              f"{result.passed_through} passed through{outside}, face in {result.face_coverage:.0%} of source "
+              "frames)")
     if result.face_choice == "speaker":
         err.print(f"[yellow]note[/] {result.faces} faces were equally prominent; dubbed the one whose lips follow "
                   "the video's own soundtrack. To dub another, give --face.")
     if result.other_person_s:
         spans = ", ".join(f"{a:g}-{b:g} s" for a, b in result.other_person_s)
-        keep = " ".join(f"--range {a:g}-{b:g}" for a, b in complement(result.other_person_s, result.frames / FPS))
+        keep = " ".join(f"--range {a:g}-{b:g}" for a, b in complement(result.other_person_s, result.frames / result.fps))
         hint = f" To keep the source's frames there, dub again with {keep}" if keep else ""
         err.print(f"[yellow]note[/] the face in {spans} of the output looks like a different person from the main "
                   f"one (a reaction shot?).{hint}")

@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SyncMode = Literal["cut_off", "loop", "bounce", "silence"]
+FrameRate = Literal["source", "25"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -20,6 +21,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), description="Root for caches and local storage")
     device: Device = Field(default="auto", description="Torch device for the models")
     sync_mode: SyncMode = Field(default="bounce", description="Default video/audio length policy")
+    frame_rate: FrameRate = Field(default="source",
+                                  description="Default output frame rate: the source's own (source) or 25 fps "
+                                              "(25, DH_live's rate, which repeats or drops source frames)")
 
     # Output encoding (H.264 + AAC).
     video_crf: int = Field(default=18, ge=0, le=18, description="x264 CRF of the output (18 or better)")

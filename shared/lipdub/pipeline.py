@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lipdub import FPS
-from lipdub.config import Device, Settings, SyncMode
+from lipdub.config import Device, FrameRate, Settings, SyncMode
 from lipdub.device import resolve_device
 from lipdub.prep.cache import prepare_cached
 from lipdub.prep.shots import shot_spans
@@ -22,7 +23,7 @@ from lipdub.stages.audio import analyze_audio
 from lipdub.stages.mux import mux
 from lipdub.stages.probe import probe_inputs
 from lipdub.stages.render import render_video
-from lipdub.timeline import Timeline
+from lipdub.timeline import Timeline, frames_at
 
 if TYPE_CHECKING:  # celery is imported only where a chain is sent (the embedded mode never needs it)
     from celery.canvas import Signature
@@ -41,14 +42,21 @@ class DubResult:
     device: str
     face_choice: str = "auto"  # auto | user | speaker (TrackSummary.target_source)
     faces: int = 1
+    rate: str = str(FPS)  # the output's frame rate ("25", or the source's own such as "30000/1001")
+
+    @property
+    def fps(self) -> float:
+        return float(Fraction(self.rate))
 
 
 def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: SyncMode | None = None,
         device: Device | None = None, progress: Progress = SILENT, workdir: Path | None = None,
-        target: Target | None = None, ranges: tuple[tuple[float, float], ...] = ()) -> DubResult:
+        target: Target | None = None, ranges: tuple[tuple[float, float], ...] = (),
+        frame_rate: FrameRate | None = None) -> DubResult:
     """Dub `video` with `audio` into `out`, all in this process; `target` picks the face when the video
     shows several (default: the largest, most central, most persistent one); `ranges` (seconds of the
-    output, `timeline.dub_ranges`) limit the re-animation to those stretches."""
+    output, `timeline.dub_ranges`) limit the re-animation to those stretches; `frame_rate` "source" keeps
+    the source's own frame rate, "25" re-times the output to 25 fps."""
     mode = sync_mode or settings.sync_mode
     torch_device = resolve_device(device or settings.device)
     # The stages read the device from settings: the command-line choice must reach every model.
@@ -58,16 +66,19 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
         work = workdir or Path(scratch)
         track = prepare_cached(video, settings, progress, target)  # once per source bytes, under data_dir
         mouth = analyze_audio(audio, work / "audio", settings, progress)
-        timeline = Timeline(track.summary.n_frames, len(mouth), mode, ranges)
+        rate = track.rate(frame_rate or settings.frame_rate)
+        timeline = Timeline(track.frames_at(rate), frames_at(len(mouth), rate), mode, ranges, rate)
         part = work / "render" / "part-0000.mp4"
         part.parent.mkdir(parents=True, exist_ok=True)
         passed = render_video(track, mouth, timeline, part, settings, progress=progress)
-        mux([part], audio, timeline.n_out, out, settings, progress)
+        mux([part], audio, timeline.n_out, out, settings, progress, rate)
     s = track.summary
-    others = sorted((a / FPS, b / FPS) for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance)
-                    if shot.other_person for a, b in timeline.output_runs(shot.start, shot.end))
+    fps = timeline.fps
+    others = sorted((a / fps, b / fps) for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance)
+                    if shot.other_person
+                    for a, b in timeline.output_runs(round(shot.start * fps / FPS), round(shot.end * fps / FPS)))
     return DubResult(out, timeline.n_out, passed, timeline.frames_outside_ranges(), s.face_coverage, others,
-                     torch_device, s.target_source, s.n_faces)
+                     torch_device, s.target_source, s.n_faces, rate)
 
 
 # --- Distributed mode: the same stages as Celery tasks (lipdub.service.celery_app routes them to queues).
@@ -75,7 +86,7 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
 #   probe → (prep ∥ audio) → plan → render chunk 0..n-1 (in parallel) → mux → finalize
 
 
-def render_chunks(n_frames: int, chunk_seconds: float, fps: int = 25) -> list[range]:
+def render_chunks(n_frames: int, chunk_seconds: float, fps: float = FPS) -> list[range]:
     """Split the output timeline into render chunks, so a lost worker redoes one chunk, not the job."""
     size = max(1, round(chunk_seconds * fps))
     return [range(start, min(start + size, n_frames)) for start in range(0, n_frames, size)]

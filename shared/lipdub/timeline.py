@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property
 
 from lipdub import FPS
@@ -31,9 +32,15 @@ def dub_ranges(pairs: list[tuple[float, float]] | tuple[tuple[float, float], ...
     return tuple(out)
 
 
+def frames_at(n_frames: int, rate: str) -> int:
+    """How many frames at `rate` last as long as `n_frames` at 25 fps (the audio's length at the output rate)."""
+    return n_frames if rate == str(FPS) else max(1, round(n_frames * float(Fraction(rate)) / FPS))
+
+
 @dataclass(frozen=True)
 class Timeline:
-    """`n_video` source frames and `n_audio` audio frames (both at 25 fps) → `n_out` output frames.
+    """`n_video` source frames and `n_audio` audio frames (both at the output rate `rate`: 25 fps, or the
+    source's own) → `n_out` output frames.
 
     - cut_off: the shorter input wins; the other is cut.
     - loop: the video repeats until the audio ends.
@@ -51,6 +58,15 @@ class Timeline:
     n_audio: int
     mode: SyncMode
     ranges: tuple[tuple[float, float], ...] = ()
+    rate: str = str(FPS)  # the output's frame rate, as ffmpeg takes it ("25", "30000/1001")
+
+    @property
+    def fps(self) -> float:
+        return float(Fraction(self.rate))
+
+    def track_position(self, k: int) -> float:
+        """Where frame k at the output rate falls on a 25-fps track (prep's landmarks, the mouth track)."""
+        return k * FPS / self.fps
 
     @property
     def n_out(self) -> int:
@@ -77,7 +93,7 @@ class Timeline:
     @cached_property
     def _range_frames(self) -> list[tuple[int, int]]:
         """The ranges as output frames [first, stop), in time order."""
-        return [(round(start * FPS), round(end * FPS)) for start, end in self.ranges]
+        return [(round(start * self.fps), round(end * self.fps)) for start, end in self.ranges]
 
     def dub_weight(self, t: int) -> float:
         """How much of output frame t is the dubbed mouth (1) rather than the source's (0): 1 everywhere

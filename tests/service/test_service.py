@@ -106,6 +106,31 @@ def test_ranges_option_reanimates_only_those_stretches(api: httpx.Client,
     assert report["frames_passed_through"] == report["frames_outside_ranges"] == report["frames"] - 30
 
 
+def test_the_output_keeps_the_sources_frame_rate(api: httpx.Client, assets: dict[str, dict[str, Any]],
+                                                 tmp_path: Path) -> None:
+    """A 30-fps source comes out at 30 fps, in 30-fps render chunks; `frame_rate: "25"` re-times it."""
+    from lipdub.demo import moving_face_video
+
+    source = tmp_path / "thirty.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(moving_face_video(tmp_path / "src.mp4", 2.0)),
+                    "-vf", "fps=30", "-c:v", "libx264", "-crf", "18", str(source)], check=True)
+    video = upload(api, source)
+    for frame_rate, fps in (("source", 30), ("25", 25)):
+        job = wait_for(api, create_job(api, video, assets["speech"], options={"frame_rate": frame_rate})["id"])
+        assert job["status"] == "succeeded", job["error"]
+        report = api.get(f"/v1/jobs/{job['id']}/report").json()
+        assert report["fps"] == fps and report["frame_rate"] == str(fps)
+        out = tmp_path / f"result-{fps}.mp4"
+        out.write_bytes(api.get(f"/v1/jobs/{job['id']}/result", follow_redirects=True).content)
+        stream = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries",
+                                 "stream=r_frame_rate,nb_read_packets", "-of", "csv=p=0", str(out)],
+                                capture_output=True, text=True, check=True).stdout.strip().split(",")
+        assert stream == [f"{fps}/1", str(report["frames"])], stream
+        assert report["output_seconds"] == pytest.approx(report["frames"] / fps, abs=1e-3)
+        assert job["chunks"]["total"] == -(-report["frames"] // fps)  # 1-s chunks at the output's rate
+        assert report["sync"]["frames"] > 0  # measured on a 25-fps copy
+
+
 def test_enroll_option_stores_a_fine_tuned_renderer_with_the_source(
         api: httpx.Client, assets: dict[str, dict[str, Any]], stack: StackConfig, redis_client: redis.Redis) -> None:
     from lipdub.prep.cache import prep_version

@@ -74,7 +74,7 @@ def test_starts_are_counted_per_task(store: JobStore) -> None:
 
 def test_chunks_count_once(store: JobStore) -> None:
     job = store.create("t1", SPEC)
-    store.set_plan(job.id, n_frames=100, chunks=4, chunk_frames=25)
+    store.set_plan(job.id, n_frames=100, chunks=4, chunk_frames=25, rate="25")
     store.chunk_rendered(job.id, 0, passed_through=2)
     assert store.mark_chunk(job.id, 0) == 1
     # Redelivered after its part was stored: it renders nothing, counts once and keeps the recorded frames.

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from lipdub.config import SyncMode
+from lipdub.config import FrameRate, SyncMode
 from lipdub.prep.tracking import Target
 from lipdub.service.status import Asset, JobState, JobStatus, Stage
 from lipdub.timeline import dub_ranges
@@ -140,9 +140,13 @@ class FaceTarget(BaseModel):
 class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sync_mode: SyncMode = Field(default="bounce", description="How the video and audio lengths are matched")
+    frame_rate: FrameRate = Field(default="source", description="The output's frame rate: 'source' keeps the "
+                                  "video's own (23.976, 29.97, 30, 50, 60 ...; faster sources get 60), '25' "
+                                  "re-times it to 25 fps, repeating or dropping source frames")
     target_face: Literal["auto"] | FaceTarget = Field(
-        default="auto", description="Which face to dub: 'auto' = the largest, most central, most persistent one; "
-        "or a point/box at a time (a video whose faces are equally prominent needs one, else multiple_faces)")
+        default="auto", description="Which face to dub: 'auto' = the largest, most central, most persistent one, "
+        "and among equally prominent faces the one whose lips follow the video's own soundtrack (if none clearly "
+        "does: multiple_faces); or a point/box at a time")
     enroll: bool = Field(default=False, description="Fine-tune the DINet renderer on this source's own frames "
                          "before rendering (LIPDUB_DINET_ENROLL_STEPS steps, once per source; later jobs of the "
                          "source use it too). Measured gain on held-out clips so far: none (BENCHMARKS.md)")

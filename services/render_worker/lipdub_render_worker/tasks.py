@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 from celery.signals import worker_process_init
@@ -18,6 +19,7 @@ from lipdub.audio.mouth import MouthTrack
 from lipdub.config import get_settings
 from lipdub.pipeline import render_chunks, start_render
 from lipdub.prep.shots import shot_spans
+from lipdub.prep.track import TrackSummary, output_rate
 from lipdub.render import generic_weights
 from lipdub.service.celery_app import app
 from lipdub.service.prepcache import enroll_cached, job_source_key
@@ -28,7 +30,7 @@ from lipdub.service.worker import StageTask, load_face_mesh, purge_local_prep, s
 from lipdub.stages.mux import mux
 from lipdub.stages.prep import SourceTrack
 from lipdub.stages.render import render_video
-from lipdub.timeline import Timeline
+from lipdub.timeline import Timeline, frames_at
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,16 @@ def _load_models(**_: object) -> None:
     purge_local_prep()
 
 
-def _timeline(state: JobState, n_video: int, n_audio: int) -> Timeline:
-    """The job's output timeline: its sync mode and dub ranges (options checked by the API)."""
+def _timeline(state: JobState, n_video: int, n_audio: int, rate: str) -> Timeline:
+    """The job's output timeline at `rate`: its sync mode and dub ranges (options checked by the API)."""
     options = state.spec.get("options", {})
     ranges = tuple((float(a), float(b)) for a, b in options.get("ranges") or ())
-    return Timeline(n_video, n_audio, options.get("sync_mode") or "bounce", ranges)
+    return Timeline(n_video, n_audio, options.get("sync_mode") or "bounce", ranges, rate)
+
+
+def _source_timeline(state: JobState, summary: TrackSummary, n_mouth: int, rate: str) -> Timeline:
+    """The timeline of a job whose source is `summary` and whose mouth track has `n_mouth` 25-fps frames."""
+    return _timeline(state, summary.frames_at(rate), frames_at(n_mouth, rate), rate)
 
 
 @app.task(name="dub.plan", base=StageTask)
@@ -73,11 +80,15 @@ def plan_task(job_id: str) -> None:
             enroll_cached(source, run.store, run.storage, run.settings)
     with tempfile.TemporaryDirectory(prefix="lipdub-plan-") as tmp:
         mouth = MouthTrack.load(storage.get_file(keys.mouth(job_id), Path(tmp) / "mouth.npz"))
-    timeline = _timeline(state, int(pointer["summary"]["n_frames"]), len(mouth))
-    chunk_frames = max(1, round(store.settings.chunk_seconds * FPS))
-    chunks = render_chunks(timeline.n_out, store.settings.chunk_seconds, FPS)
+    summary = TrackSummary.from_dict(pointer["summary"])
+    # The source's own frame rate unless the job asks for 25 fps (prep kept the source at both).
+    rate = output_rate(summary.native_rate, state.spec.get("options", {}).get("frame_rate") or
+                       store.settings.frame_rate)
+    timeline = _source_timeline(state, summary, len(mouth), rate)
+    chunk_frames = max(1, round(store.settings.chunk_seconds * timeline.fps))
+    chunks = render_chunks(timeline.n_out, store.settings.chunk_seconds, timeline.fps)
     # The plan is stored before the chunks are queued: a render task must find it.
-    store.set_plan(job_id, timeline.n_out, len(chunks), chunk_frames)
+    store.set_plan(job_id, timeline.n_out, len(chunks), chunk_frames, rate)
     start_render(job_id, len(chunks), state.spec.get("priority"))
     store.mark_render_queued(job_id)
     log.info("planned job=%s frames=%d chunks=%d", job_id, timeline.n_out, len(chunks))
@@ -99,7 +110,7 @@ def render_task(job_id: str, index: int) -> None:
         if not run.storage.exists(part_key):  # else: stored by an earlier delivery of this task
             track = SourceTrack.load(run.fetch_prep(job_source_key(state.spec)))
             mouth = MouthTrack.load(run.fetch(keys.mouth(job_id), "mouth.npz"))
-            timeline = _timeline(state, track.summary.n_frames, len(mouth))
+            timeline = _source_timeline(state, track.summary, len(mouth), state.rate)
             start = index * state.chunk_frames
             frames = range(start, min(start + state.chunk_frames, timeline.n_out))
             out = run.scratch / f"part-{index:04d}.mp4"
@@ -124,7 +135,7 @@ def mux_task(job_id: str) -> None:
         parts = [run.fetch(keys.part(job_id, i), f"part-{i:04d}.mp4") for i in range(state.chunks)]
         audio = run.fetch(keys.asset(state.spec["audio"]["sha256"]), "input-audio")
         out = run.scratch / "result.mp4"
-        mux(parts, audio, state.n_frames, out, run.settings, run.progress)
+        mux(parts, audio, state.n_frames, out, run.settings, run.progress, state.rate)
         if run.settings.sync_estimate:
             _estimate_sync(job_id, out, audio)
         run.storage.put_file(keys.result(job_id), out, "video/mp4")
@@ -159,7 +170,10 @@ def finalize_task(job_id: str) -> None:
         "frames": state.n_frames,
         "frames_passed_through": state.passed_through,  # no usable face, or outside the job's ranges
         # (The output length is settled; only the job's ranges matter for this count.)
-        "frames_outside_ranges": _timeline(state, state.n_frames or 0, state.n_frames or 0).frames_outside_ranges(),
+        "frames_outside_ranges": _timeline(state, state.n_frames or 0, state.n_frames or 0,
+                                           state.rate).frames_outside_ranges(),
+        "fps": round(float(Fraction(state.rate)), 3),  # the output's frame rate: the source's own, or 25
+        "frame_rate": state.rate,  # the same, exactly (an ffmpeg rate such as 30000/1001)
         "face_coverage": summary.get("face_coverage"),
         "face_px": summary.get("face_px"),
         "source_frames": summary.get("n_frames"),
@@ -177,7 +191,7 @@ def finalize_task(job_id: str) -> None:
                          for shot in shot_spans(summary.get("cuts", []), summary.get("n_frames", 0),
                                                 summary.get("shot_person_distance", []))],
         "chunks": state.chunks,
-        "output_seconds": round((state.n_frames or 0) / FPS, 3),
+        "output_seconds": round((state.n_frames or 0) / float(Fraction(state.rate)), 3),
         "durations": state.timings,
         "sync": store.sync(job_id),  # null when settings.sync_estimate is off
     }

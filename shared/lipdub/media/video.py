@@ -9,6 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from queue import Empty, Queue
 from types import TracebackType
@@ -27,6 +28,15 @@ from lipdub.media.probe import MediaInfo, PacketTimes, probe
 # visibly changed pixels the renderer must leave alone); keyframes every second as above.
 PREP_NORMALIZED_ARGS = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "10", "-g", str(FPS),
                         "-pix_fmt", "yuv420p"]
+
+
+def native_args(fps: float) -> list[str]:
+    """Encoder arguments of the native-rate copy: as video.mp4's, with a keyframe every second."""
+    args = list(PREP_NORMALIZED_ARGS)
+    args[args.index("-g") + 1] = str(max(1, round(fps)))
+    return args
+
+
 MIN_SOURCE_FPS = 5.0  # below this a "video" is a slideshow: nothing to lip-sync
 NORMALIZED_ARGS = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "12", "-g", str(FPS), "-pix_fmt", "yuv420p"]
 
@@ -115,21 +125,23 @@ class Decoder:
 
 
 class FrameReader:
-    """Random access to the RGB frames of a constant-25-fps video, in constant memory.
+    """Random access to the RGB frames of a constant-frame-rate video (25 fps unless told), in constant memory.
 
     Sequential reads stream from one ffmpeg process (decoding a few frames ahead); a jump backwards (the
     reverse half of `bounce`) decodes the block of `block` frames ending at the wanted index once and serves
     it from a cache.
     """
 
-    def __init__(self, path: Path, width: int, height: int, n_frames: int, block: int = FPS) -> None:
+    def __init__(self, path: Path, width: int, height: int, n_frames: int, block: int = FPS,
+                 fps: float = FPS) -> None:
         self.path, self.width, self.height, self.n_frames, self.block = path, width, height, n_frames, block
+        self.fps = fps  # of the file (constant): frame i starts at i / fps
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._stream: Decoder | None = None
         self._next = 0  # index the running stream yields next
 
     def _start(self, index: int, count: int | None = None) -> Decoder:
-        cmd = ["ffmpeg", "-v", "error", "-ss", f"{index / FPS:.6f}", "-i", str(self.path)]
+        cmd = ["ffmpeg", "-v", "error", "-ss", f"{index / self.fps:.6f}", "-i", str(self.path)]
         if count is not None:
             cmd += ["-frames:v", str(count)]
         cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
@@ -197,7 +209,7 @@ class FrameReader:
 
 
 class VideoWriter:
-    """Encode RGB frames to H.264 yuv420p at 25 fps through an ffmpeg pipe.
+    """Encode RGB frames to H.264 yuv420p at `rate` (an ffmpeg rate: "25", "30000/1001") through a pipe.
 
     A feeder thread writes to the encoder, so the caller renders the next frames while x264 takes the last
     ones (serial, a 720p frame's write blocked about as long as the render stage computed); at most `queue`
@@ -205,12 +217,12 @@ class VideoWriter:
     """
 
     def __init__(self, path: Path, width: int, height: int, crf: int = 18, preset: str = "veryfast",
-                 queue: int = 4) -> None:
+                 queue: int = 4, rate: str = str(FPS)) -> None:
         self.path = path
         self._tmp = path.with_suffix(".tmp" + path.suffix)
         cmd = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-               "-r", str(FPS), "-i", "pipe:0", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
-               "-pix_fmt", "yuv420p", "-r", str(FPS), "-movflags", "+faststart", str(self._tmp)]
+               "-r", rate, "-i", "pipe:0", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
+               "-pix_fmt", "yuv420p", "-r", rate, "-movflags", "+faststart", str(self._tmp)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         widen_pipe(self._proc.stdin)
         self.frames = 0
@@ -274,6 +286,13 @@ class Normalization:
     analysis_height: int
     copy: bool  # the source already qualifies: remux without re-encoding
     changes: tuple[str, ...]  # what normalisation fixes: fps, vfr, rotation, odd_size, scale, aspect, codec, gop
+    # The source's own frame rate (an ffmpeg rate such as "30000/1001") when it is not 25 fps: prep then
+    # also writes the normalised source at that constant rate (native.mp4), so the output can keep it.
+    native_rate: str | None = None
+
+    @property
+    def native_fps(self) -> float | None:
+        return None if self.native_rate is None else float(Fraction(self.native_rate))
 
 
 def _even(x: float) -> int:
@@ -322,7 +341,23 @@ def plan_normalization(info: MediaInfo, max_height: int, analysis_height: int,
                                 or abs(packets.pts[0]) > 1e-3):
         changes.append("gop")  # long GOPs make the render stage's backward seeks slow; odd start times shift them
     copy = packets is not None and not changes
-    return Normalization(width, height, a_width, a_height, copy, tuple(changes))
+    native = native_rate(v.fps or v.nominal_fps)
+    return Normalization(width, height, a_width, a_height, copy, tuple(changes),
+                         None if float(Fraction(native)) == FPS else native)
+
+
+# The frame rates of film, TV and the web. A source near one of them is taken to be at it: a VFR phone clip
+# averaging 29.94 fps is 30000/1001 material.
+STANDARD_RATES = ("24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60")
+MAX_NATIVE_FPS = 60  # faster sources (slow-motion captures) are output at 60: each frame is rendered
+
+
+def native_rate(fps: float) -> str:
+    """The constant rate (an ffmpeg rate string) a source of average `fps` keeps in the output."""
+    if fps >= MAX_NATIVE_FPS:
+        return str(MAX_NATIVE_FPS)
+    nearest = min(STANDARD_RATES, key=lambda r: abs(float(Fraction(r)) - fps))
+    return nearest if abs(float(Fraction(nearest)) - fps) <= 0.01 * fps else str(max(1, round(fps)))
 
 
 def source_timeline(pts: list[float], n_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -352,9 +387,13 @@ class NormalizingStream:
     Memory stays constant: at most `queue` analysis frames exist at once.
     """
 
-    def __init__(self, src: Path, dst: Path, plan: Normalization, queue: int = 6) -> None:
+    def __init__(self, src: Path, dst: Path, plan: Normalization, queue: int = 6,
+                 native_dst: Path | None = None) -> None:
         self.src, self.dst, self.plan = src, dst, plan
         self._tmp = dst.with_suffix(".tmp" + dst.suffix)
+        # The source at its own rate as well (plan.native_rate), from the same decode: native_dst.
+        self.native_dst = native_dst if plan.native_rate is not None else None
+        self._native_tmp = None if self.native_dst is None else self.native_dst.with_suffix(".tmp.mp4")
         self._queue: Queue[bytes | None] = Queue(maxsize=queue)
         self._frame_bytes = plan.analysis_width * plan.analysis_height * 3
         self.frames = 0
@@ -370,11 +409,17 @@ class NormalizingStream:
             # format=yuv420p pins the shared chain to the encoder's format: left open, ffmpeg negotiates
             # rgb24 for it (the analysis pipe's format) and converts every frame back for the encoder,
             # which cost 2.5 ms per 720p frame.
-            graph = (f"[0:v:0]fps={FPS},scale={p.width}:{p.height}:flags=bicubic,format=yuv420p,setsar=1,"
-                     f"split=2[out][a];[a]{analysis_scale}[ana]")
+            scaled = f"scale={p.width}:{p.height}:flags=bicubic,format=yuv420p,setsar=1"
+            graph = f"[0:v:0]fps={FPS},{scaled},split=2[out][a];[a]{analysis_scale}[ana]"
+            native: list[str] = []
+            if self._native_tmp is not None:
+                graph = (f"[0:v:0]{scaled},split=2[n][s];[n]fps={p.native_rate}[nat];"
+                         f"[s]fps={FPS},split=2[out][a];[a]{analysis_scale}[ana]")
+                native = ["-map", "[nat]", "-an", *native_args(p.native_fps or FPS), "-movflags", "+faststart",
+                          str(self._native_tmp)]
             cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-filter_complex", graph,
                    "-map", "[out]", "-an", *PREP_NORMALIZED_ARGS, "-movflags", "+faststart", str(self._tmp),
-                   "-map", "[ana]", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+                   *native, "-map", "[ana]", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._stderr = b""
         self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
@@ -424,10 +469,14 @@ class NormalizingStream:
         self._err_thread.join()
         if code != 0 or self.frames == 0:
             self._tmp.unlink(missing_ok=True)
+            if self._native_tmp is not None:
+                self._native_tmp.unlink(missing_ok=True)
             detail = self._stderr.decode(errors="replace").strip()[-300:] or "no frames decoded"
             raise InputError(ErrorCode.unsupported_video, f"{self.src.name}: ffmpeg could not decode the video "
                                                           f"({detail})")
         self._tmp.replace(self.dst)
+        if self._native_tmp is not None and self.native_dst is not None:
+            self._native_tmp.replace(self.native_dst)
         return self.frames
 
     def abort(self) -> None:
@@ -440,3 +489,5 @@ class NormalizingStream:
         self._proc.wait()
         self._err_thread.join()
         self._tmp.unlink(missing_ok=True)
+        if self._native_tmp is not None:
+            self._native_tmp.unlink(missing_ok=True)

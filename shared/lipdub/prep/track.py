@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from lipdub import FPS
 from lipdub.media.video import FrameReader
 
-PREP_VERSION = 5  # 3: shot cuts (never smoothed across; references, neutral face and rest opening per shot);
+NATIVE_VIDEO = "native.mp4"
+
+PREP_VERSION = 6  # 3: shot cuts (never smoothed across; references, neutral face and rest opening per shot);
 # 4: how far each shot's face is from the main shot's (shot_person_distance); 5: equally prominent faces are
-# told apart by the source's own speech (prep.speaker), so cached multiple_faces rejections are judged again
+# told apart by the source's own speech (prep.speaker), so cached multiple_faces rejections are judged again;
+# 6: a source not at 25 fps is also kept at its own rate (native.mp4), so the output can keep that rate
 
 ARRAYS = ("landmarks", "valid", "present", "frame_flags", "rotation", "translation", "scale", "angles", "crop",
           "mouth_opening", "reference_frames", "neutral_shape", "shot", "shot_rest_opening", "source_index",
@@ -48,10 +53,24 @@ class TrackSummary:
     normalization: list[str] = field(default_factory=list)  # what ffmpeg fixed (fps, vfr, rotation, ...)
     flags: list[str] = field(default_factory=list)
     source: dict[str, object] = field(default_factory=dict)  # the original stream: size, fps, rotation, codec
+    # The source's own constant rate (an ffmpeg rate: "30000/1001") and its frame count in native.mp4, when
+    # it is not 25 fps; None: the source is at 25 fps and video.mp4 is all there is.
+    native_rate: str | None = None
+    native_frames: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> TrackSummary:
         return cls(**data)  # type: ignore[arg-type]
+
+    def frames_at(self, rate: str) -> int:
+        """The source's length in frames at `rate` (25 fps, or its own native_rate)."""
+        return self.n_frames if rate == str(FPS) else self.native_frames
+
+
+def output_rate(native_rate: str | None, frame_rate: str) -> str:
+    """The output's frame rate: the source's own (`native_rate`; None when it is 25 fps) when `frame_rate` is
+    "source", else 25."""
+    return native_rate if frame_rate == "source" and native_rate else str(FPS)
 
 
 @dataclass
@@ -109,6 +128,38 @@ class SourceTrack:
     def reader(self) -> FrameReader:
         s = self.summary
         return FrameReader(self.video, s.width, s.height, s.n_frames)
+
+    def rate(self, frame_rate: str) -> str:
+        """The output rate a job asking for `frame_rate` ("source" or "25") gets from this source."""
+        return output_rate(self.summary.native_rate, frame_rate)
+
+    def frames_at(self, rate: str) -> int:
+        """The source's length in frames at `rate` (one of `rate`'s answers)."""
+        return self.summary.frames_at(rate)
+
+    def reader_at(self, rate: str) -> FrameReader:
+        """The normalised source's frames at `rate`: video.mp4 at 25 fps, native.mp4 at the source's own."""
+        if rate == str(FPS):
+            return self.reader()
+        s, fps = self.summary, float(Fraction(rate))
+        return FrameReader(self.dir / NATIVE_VIDEO, s.width, s.height, s.native_frames, block=max(1, round(fps)),
+                           fps=fps)
+
+    def landmarks_at(self, position: float) -> np.ndarray:
+        """The landmarks at a fractional 25-fps frame `position` (a frame of a source at its own rate falls
+        between two): interpolated between the neighbours when both have the face and are of one shot, else
+        the nearer one's."""
+        i0 = min(int(position), len(self.landmarks) - 1)
+        frac = position - i0
+        i1 = i0 + 1
+        if frac < 1e-6 or i1 >= len(self.landmarks) or not (self.valid[i0] and self.valid[i1]) or \
+                (self.shot is not None and self.shot[i0] != self.shot[i1]):
+            return self.landmarks[self.nearest(position)]
+        return ((1 - frac) * self.landmarks[i0] + frac * self.landmarks[i1]).astype(self.landmarks.dtype)
+
+    def nearest(self, position: float) -> int:
+        """The 25-fps frame nearest to `position`."""
+        return min(max(0, round(position)), len(self.landmarks) - 1)
 
     def save(self) -> None:
         """Write track.npz and track.json (temp names first: a crash never leaves a half track)."""

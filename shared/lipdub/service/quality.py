@@ -9,6 +9,7 @@ the median over ±15 frames of lag). Natural speech sits within about ±2 frames
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from lipdub.eval.signals import audio_envelope, mouth_opening_signal
 from lipdub.eval.sync import estimate_offset
 from lipdub.eval.tracks import track_video
 from lipdub.media.audio import load_audio
+from lipdub.media.probe import probe
+from lipdub.media.video import normalize_video
 
 
 def _number(x: float, digits: int) -> float | None:
@@ -24,8 +27,14 @@ def _number(x: float, digits: int) -> float | None:
 
 
 def sync_estimate(video: Path, audio: Path) -> dict[str, Any]:
-    """Offset (frames and ms), peak correlation and confidence of `video`'s mouth against `audio`
-    (`video` at constant 25 fps, as the mux stage writes it)."""
+    """Offset (frames and ms, frames of 25 fps), peak correlation and confidence of `video`'s mouth against
+    `audio`; a result at the source's own frame rate is measured on a 25-fps copy."""
+    info = probe(video)
+    if info.video is not None and abs(info.video.fps - FPS) > 0.01:
+        with tempfile.TemporaryDirectory(prefix="lipdub-sync-") as tmp:
+            retimed = Path(tmp) / "25fps.mp4"
+            normalize_video(video, retimed)
+            return sync_estimate(retimed, audio)
     track = track_video(video)
     mouth = mouth_opening_signal(track.landmarks, track.valid)
     envelope = audio_envelope(load_audio(audio), track.n_frames)

@@ -160,6 +160,7 @@ class JobState:
     passed_through: int
     version: int
     batch: str | None = None
+    rate: str = "25"  # the output's frame rate, fixed by the plan (the source's own, or 25)
     attempts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -193,6 +194,7 @@ class JobState:
             passed_through=sum(int(v) for k, v in raw.items() if k.startswith("passed:")),
             version=int(raw.get("version", 0)),
             batch=raw.get("batch") or None,
+            rate=raw.get("rate") or "25",
             attempts={k.removeprefix("starts:"): int(v) for k, v in raw.items() if k.startswith("starts:")})
 
 
@@ -329,8 +331,9 @@ class JobStore:
         pipe.hincrby(f"stats:stage:{stage}", "count", 1)
         pipe.execute()
 
-    def set_plan(self, job_id: str, n_frames: int, chunks: int, chunk_frames: int) -> None:
-        self._apply(job_id, None, {"n_frames": n_frames, "chunks": chunks, "chunk_frames": chunk_frames})
+    def set_plan(self, job_id: str, n_frames: int, chunks: int, chunk_frames: int, rate: str) -> None:
+        self._apply(job_id, None, {"n_frames": n_frames, "chunks": chunks, "chunk_frames": chunk_frames,
+                                   "rate": rate})
 
     def render_queued(self, job_id: str) -> bool:
         """Whether the job's render chunks were queued (by an earlier delivery of dub.plan)."""

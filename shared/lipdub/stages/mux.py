@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from fractions import Fraction
 from pathlib import Path
 
 from lipdub import FPS
@@ -16,9 +17,10 @@ OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
 
 def mux(parts: list[Path], audio: Path, n_frames: int, out: Path, settings: Settings,
-        progress: Progress = SILENT) -> None:
-    """The output lasts exactly n_frames / 25 s: the audio is cut or padded with silence to that length."""
-    duration = n_frames / FPS
+        progress: Progress = SILENT, rate: str = str(FPS)) -> None:
+    """The output lasts exactly n_frames at `rate` (the parts' frame rate): the audio is cut or padded with
+    silence to that length."""
+    duration = n_frames / float(Fraction(rate))
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written next to `out` under its own extension (ffmpeg picks the container by it), then renamed.
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")

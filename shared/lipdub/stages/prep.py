@@ -4,7 +4,8 @@ One streaming pass: ffmpeg writes `video.mp4` (constant 25 fps, upright, even-si
 the source already qualifies) and hands small analysis frames to the face tracker. Then, on landmarks
 only: target-face choice, quality gate, head pose, jitter removal, crop boxes, mouth opening, reference
 frames and the speaker's neutral mouth. Writes `video.mp4`, `track.npz` and `track.json` into `out_dir`
-(see lipdub.prep.track). Use lipdub.prep.cache.prepare_cached to prep each source only once.
+(see lipdub.prep.track), and `native.mp4` for a source that is not at 25 fps: the same pass at the source's
+own constant rate, which the render stage reads when the output keeps that rate. Use lipdub.prep.cache.prepare_cached to prep each source only once.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
 from lipdub.face import landmarks as L
 from lipdub.media.probe import MediaInfo, PacketTimes, packet_times, probe
-from lipdub.media.video import Normalization, NormalizingStream, plan_normalization, source_timeline
+from lipdub.media.video import (
+    Normalization,
+    NormalizingStream,
+    count_frames,
+    plan_normalization,
+    source_timeline,
+)
 from lipdub.prep import gate
 from lipdub.prep.analysis import FaceAnalysis, analyze_faces
 from lipdub.prep.pose import Pose, fit_pose
 from lipdub.prep.shots import person_distance, shot_ids
 from lipdub.prep.smoothing import smooth_landmarks
 from lipdub.prep.speaker import active_speaker, soundtrack
-from lipdub.prep.track import PREP_VERSION, SourceTrack, TrackSummary
+from lipdub.prep.track import NATIVE_VIDEO, PREP_VERSION, SourceTrack, TrackSummary
 from lipdub.prep.tracking import Target, candidate_tracks, pick_by_target, track_score
 from lipdub.progress import SILENT, Progress
 
@@ -73,7 +80,7 @@ def prepare_source(video: Path, out_dir: Path, settings: Settings, progress: Pro
     packets = read_packets(video)
     plan = plan_normalization(info, settings.max_height, settings.prep_analysis_height, packets)
     estimate = max(1, round(max(info.duration, info.video.duration if info.video else 0) * FPS))
-    stream = NormalizingStream(video, out_dir / "video.mp4", plan)
+    stream = NormalizingStream(video, out_dir / "video.mp4", plan, native_dst=out_dir / NATIVE_VIDEO)
     try:
         with progress.stage("prep", estimate) as advance:
             faces = analyze_faces(stream, plan.width, plan.height, round(settings.face_track_gap_s * FPS), advance)
@@ -85,6 +92,8 @@ def prepare_source(video: Path, out_dir: Path, settings: Settings, progress: Pro
     result = assemble(video.name, faces, plan, info, settings, target,
                       (lambda: soundtrack(video)) if info.audio is not None else None)
     result.verdict.raise_for_code()
+    if plan.native_rate is not None:
+        result.summary.native_frames = count_frames(out_dir / NATIVE_VIDEO)
     track = SourceTrack(out_dir, result.summary, source_index=source_index, source_time=source_time,
                         **result.arrays)
     track.save()
@@ -97,7 +106,7 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
     source's own soundtrack (16 kHz), which picks the talking face when several are equally prominent."""
     n, width, height = faces.n_frames, plan.width, plan.height
     summary = TrackSummary(PREP_VERSION, width, height, n, FPS, 0.0, 0.0, 0.0,
-                           normalization=list(plan.changes), source=source_facts(info))
+                           normalization=list(plan.changes), source=source_facts(info), native_rate=plan.native_rate)
     if n < settings.min_video_frames:
         return Assembled(gate.judge(name, n, np.zeros(n, bool), np.zeros(n, np.uint8), np.zeros(n), settings),
                          summary, {})

@@ -71,8 +71,9 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
     # One BLAS thread: the renderers' BLAS calls are tiny (the warp's RBF over ~100 points), and OpenBLAS's
     # idle workers spin in sched_yield between them, which took half this process's CPU from the
     # decoder and encoder beside it (720p DINet: 35 -> 18 ms of CPU a frame).
-    with threadpool_limits(limits=1, user_api="blas"), track.reader() as reader, \
-            VideoWriter(out, s.width, s.height, settings.video_crf, settings.video_preset) as writer, \
+    with threadpool_limits(limits=1, user_api="blas"), track.reader_at(timeline.rate) as reader, \
+            VideoWriter(out, s.width, s.height, settings.video_crf, settings.video_preset,
+                        rate=timeline.rate) as writer, \
             progress.stage("render", len(frames)) as advance, \
             ThreadPoolExecutor(1, thread_name_prefix="render-finish") as pool:
         inflight: tuple[Future[None], int] | None = None
@@ -117,8 +118,12 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
 
         jobs = 0  # frames to re-draw among the pending ones
         for t in frames:
-            i = timeline.source_index(t)
-            frame = reader[i]
+            k = timeline.source_index(t)  # the source frame shown, at the output rate
+            frame = reader[k]
+            # At the source's own rate (not 25 fps) a frame falls between two of the 25-fps tracks: its
+            # landmarks and mouth opening are interpolated, the rest taken from the nearer frame.
+            position = timeline.track_position(k)
+            i = track.nearest(position)
             weight = timeline.dub_weight(t)
             if track.valid[i] and weight > 0:
                 shot = int(track.shot[i]) if track.shot is not None else 0
@@ -127,9 +132,11 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
                     jobs = 0
                 batch_shot = shot
                 jobs += 1
-                a = timeline.audio_index(t)
-                motion = float(mouth.opening[a]) if a is not None else 0.0  # at rest past the dub's end
-                pending.append((frame, (track.landmarks[i], shots.rest_opening(shot) + motion, a, i, weight)))
+                heard = timeline.track_position(t)
+                a = min(round(heard), len(mouth.opening) - 1) if timeline.audio_index(t) is not None else None
+                motion = interpolate(mouth.opening, heard) if a is not None else 0.0  # at rest past the dub's end
+                pending.append((frame, (track.landmarks_at(position), shots.rest_opening(shot) + motion, a, i,
+                                        weight)))
             else:
                 passed += 1
                 pending.append((frame, None))
@@ -143,6 +150,14 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
 
 
 PASS_THROUGH_BATCH = 16  # frames written at a time while none is re-drawn
+
+
+def interpolate(values: np.ndarray, position: float) -> float:
+    """values[position] for a fractional position (linear; clamped to the ends)."""
+    i0 = min(max(0, int(position)), len(values) - 1)
+    i1 = min(i0 + 1, len(values) - 1)
+    frac = min(max(position - i0, 0.0), 1.0)
+    return float((1 - frac) * values[i0] + frac * values[i1])
 
 
 def fade(source: np.ndarray, dubbed: np.ndarray, weight: float) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -54,10 +55,12 @@ def preflight(body: PreflightCreate, tenant: TenantDep, store: StoreDep, setting
         if not isinstance(result, dict):
             raise ApiError(503, ApiErrorCode.service_unavailable, f"the preflight failed: {result}")
     summary = result.get("summary")
+    # Output frames of a job at the default frame rate, the source's own (render and mux cost per frame).
+    fps = float(Fraction(summary.get("native_rate") or FPS)) if summary else FPS
     if "duration" in result:  # a sampled summary counts the sample's frames: the ETA needs the whole source's
-        n_frames = round(result["duration"] * FPS)
+        n_frames = round(result["duration"] * fps)
     else:
-        n_frames = int(summary["n_frames"]) if summary else 0
+        n_frames = int(summary.get("native_frames") or summary["n_frames"]) if summary else 0
     passed = result["verdict"] == "pass"
     eta = eta_seconds(store, n_frames, bool(result.get("cached"))) if passed and n_frames else None
     return PreflightPublic(verdict=result["verdict"], error=ErrorBody(**result["error"]) if result.get("error")
