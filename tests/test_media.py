@@ -109,3 +109,42 @@ def test_video_writer_reports_a_dead_encoder_and_never_hangs(tmp_path: Path) -> 
         w.write(frame)
         raise ValueError("caller failed")
     assert not list(tmp_path.glob("half*"))
+
+
+@pytest.mark.parametrize("rate", ["24000/1001", "30", "50", "15"])
+def test_prep_analyses_and_the_track_reads_the_same_frames_of_a_non_25_fps_source(tmp_path: Path, rate: str) -> None:
+    """A source not at 25 fps is kept at its own rate; the 25-fps frames prep analyses (NormalizingStream) and
+    the ones SourceTrack.reader serves later (RetimedReader) are the same frames, so landmarks always fit."""
+    import subprocess
+    from fractions import Fraction
+
+    from lipdub.media.probe import probe
+    from lipdub.media.video import FrameReader, NormalizingStream, RetimedReader, plan_normalization
+
+    n = 90
+    frames = np.zeros((n, 32, 64, 3), np.uint8)
+    for k in range(n):  # frame k shows its number as its grey level
+        frames[k] = 2 * k + 10
+    src = tmp_path / "src.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x32", "-r", rate,
+                    "-i", "pipe:0", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p", str(src)],
+                   input=frames.tobytes(), check=True)
+    plan = plan_normalization(probe(src), 2160, 720)
+    assert plan.native_rate == rate
+    stream = NormalizingStream(src, tmp_path / "native.mp4", plan)
+    analysed_levels = [float(f.mean()) for f in stream]
+    assert stream.finish() == len(analysed_levels) and stream.written == n
+    fps = float(Fraction(rate))
+    with FrameReader(tmp_path / "native.mp4", 64, 32, n, fps=fps) as native:
+        levels = np.array([float(f.mean()) for f in native])  # (yuv420p moves them a little: match, don't decode)
+
+    def which(level: float) -> int:
+        return int(np.argmin(np.abs(levels - level)))
+
+    analysed = [which(level) for level in analysed_levels]
+    assert len(analysed) == pytest.approx(n * 25 / fps, abs=1)
+    # Frame i of the 25-fps view is the source frame nearest in time to i / 25.
+    assert all(abs(k / fps - i / 25) <= 0.5 / fps + 1e-9 for i, k in enumerate(analysed)), analysed
+    with RetimedReader(FrameReader(tmp_path / "native.mp4", 64, 32, n, fps=fps), len(analysed)) as view:
+        served = [which(float(view[i].mean())) for i in range(len(analysed))]
+    assert served == analysed

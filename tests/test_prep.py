@@ -260,17 +260,19 @@ def test_vfr_and_odd_sizes_are_normalised(clips: Path, settings: Settings) -> No
     assert {"vfr", "fps"} <= set(track.summary.normalization)
     duration = packet_times(vfr).pts[-1]
     assert abs(track.summary.n_frames - duration * 25) <= 2
-    assert count_frames(track.video) == track.summary.n_frames
     assert np.all(np.diff(track.source_time) >= 0)
     assert np.abs(track.source_time - np.arange(track.summary.n_frames) / 25).max() < 0.05
-    # The source's own rate is kept too, for the output: a VFR source at a constant rate, its average (21 fps:
-    # no standard rate is within 1 %).
-    assert track.summary.native_rate == "21" and (track.dir / "native.mp4").is_file()
-    assert track.summary.native_frames == count_frames(track.dir / "native.mp4")
+    # The normalised source keeps the source's own rate, for the output: a VFR source at a constant rate, its
+    # average (21 fps: no standard rate is within 1 %); prep analysed 25 frames a second of it.
+    assert track.summary.native_rate == "21" and track.video.name == "native.mp4"
+    assert track.summary.native_frames == count_frames(track.video) and not (track.dir / "video.mp4").exists()
     assert abs(track.summary.native_frames - duration * 21) <= 2
-    assert probe(track.dir / "native.mp4").video.fps == pytest.approx(21)
-    cfr = prepare_source(clips / "cfr.mp4", clips / "o_cfr", settings)  # 25 fps: one video is enough
-    assert cfr.summary.native_rate is None and not (cfr.dir / "native.mp4").exists()
+    assert probe(track.video).video.fps == pytest.approx(21)
+    with track.reader() as frames:  # the 25-fps frames the landmarks describe, picked from native.mp4
+        assert frames.n_frames == track.summary.n_frames and frames[track.summary.n_frames - 1].shape == (256, 256, 3)
+    cfr = prepare_source(clips / "cfr.mp4", clips / "o_cfr", settings)  # at 25 fps already
+    assert cfr.summary.native_rate is None and cfr.video.name == "video.mp4"
+    assert count_frames(cfr.video) == cfr.summary.n_frames
     # odd size: 255×201 → even
     odd = M.write_clip(clips / "odd.mkv", 20, 256, 202, lambda i: M.canvas(256, 202))
     import subprocess

@@ -208,6 +208,33 @@ class FrameReader:
         self.close()
 
 
+class RetimedReader:
+    """The 25-fps frames of a video at another constant rate (`retime_index`: the frame nearest in time),
+    read through a FrameReader of that video."""
+
+    def __init__(self, reader: FrameReader, n_frames: int) -> None:
+        self.reader, self.n_frames = reader, n_frames
+        self.width, self.height = reader.width, reader.height
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.n_frames:
+            raise IndexError(index)
+        return self.reader[min(retime_index(index, self.reader.fps), self.reader.n_frames - 1)]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(self.n_frames):
+            yield self[i]
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> RetimedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class VideoWriter:
     """Encode RGB frames to H.264 yuv420p at `rate` (an ffmpeg rate: "25", "30000/1001") through a pipe.
 
@@ -378,25 +405,31 @@ def source_timeline(pts: list[float], n_frames: int) -> tuple[np.ndarray, np.nda
     return nearest.astype(np.int32), times[nearest].astype(np.float32)
 
 
+def retime_index(i: int, fps: float) -> int:
+    """The frame of a video at constant `fps` that stands for 25-fps frame i: the one nearest in time to i / 25
+    (ties to the later one). Prep analyses these frames and SourceTrack.reader serves them, so landmarks and
+    pixels always come from the same frame."""
+    return int(i * fps / FPS + 0.5)
+
+
 class NormalizingStream:
-    """Write the normalised source to `dst` and yield the analysis frames (RGB) of the same pass.
+    """Write the normalised source to `dst` and yield the analysis frames (RGB) of the same pass, at 25 fps.
 
     Re-encoding sources decode once: ffmpeg splits the filtered stream into the encoder and the analysis
-    pipe. Qualifying sources are remuxed (no re-encode) and the copy is decoded for analysis. A reader
-    thread keeps a few frames queued so decoding overlaps the tracking instead of waiting on the pipe.
-    Memory stays constant: at most `queue` analysis frames exist at once.
+    pipe. Qualifying sources are remuxed (no re-encode) and the copy is decoded for analysis. A source not at
+    25 fps (plan.native_rate) is written at its own constant rate, and the analysis frames are picked from
+    it by `retime_index` (some skipped, or some repeated below 25 fps). A reader thread keeps a few frames
+    queued so decoding overlaps the tracking instead of waiting on the pipe. Memory stays constant: at most
+    `queue` analysis frames exist at once.
     """
 
-    def __init__(self, src: Path, dst: Path, plan: Normalization, queue: int = 6,
-                 native_dst: Path | None = None) -> None:
+    def __init__(self, src: Path, dst: Path, plan: Normalization, queue: int = 6) -> None:
         self.src, self.dst, self.plan = src, dst, plan
         self._tmp = dst.with_suffix(".tmp" + dst.suffix)
-        # The source at its own rate as well (plan.native_rate), from the same decode: native_dst.
-        self.native_dst = native_dst if plan.native_rate is not None else None
-        self._native_tmp = None if self.native_dst is None else self.native_dst.with_suffix(".tmp.mp4")
         self._queue: Queue[bytes | None] = Queue(maxsize=queue)
         self._frame_bytes = plan.analysis_width * plan.analysis_height * 3
-        self.frames = 0
+        self.frames = 0  # 25-fps analysis frames yielded
+        self.written = 0  # frames of `dst` (at the native rate, if any)
         self._ended = False
         p = plan
         analysis_scale = (f"scale={p.analysis_width}:{p.analysis_height}:flags=area"
@@ -409,17 +442,13 @@ class NormalizingStream:
             # format=yuv420p pins the shared chain to the encoder's format: left open, ffmpeg negotiates
             # rgb24 for it (the analysis pipe's format) and converts every frame back for the encoder,
             # which cost 2.5 ms per 720p frame.
-            scaled = f"scale={p.width}:{p.height}:flags=bicubic,format=yuv420p,setsar=1"
-            graph = f"[0:v:0]fps={FPS},{scaled},split=2[out][a];[a]{analysis_scale}[ana]"
-            native: list[str] = []
-            if self._native_tmp is not None:
-                graph = (f"[0:v:0]{scaled},split=2[n][s];[n]fps={p.native_rate}[nat];"
-                         f"[s]fps={FPS},split=2[out][a];[a]{analysis_scale}[ana]")
-                native = ["-map", "[nat]", "-an", *native_args(p.native_fps or FPS), "-movflags", "+faststart",
-                          str(self._native_tmp)]
+            rate = p.native_rate or str(FPS)
+            graph = (f"[0:v:0]fps={rate},scale={p.width}:{p.height}:flags=bicubic,format=yuv420p,setsar=1,"
+                     f"split=2[out][a];[a]{analysis_scale}[ana]")
+            encoder = native_args(p.native_fps) if p.native_fps else PREP_NORMALIZED_ARGS
             cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-filter_complex", graph,
-                   "-map", "[out]", "-an", *PREP_NORMALIZED_ARGS, "-movflags", "+faststart", str(self._tmp),
-                   *native, "-map", "[ana]", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+                   "-map", "[out]", "-an", *encoder, "-movflags", "+faststart", str(self._tmp),
+                   "-map", "[ana]", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._stderr = b""
         self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
@@ -457,8 +486,11 @@ class NormalizingStream:
             if buf is None:
                 self._ended = True  # the pump's end marker comes once: later iterations yield nothing
                 break
-            self.frames += 1
-            yield np.frombuffer(buf, np.uint8).reshape(p.analysis_height, p.analysis_width, 3)
+            frame = np.frombuffer(buf, np.uint8).reshape(p.analysis_height, p.analysis_width, 3)
+            k, self.written = self.written, self.written + 1
+            while (retime_index(self.frames, p.native_fps) if p.native_fps else self.frames) == k:
+                self.frames += 1
+                yield frame
 
     def finish(self) -> int:
         """Wait for ffmpeg, move the file into place, return the frame count; raises unsupported_video."""
@@ -469,14 +501,10 @@ class NormalizingStream:
         self._err_thread.join()
         if code != 0 or self.frames == 0:
             self._tmp.unlink(missing_ok=True)
-            if self._native_tmp is not None:
-                self._native_tmp.unlink(missing_ok=True)
             detail = self._stderr.decode(errors="replace").strip()[-300:] or "no frames decoded"
             raise InputError(ErrorCode.unsupported_video, f"{self.src.name}: ffmpeg could not decode the video "
                                                           f"({detail})")
         self._tmp.replace(self.dst)
-        if self._native_tmp is not None and self.native_dst is not None:
-            self._native_tmp.replace(self.native_dst)
         return self.frames
 
     def abort(self) -> None:
@@ -489,5 +517,3 @@ class NormalizingStream:
         self._proc.wait()
         self._err_thread.join()
         self._tmp.unlink(missing_ok=True)
-        if self._native_tmp is not None:
-            self._native_tmp.unlink(missing_ok=True)

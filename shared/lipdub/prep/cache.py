@@ -11,7 +11,8 @@ The cache is bounded per host (`prep_cache_max_gb`): every use marks its entry a
 entry deletes the least recently used ones past the budget; entries used in the last hour are kept, since a
 render on this host may still be reading them.
 
-Layout: `<root>/<sha256>[-<target>]-v<prep_version>/{video.mp4, track.npz, track.json | rejected.json}`,
+Layout: `<root>/<sha256>[-<target>]-v<prep_version>/{video.mp4 | native.mp4, track.npz, track.json |
+rejected.json}`,
 matching the object-store keys of lipdub.service.storage (`prep/<sha256>[-<target>]-v<version>/<name>`).
 """
 
@@ -115,11 +116,12 @@ def load_entry(entry: Path, name: str | None = None) -> SourceTrack | None:
         if name is not None and was and message.startswith(f"{was}: "):
             message = f"{name}: {message.removeprefix(f'{was}: ')}"
         raise InputError(ErrorCode(data["code"]), message)
-    if (entry / "track.json").is_file() and (entry / "track.npz").is_file() and (entry / "video.mp4").is_file():
+    if (entry / "track.json").is_file() and (entry / "track.npz").is_file():
         try:
-            return SourceTrack.load(entry)
+            track = SourceTrack.load(entry)
         except (ValueError, KeyError, OSError):
             return None  # written by another prep version or damaged: prep again
+        return track if track.video.is_file() else None
     return None
 
 

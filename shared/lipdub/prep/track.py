@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from lipdub import FPS
-from lipdub.media.video import FrameReader
+from lipdub.media.video import FrameReader, RetimedReader
 
-NATIVE_VIDEO = "native.mp4"
+VIDEO = "video.mp4"  # the normalised source of a 25-fps source
+NATIVE_VIDEO = "native.mp4"  # ... of a source at another rate, kept at its own
 
 PREP_VERSION = 6  # 3: shot cuts (never smoothed across; references, neutral face and rest opening per shot);
 # 4: how far each shot's face is from the main shot's (shot_person_distance); 5: equally prominent faces are
 # told apart by the source's own speech (prep.speaker), so cached multiple_faces rejections are judged again;
-# 6: a source not at 25 fps is also kept at its own rate (native.mp4), so the output can keep that rate
+# 6: a source not at 25 fps is kept at its own rate (native.mp4, analysed at 25 fps), so the output can keep it
 
 ARRAYS = ("landmarks", "valid", "present", "frame_flags", "rotation", "translation", "scale", "angles", "crop",
           "mouth_opening", "reference_frames", "neutral_shape", "shot", "shot_rest_opening", "source_index",
@@ -123,10 +124,14 @@ class SourceTrack:
 
     @property
     def video(self) -> Path:
-        return self.dir / "video.mp4"
+        """The normalised source: native.mp4 at the source's own rate, or video.mp4 for a 25-fps source."""
+        return self.dir / (NATIVE_VIDEO if self.summary.native_rate else VIDEO)
 
-    def reader(self) -> FrameReader:
+    def reader(self) -> FrameReader | RetimedReader:
+        """The 25-fps frames the track's arrays describe (of native.mp4, the frames prep analysed)."""
         s = self.summary
+        if s.native_rate:
+            return RetimedReader(self._native_reader(), s.n_frames)
         return FrameReader(self.video, s.width, s.height, s.n_frames)
 
     def rate(self, frame_rate: str) -> str:
@@ -137,11 +142,14 @@ class SourceTrack:
         """The source's length in frames at `rate` (one of `rate`'s answers)."""
         return self.summary.frames_at(rate)
 
-    def reader_at(self, rate: str) -> FrameReader:
-        """The normalised source's frames at `rate`: video.mp4 at 25 fps, native.mp4 at the source's own."""
-        if rate == str(FPS):
-            return self.reader()
-        s, fps = self.summary, float(Fraction(rate))
+    def reader_at(self, rate: str) -> FrameReader | RetimedReader:
+        """The normalised source's frames at `rate`: 25 fps (`reader`), or the source's own."""
+        return self.reader() if rate == str(FPS) else self._native_reader()
+
+    def _native_reader(self) -> FrameReader:
+        s = self.summary
+        assert s.native_rate is not None
+        fps = float(Fraction(s.native_rate))
         return FrameReader(self.dir / NATIVE_VIDEO, s.width, s.height, s.native_frames, block=max(1, round(fps)),
                            fps=fps)
 

@@ -1,11 +1,12 @@
 """prep: normalise the source video to 25 fps and turn it into a reusable source track.
 
 One streaming pass: ffmpeg writes `video.mp4` (constant 25 fps, upright, even-sized H.264; remuxed when
-the source already qualifies) and hands small analysis frames to the face tracker. Then, on landmarks
+the source already qualifies; `native.mp4` at the source's own rate when it is not 25 fps) and hands small
+25-fps analysis frames to the face tracker. Then, on landmarks
 only: target-face choice, quality gate, head pose, jitter removal, crop boxes, mouth opening, reference
 frames and the speaker's neutral mouth. Writes `video.mp4`, `track.npz` and `track.json` into `out_dir`
-(see lipdub.prep.track), and `native.mp4` for a source that is not at 25 fps: the same pass at the source's
-own constant rate, which the render stage reads when the output keeps that rate. Use lipdub.prep.cache.prepare_cached to prep each source only once.
+(see lipdub.prep.track); a source not at 25 fps is written as `native.mp4` instead, at its own constant
+rate, and analysed at 25 fps through `media.video.retime_index` (the output keeps the source's rate). Use lipdub.prep.cache.prepare_cached to prep each source only once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from lipdub.media.probe import MediaInfo, PacketTimes, packet_times, probe
 from lipdub.media.video import (
     Normalization,
     NormalizingStream,
-    count_frames,
     plan_normalization,
     source_timeline,
 )
@@ -35,7 +35,7 @@ from lipdub.prep.pose import Pose, fit_pose
 from lipdub.prep.shots import person_distance, shot_ids
 from lipdub.prep.smoothing import smooth_landmarks
 from lipdub.prep.speaker import active_speaker, soundtrack
-from lipdub.prep.track import NATIVE_VIDEO, PREP_VERSION, SourceTrack, TrackSummary
+from lipdub.prep.track import NATIVE_VIDEO, PREP_VERSION, VIDEO, SourceTrack, TrackSummary
 from lipdub.prep.tracking import Target, candidate_tracks, pick_by_target, track_score
 from lipdub.progress import SILENT, Progress
 
@@ -80,7 +80,7 @@ def prepare_source(video: Path, out_dir: Path, settings: Settings, progress: Pro
     packets = read_packets(video)
     plan = plan_normalization(info, settings.max_height, settings.prep_analysis_height, packets)
     estimate = max(1, round(max(info.duration, info.video.duration if info.video else 0) * FPS))
-    stream = NormalizingStream(video, out_dir / "video.mp4", plan, native_dst=out_dir / NATIVE_VIDEO)
+    stream = NormalizingStream(video, out_dir / (NATIVE_VIDEO if plan.native_rate else VIDEO), plan)
     try:
         with progress.stage("prep", estimate) as advance:
             faces = analyze_faces(stream, plan.width, plan.height, round(settings.face_track_gap_s * FPS), advance)
@@ -93,7 +93,7 @@ def prepare_source(video: Path, out_dir: Path, settings: Settings, progress: Pro
                       (lambda: soundtrack(video)) if info.audio is not None else None)
     result.verdict.raise_for_code()
     if plan.native_rate is not None:
-        result.summary.native_frames = count_frames(out_dir / NATIVE_VIDEO)
+        result.summary.native_frames = stream.written
     track = SourceTrack(out_dir, result.summary, source_index=source_index, source_time=source_time,
                         **result.arrays)
     track.save()
