@@ -120,6 +120,7 @@ def test_the_output_keeps_the_sources_frame_rate(api: httpx.Client, assets: dict
         assert job["status"] == "succeeded", job["error"]
         report = api.get(f"/v1/jobs/{job['id']}/report").json()
         assert report["fps"] == fps and report["frame_rate"] == str(fps)
+        assert report["source_frames"] == (60 if fps == 30 else 50)  # the 2-s source at the output's rate
         out = tmp_path / f"result-{fps}.mp4"
         out.write_bytes(api.get(f"/v1/jobs/{job['id']}/result", follow_redirects=True).content)
         stream = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries",

@@ -176,7 +176,8 @@ def finalize_task(job_id: str) -> None:
         "frame_rate": state.rate,  # the same, exactly (an ffmpeg rate such as 30000/1001)
         "face_coverage": summary.get("face_coverage"),
         "face_px": summary.get("face_px"),
-        "source_frames": summary.get("n_frames"),
+        # The source's length in frames at the output's rate (like `frames`).
+        "source_frames": summary.get("native_frames") if state.rate != str(FPS) else summary.get("n_frames"),
         # How the dubbed face was chosen: auto (the dominant face), user (target_face) or speaker (faces
         # tied; the one whose lips follow the source's own soundtrack, lipdub.prep.speaker).
         "face_choice": summary.get("target_source"),
