@@ -70,3 +70,22 @@ def test_output_runs_find_every_pass_over_a_source_stretch() -> None:
     assert bounce.output_runs(50, 100) == [(50, 149)]
     assert Timeline(100, 241, "loop").output_runs(50, 100) == [(50, 100), (150, 200)]
     assert Timeline(100, 60, "cut_off").output_runs(50, 100) == [(50, 60)]
+    assert Timeline(1, 5, "bounce").output_runs(0, 1) == [(0, 5)] and Timeline(10, 30, "silence").output_runs(5, 7) == \
+        [(5, 7), (12, 14), (23, 25)]  # 0..9, back 8..0 (6 and 5 at 12 and 13), forward again
+    assert all(Timeline(37, 200, mode).output_runs(3, 20) ==  # one rule: the frames whose source_index is inside
+               [(a, b) for a, b in _runs([3 <= Timeline(37, 200, mode).source_index(t) < 20 for t in range(200)])]
+               for mode in ("bounce", "loop"))
+
+
+def test_a_shot_at_25_fps_maps_to_output_seconds_at_the_sources_rate() -> None:
+    # A 30-fps timeline: the 25-fps frames [50, 100) (2-4 s of the source) show at output frames [60, 120).
+    assert Timeline(300, 300, "cut_off", rate="30").shot_spans_s(50, 100) == [(2.0, 4.0)]
+    assert Timeline(250, 250, "cut_off").shot_spans_s(50, 100) == [(2.0, 4.0)]
+
+
+def _runs(flags: list[bool]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for t, inside in enumerate(flags):
+        if inside:
+            runs = runs[:-1] + [(runs[-1][0], t + 1)] if runs and runs[-1][1] == t else [*runs, (t, t + 1)]
+    return runs

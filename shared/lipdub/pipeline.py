@@ -73,10 +73,8 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
         passed = render_video(track, mouth, timeline, part, settings, progress=progress)
         mux([part], audio, timeline.n_out, out, settings, progress, rate)
     s = track.summary
-    fps = timeline.fps
-    others = sorted((a / fps, b / fps) for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance)
-                    if shot.other_person
-                    for a, b in timeline.output_runs(round(shot.start * fps / FPS), round(shot.end * fps / FPS)))
+    others = sorted(span for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance) if shot.other_person
+                    for span in timeline.shot_spans_s(shot.start, shot.end))
     return DubResult(out, timeline.n_out, passed, timeline.frames_outside_ranges(), s.face_coverage, others,
                      torch_device, s.target_source, s.n_faces, rate)
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
 
+import numpy as np
+
 from lipdub import FPS
 from lipdub.config import SyncMode
 
@@ -117,11 +119,21 @@ class Timeline:
 
     def output_runs(self, start: int, end: int) -> list[tuple[int, int]]:
         """The runs [a, b) of output frames showing source frames [start, end) (several in loop/bounce)."""
-        runs: list[tuple[int, int]] = []
-        for t in range(self.n_out):
-            if start <= self.source_index(t) < end:
-                if runs and runs[-1][1] == t:
-                    runs[-1] = (runs[-1][0], t + 1)
-                else:
-                    runs.append((t, t + 1))
-        return runs
+        t = np.arange(self.n_out)
+        n = self.n_video
+        if self.mode == "loop":
+            shown = t % n
+        elif n == 1:
+            shown = np.zeros_like(t)
+        else:  # source_index, for every frame at once
+            i = t % (2 * n - 2)
+            shown = np.where(i < n, i, 2 * n - 2 - i)
+        inside = np.concatenate([[0], ((shown >= start) & (shown < end)).astype(np.int8), [0]])
+        edges = np.flatnonzero(np.diff(inside))
+        return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+    def shot_spans_s(self, start: int, end: int) -> list[tuple[float, float]]:
+        """The output spans (seconds) showing the source's 25-fps frames [start, end), such as a shot (prep
+        marks shots at 25 fps; this timeline may run at the source's own rate)."""
+        scale = self.fps / FPS
+        return [(a / self.fps, b / self.fps) for a, b in self.output_runs(round(start * scale), round(end * scale))]

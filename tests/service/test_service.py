@@ -72,7 +72,8 @@ def test_job_from_upload_to_downloaded_result(api: httpx.Client, finished_job: d
     assert report["frames_passed_through"] == report["frames_outside_ranges"] == 0
     assert report["source_cuts_s"] == []  # one shot
     assert (report["face_choice"], report["source_faces"]) == ("auto", 1)
-    assert report["source_shots"] == [{"start_s": 0.0, "end_s": 3.0, "person_distance": 0.0, "other_person": False}]
+    assert report["source_shots"] == [{"start_s": 0.0, "end_s": 3.0, "output_s": [[0.0, round(report["output_seconds"], 2)]],
+                                       "person_distance": 0.0, "other_person": False}]
     assert set(report["durations"]) >= {"prep", "render", "mux"}
     # The eval harness's sync estimate of the result (settings.sync_estimate, on by default): the rendered
     # mouth follows the dub's loudness, so the correlation peaks strongly within a few frames of 0.

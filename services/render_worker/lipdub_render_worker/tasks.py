@@ -166,18 +166,19 @@ def finalize_task(job_id: str) -> None:
         return
     pointer = store.prep_pointer(job_source_key(state.spec)) or {}
     summary = pointer.get("summary", {})
+    # The job's timeline: its length is settled (n_frames), and with as many audio frames every sync mode
+    # gives that length back.
+    source_frames = summary.get("native_frames") if state.rate != str(FPS) else summary.get("n_frames")
+    timeline = _timeline(state, source_frames or 1, state.n_frames or 0, state.rate)
     report = {
         "frames": state.n_frames,
         "frames_passed_through": state.passed_through,  # no usable face, or outside the job's ranges
-        # (The output length is settled; only the job's ranges matter for this count.)
-        "frames_outside_ranges": _timeline(state, state.n_frames or 0, state.n_frames or 0,
-                                           state.rate).frames_outside_ranges(),
+        "frames_outside_ranges": timeline.frames_outside_ranges(),
         "fps": round(float(Fraction(state.rate)), 3),  # the output's frame rate: the source's own, or 25
         "frame_rate": state.rate,  # the same, exactly (an ffmpeg rate such as 30000/1001)
         "face_coverage": summary.get("face_coverage"),
         "face_px": summary.get("face_px"),
-        # The source's length in frames at the output's rate (like `frames`).
-        "source_frames": summary.get("native_frames") if state.rate != str(FPS) else summary.get("n_frames"),
+        "source_frames": source_frames,  # the source's length in frames at the output's rate (like `frames`)
         # How the dubbed face was chosen: auto (the dominant face), user (target_face) or speaker (faces
         # tied; the one whose lips follow the source's own soundtrack, lipdub.prep.speaker).
         "face_choice": summary.get("target_source"),
@@ -185,9 +186,12 @@ def finalize_task(job_id: str) -> None:
         # Where the source cuts to another shot (seconds of the 25-fps source): each shot was dubbed with
         # its own references (lipdub.prep.shots); worth a look at each in review.
         "source_cuts_s": [round(cut / FPS, 2) for cut in summary.get("cuts", [])],
-        # Each shot, and whether its face is likely another person's than the main shot's (a reaction shot
-        # the job's `ranges` may leave out); nothing is left out automatically.
+        # Each shot: its span in the source, where it shows in the output (seconds of the output, as the
+        # job's `ranges`; several spans in loop and bounce modes), and whether its face is likely another
+        # person's than the main shot's (a reaction shot `ranges` may leave out; nothing is left out
+        # automatically).
         "source_shots": [{"start_s": round(shot.start / FPS, 2), "end_s": round(shot.end / FPS, 2),
+                          "output_s": [[round(a, 2), round(b, 2)] for a, b in timeline.shot_spans_s(shot.start, shot.end)],
                           "person_distance": shot.person_distance, "other_person": shot.other_person}
                          for shot in shot_spans(summary.get("cuts", []), summary.get("n_frames", 0),
                                                 summary.get("shot_person_distance", []))],
