@@ -68,7 +68,7 @@ def hooks_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             cfg = StackConfig(root=roots[-1], api_port=free_port(), redis_port=free_port(), s3_port=free_port(),
                               extra_env={"LIPDUB_BATCH_RUNNING_PER_TENANT": "1",
                                          "LIPDUB_RATE_LIMIT_PER_MINUTE": "600", "LIPDUB_RATE_LIMIT_BURST": "40",
-                                         "LIPDUB_CHUNK_SECONDS": "10",
+                                         "LIPDUB_CHUNK_SECONDS": "10", "LIPDUB_DELIVERY_BACKOFF_SECONDS": "0.2",
                                          # The mouth model is not under test here: the fast energy model.
                                          "LIPDUB_AUDIO_MODEL": "energy"})
             try:
@@ -192,6 +192,14 @@ def _wait_batch(client: httpx.Client, batch_id: str, timeout: float = 240,
     raise AssertionError(f"batch {batch_id} still {batch['status']} after {timeout} s: {batch}")
 
 
+def _s3(stack: Stack) -> Any:
+    """A client of the stack's S3 server, standing in for a customer's bucket."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=stack.settings.s3_endpoint_url, aws_access_key_id="test",
+                        aws_secret_access_key="test", region_name="us-east-1")
+
+
 def _verify(secret: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
     """The Standard Webhooks reference library's check (signature, ±5 min timestamp)."""
     return dict(Webhook(secret).verify(body, headers))
@@ -264,7 +272,11 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
     single_secret = single.get("/v1/webhooks/secret").json()["data"][0]["secret"]
     video = _upload(catalog, media["video"])
     de, fr = _upload(catalog, media["de"]), _upload(catalog, media["fr"])
-    lines = [{"custom_id": "ep1-de", "video": {"asset_id": video}, "audio": {"asset_id": de}},
+    s3 = _s3(hooks_stack)
+    s3.create_bucket(Bucket="catalog")  # the customer's bucket: ep1-de is delivered there too
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "catalog", "Key": "ep1-de.mp4"})
+    lines = [{"custom_id": "ep1-de", "video": {"asset_id": video}, "audio": {"asset_id": de},
+              "output_url": put_url},
              {"custom_id": "ep1-fr", "video": {"asset_id": video}, "audio": {"asset_id": fr},
               "options": {"sync_mode": "loop"}},
              # an input by URL (a loopback server, allowed in this stack): downloaded in the background
@@ -321,6 +333,8 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
         assert batch_job["cache"] == {"prep_hit": True}, batch_job
         assert rows[[r["custom_id"] for r in rows].index(custom_id)]["result_url"].endswith(
             f"/v1/jobs/{batch_job['id']}/result")
+    assert jobs["ep1-de"]["delivery"]["status"] == "delivered" and jobs["ep1-fr"]["delivery"] is None
+    assert s3.head_object(Bucket="catalog", Key="ep1-de.mp4")["ContentLength"] == jobs["ep1-de"]["delivery"]["bytes"]
     # The batch's default options apply where an item sets none.
     assert jobs["ep1-fr"]["options"]["sync_mode"] == "loop" and jobs["ep1-de"]["options"]["sync_mode"] == "silence"
     # ... and that one preparation happened inside this batch (the cache pointer is younger than it).
@@ -476,6 +490,55 @@ def test_cancel_while_validating(hooks_stack: Stack, media: dict[str, Path]) -> 
     assert client.delete(f"/v1/batches/manifests/{manifest_id}").status_code == 404
     reuse = client.post("/v1/batches", json={"manifest_id": manifest_id})
     assert reuse.status_code == 422 and reuse.json()["error"]["code"] == "manifest_not_found"
+
+
+# --- delivery to the customer's storage ---------------------------------------------------------------
+def test_results_are_put_to_the_jobs_presigned_output_url(hooks_stack: Stack, receiver: Receiver,
+                                                         media: dict[str, Path]) -> None:
+    """The result lands in the customer's bucket (a presigned S3 PUT URL of the stack's own S3 server, a
+    real S3 endpoint) before the job's webhook, which says so; an unreachable target fails the delivery, not
+    the job; an unsafe one is refused at creation."""
+    receiver.fail_first = 0
+    client = hooks_stack.client("delivery")
+    s3 = _s3(hooks_stack)
+    s3.create_bucket(Bucket="customer")
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "customer", "Key": "dubs/ep1-de.mp4",
+                                                              "ContentType": "video/mp4"}, ExpiresIn=3600)
+    video, audio = _upload(client, media["video"]), _upload(client, media["de"])
+    job = client.post("/v1/jobs", json={"video": {"asset_id": video}, "audio": {"asset_id": audio},
+                                         "output_url": put_url, "webhook_url": receiver.url}).json()
+    done = wait_for(client, job["id"], timeout=240)
+    assert done["status"] == "succeeded", done
+    deadline = time.monotonic() + 30  # the delivery runs on the webhooks worker, after the job succeeded
+    while done["delivery"] is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        done = client.get(f"/v1/jobs/{job['id']}").json()
+    delivery = done["delivery"]
+    assert delivery["status"] == "delivered" and delivery["http_status"] == 200 and delivery["attempts"] == 1
+    assert delivery["url"] == put_url.split("?")[0]  # the signature is never shown again
+    result = client.get(f"/v1/jobs/{job['id']}/result", follow_redirects=True).content
+    stored = s3.get_object(Bucket="customer", Key="dubs/ep1-de.mp4")
+    assert stored["Body"].read() == result and delivery["bytes"] == len(result)
+    assert stored["ContentType"] == "video/mp4"
+    receiver.wait_for(1)
+    (_, body), = [r for r in receiver.of_type("job.succeeded") if json.loads(r[1])["data"]["id"] == job["id"]]
+    assert json.loads(body)["data"]["delivery"]["status"] == "delivered"  # the webhook came after it
+
+    # Nobody listens there: the job still succeeds, the delivery fails after its attempts.
+    dead = f"http://127.0.0.1:{free_port()}/upload/ep1-fr.mp4?sig=secret"
+    job = client.post("/v1/jobs", json={"video": {"asset_id": video}, "audio": {"asset_id": audio},
+                                         "output_url": dead}).json()
+    deadline = time.monotonic() + 240
+    while (done := client.get(f"/v1/jobs/{job['id']}").json())["delivery"] is None:
+        assert time.monotonic() < deadline, done
+        time.sleep(0.5)
+    assert done["status"] == "succeeded" and done["delivery"]["status"] == "failed"
+    assert done["delivery"]["attempts"] == hooks_stack.settings.delivery_attempts
+    assert "ConnectError" in done["delivery"]["error"] and "secret" not in json.dumps(done["delivery"])
+    # The cloud metadata endpoint is no place to send a file.
+    refused = client.post("/v1/jobs", json={"video": {"asset_id": video}, "audio": {"asset_id": audio},
+                                             "output_url": "http://169.254.169.254/latest/x"})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "url_not_allowed"
 
 
 # --- limits and URL safety --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from lipdub.errors import TransientError
 from lipdub.service import janitor, webhooks
 from lipdub.service.batches import BatchStatus, BatchStore, Item, LineError, jsonl_lines, validate_manifest
 from lipdub.service.celery_app import app
+from lipdub.service.delivery import deliver
 from lipdub.service.inputs import InputRefused, check_input, fetch_asset
 from lipdub.service.limits import BATCH_PRIORITY
 from lipdub.service.processes import WEBHOOKS_QUEUE
@@ -76,6 +78,12 @@ def job_finished(job_id: str) -> None:
     job = store.get(job_id)
     if job is None or not job.status.is_final:
         return
+    if job.status == JobStatus.succeeded and job.spec.get("output_url") and job.delivery is None:
+        # Before the webhook, which then says whether the file is in the customer's storage.
+        store.set_delivery(job.id, deliver(job, store, get_storage()))
+        job = store.get(job_id)
+        if job is None:
+            return
     public = job_public(job)
     url = job.spec.get("webhook_url")
     if url:
@@ -176,7 +184,7 @@ def _fetch_urls(batch_id: str, tenant: str, items: list[Item], batches: BatchSto
             if error is not None:
                 batches.item_finished(batch_id, item.line, item.custom_id, None, "failed", error)
                 continue
-            out.append(Item(item.line, item.custom_id, refs["video"], refs["audio"], item.options, item.metadata))
+            out.append(replace(item, video=refs["video"], audio=refs["audio"]))
     return out
 
 
@@ -331,6 +339,7 @@ def release(batches: BatchStore, tenant: str, batch_id: str, item: Item) -> None
     an error between the job's creation and its binding) rewrites the same, not yet started, job."""
     store = batches.jobs
     spec = {"video": item.video, "audio": item.audio, "options": item.options, "webhook_url": None,
+            "output_url": item.output_url,
             "metadata": {**item.metadata, "custom_id": item.custom_id}, "priority": BATCH_PRIORITY,
             "priority_name": "low"}
     job_id = f"job_{hashlib.sha256(f'{batch_id}:{item.line}'.encode()).hexdigest()[:32]}"

@@ -96,6 +96,7 @@ class ManifestLine(BaseModel):
     audio: ItemInput
     options: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    output_url: str | None = Field(default=None, max_length=4096)  # the item's result is PUT there (delivery)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class Item:
     audio: dict[str, Any]
     options: dict[str, Any]
     metadata: dict[str, str]
+    output_url: str | None = None
 
     @property
     def source(self) -> str:
@@ -124,7 +126,8 @@ class Item:
 
     def to_json(self) -> str:
         return json.dumps({"line": self.line, "custom_id": self.custom_id, "video": self.video,
-                           "audio": self.audio, "options": self.options, "metadata": self.metadata})
+                           "audio": self.audio, "options": self.options, "metadata": self.metadata,
+                           "output_url": self.output_url})
 
     @classmethod
     def from_json(cls, raw: str) -> Item:
@@ -194,6 +197,11 @@ def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settin
                 line_errors.append(LineError(count, "input_too_long", f"video: {duration:.1f} s, more than "
                                                                       f"the {quota.max_video_seconds:g} s allowed"))
             refs[kind] = {"asset_id": asset.id, "sha256": asset.sha256}
+        if parsed.output_url is not None:
+            try:
+                check_url(parsed.output_url, settings, resolve=False)  # resolved again on delivery
+            except UrlRejected as exc:
+                line_errors.append(LineError(count, exc.code, f"output_url: {exc.message}"))
         try:
             options = check_options(parsed.options)
         except ValueError as exc:
@@ -203,7 +211,8 @@ def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settin
         if line_errors:
             errors.extend(line_errors)
             continue
-        items.append(Item(count, parsed.custom_id, refs["video"], refs["audio"], options, parsed.metadata))
+        items.append(Item(count, parsed.custom_id, refs["video"], refs["audio"], options, parsed.metadata,
+                          parsed.output_url))
     if count == 0:
         errors.append(LineError(1, "empty_manifest", "the manifest has no lines"))
     store.mark_assets_used([a.id for a in assets.values() if a is not None], now())  # its jobs come later

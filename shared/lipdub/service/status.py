@@ -161,6 +161,7 @@ class JobState:
     version: int
     batch: str | None = None
     rate: str = "25"  # the output's frame rate, fixed by the plan (the source's own, or 25)
+    delivery: dict[str, Any] | None = None  # the upload to the job's output_url (lipdub.service.delivery)
     attempts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -195,6 +196,7 @@ class JobState:
             version=int(raw.get("version", 0)),
             batch=raw.get("batch") or None,
             rate=raw.get("rate") or "25",
+            delivery=json.loads(raw["delivery"]) if raw.get("delivery") else None,
             attempts={k.removeprefix("starts:"): int(v) for k, v in raw.items() if k.startswith("starts:")})
 
 
@@ -334,6 +336,12 @@ class JobStore:
     def set_plan(self, job_id: str, n_frames: int, chunks: int, chunk_frames: int, rate: str) -> None:
         self._apply(job_id, None, {"n_frames": n_frames, "chunks": chunks, "chunk_frames": chunk_frames,
                                    "rate": rate})
+
+    def set_delivery(self, job_id: str, record: dict[str, Any]) -> None:
+        """Record the upload of a succeeded job's result to its output_url (a final job's record changes only
+        here: delivery follows success)."""
+        if self.r.exists(f"job:{job_id}"):
+            self.r.hset(f"job:{job_id}", "delivery", json.dumps(record))
 
     def render_queued(self, job_id: str) -> bool:
         """Whether the job's render chunks were queued (by an earlier delivery of dub.plan)."""

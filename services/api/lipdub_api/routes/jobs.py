@@ -61,12 +61,13 @@ def resolve_input(ref: InputRef, kind: str, tenant: str, store: JobStore,
 
 
 def admit(spec: dict[str, Any], tenant: str, store: JobStore) -> None:
-    """The tenant's quotas (concurrent jobs, video length, file size) and a safe webhook target."""
-    if spec["webhook_url"]:
-        try:
-            check_url(spec["webhook_url"], store.settings, resolve=False)  # resolved again on delivery
-        except UrlRejected as exc:
-            raise ApiError(422, ApiErrorCode.url_not_allowed, f"webhook_url: {exc.message}") from exc
+    """The tenant's quotas (concurrent jobs, video length, file size) and safe webhook and output targets."""
+    for field in ("webhook_url", "output_url"):
+        if spec.get(field):
+            try:
+                check_url(spec[field], store.settings, resolve=False)  # resolved again on delivery
+            except UrlRejected as exc:
+                raise ApiError(422, ApiErrorCode.url_not_allowed, f"{field}: {exc.message}") from exc
     # Inputs by URL are held to the same quotas after their download (lipdub.service.inputs).
     video, audio = (store.get_asset(tenant, spec[k]["asset_id"]) if "asset_id" in spec[k] else None
                     for k in ("video", "audio"))
@@ -103,6 +104,7 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
         "audio": resolve_input(body.audio, "audio", tenant, store, allow_url=True),
         "options": body.options.model_dump(mode="json"),
         "webhook_url": str(body.webhook_url) if body.webhook_url else None,
+        "output_url": str(body.output_url) if body.output_url else None,
         "metadata": body.metadata,
         "priority": PRIORITIES[body.priority], "priority_name": body.priority,
     }
