@@ -388,3 +388,15 @@ def test_workers_delete_their_local_prep_of_deleted_videos(store: JobStore, tmp_
     assert sorted(e.name for e in gone) == sorted(names[2:4])
     assert sorted(e.name for e in root.iterdir()) == sorted([*names[:2], names[4]])
     assert purge_deleted(store, store.settings) == []
+
+
+def test_a_task_ending_after_its_job_was_deleted_leaves_nothing(store: JobStore, broker: dict,
+                                                                tmp_path: Path) -> None:
+    job = store.create("acme", SPEC)
+    assert store.stage_started(job.id, Stage.render, "render:0") == 1
+    store.cancel(job.id)  # canceled while its render chunk runs; then deleted at once
+    janitor.delete_job(job.id, "acme", store, LocalStorage(tmp_path / "storage"))
+    store.stage_stopped(job.id, Stage.render)  # the chunk's task ends afterwards
+    store.stage_left(job.id, "render:0")
+    store.set_delivery(job.id, {"status": "delivered"})
+    assert store.r.keys(f"*{job.id}*") == []

@@ -83,6 +83,13 @@ end
 return 'ok'
 """
 
+# One write to a job's hash only while the job exists: a task still running when its (canceled) job is
+# deleted must not bring back a partial record without its TTL.
+_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))
+"""
+
 # Hand-offs owed to Celery, `{start|finished}:{job id}` scored by when they became owed. Each is written in
 # the same Redis step as the state that owes it and removed once its message is published, so one cut off
 # by a dying process is found and redone by the janitor (lipdub.service.janitor).
@@ -217,6 +224,7 @@ class JobStore:
         self.r = client
         self.settings = settings
         self._transition = client.register_script(_TRANSITION)
+        self._if_exists = client.register_script(_IF_EXISTS)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStore:
@@ -312,11 +320,11 @@ class JobStore:
 
     def stage_left(self, job_id: str, attempt_key: str) -> None:
         """The task started under `attempt_key` returned (or raised): it was not lost with its worker."""
-        self.r.hincrby(f"job:{job_id}", f"starts:{attempt_key}", -1)
+        self._if_exists(keys=[f"job:{job_id}"], args=["HINCRBY", f"starts:{attempt_key}", -1])
 
     def stage_stopped(self, job_id: str, stage: Stage) -> None:
         """A stage ended with an error: record its end time (its timing), not completion."""
-        self.r.hset(f"job:{job_id}", f"t:{stage}:end", now())
+        self._if_exists(keys=[f"job:{job_id}"], args=["HSET", f"t:{stage}:end", now()])
 
     def stage_progress(self, job_id: str, stage: Stage, fraction: float) -> None:
         self._apply(job_id, None, {f"p:{stage}": round(min(1.0, max(0.0, fraction)), 4)})
@@ -340,8 +348,7 @@ class JobStore:
     def set_delivery(self, job_id: str, record: dict[str, Any]) -> None:
         """Record the upload of a succeeded job's result to its output_url (a final job's record changes only
         here: delivery follows success)."""
-        if self.r.exists(f"job:{job_id}"):
-            self.r.hset(f"job:{job_id}", "delivery", json.dumps(record))
+        self._if_exists(keys=[f"job:{job_id}"], args=["HSET", "delivery", json.dumps(record)])
 
     def render_queued(self, job_id: str) -> bool:
         """Whether the job's render chunks were queued (by an earlier delivery of dub.plan)."""
