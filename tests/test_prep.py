@@ -197,6 +197,11 @@ def test_of_two_equal_faces_the_one_talking_in_the_soundtrack_is_dubbed(clips: P
     still = M.side_by_side(tmp_path / "listener.mp4", M.sway_face(tmp_path / "still.mp4", 6.0), right, second)
     track = prepare_source(still, tmp_path / "o_listener", settings)
     assert track.summary.target_source == "speaker" and track.landmarks[track.valid][:, L.NOSE_TIP, 0].min() > 256
+    # A larger face in the foreground that does not talk would be the dominant one: the speaker wins.
+    foreground = M.side_by_side(tmp_path / "foreground.mp4", M.big_listener(tmp_path / "big.mp4", 6.0), right,
+                                second)
+    track = prepare_source(foreground, tmp_path / "o_foreground", settings)
+    assert track.summary.target_source == "speaker" and track.landmarks[track.valid][:, L.NOSE_TIP, 0].min() > 384
     # Without a soundtrack, or with speech neither face says, the user has to choose.
     mute = prep_error(M.side_by_side(tmp_path / "mute.mp4", left, right, None), tmp_path / "o_mute", settings)
     assert mute.code == ErrorCode.multiple_faces and "no soundtrack" in mute.message

@@ -207,6 +207,16 @@ def cut_to_another_shot(path: Path, seconds: float = 2.0, far: bool = False) -> 
     return write_clip(path, 2 * n, width, 256, frame)
 
 
+def big_listener(path: Path, seconds: float) -> Path:
+    """A head of 320 px on 384×384, swaying and silent: 1.6 times the size of the talking heads."""
+    face = face_crop(320)
+
+    def frame(i: int) -> np.ndarray:
+        return paste(canvas(384, 384), face, 32 + round(6 * np.sin(i / 8)), 32 + round(4 * np.cos(i / 11)))
+
+    return write_clip(path, round(seconds * 25), 384, 384, frame)
+
+
 def talking_face(path: Path, speech: Path, seconds: float, workdir: Path) -> Path:
     """The astronaut's head (200 px, on 256×256) saying `speech`: dubbed by lipdub itself (the student audio
     model and the warp renderer), so its lips follow that speech (silent: the caller muxes a soundtrack)."""
@@ -222,12 +232,16 @@ def talking_face(path: Path, speech: Path, seconds: float, workdir: Path) -> Pat
 
 
 def side_by_side(path: Path, left: Path, right: Path, audio: Path | None) -> Path:
-    """Two 256×256 clips next to each other (as long as the shorter), with `audio` as the soundtrack."""
+    """Two clips next to each other, tops aligned (as long as the shorter), with `audio` as the soundtrack."""
+    from lipdub.media.probe import probe
     from lipdub.media.video import FrameReader, count_frames
 
     n = min(count_frames(left), count_frames(right))
-    with FrameReader(left, 256, 256, n) as a, FrameReader(right, 256, 256, n) as b:
-        silent = write_clip(path.with_suffix(".silent.mp4"), n, 512, 256, lambda i: np.hstack([a[i], b[i]]))
+    (wa, ha), (wb, hb) = ((probe(c).video.width, probe(c).video.height) for c in (left, right))
+    height = max(ha, hb)
+    with FrameReader(left, wa, ha, n) as a, FrameReader(right, wb, hb, n) as b:
+        silent = write_clip(path.with_suffix(".silent.mp4"), n, wa + wb, height,
+                            lambda i: paste(paste(canvas(wa + wb, height), a[i], 0, 0), b[i], wa, 0))
     if audio is None:
         return silent.replace(path)
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(silent), "-i", str(audio), "-map", "0:v", "-map", "1:a",

@@ -126,19 +126,21 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
         ranked = sorted(candidates, key=lambda t: -scores[t.id])
         chosen = ranked[0]
         if len(ranked) > 1:
+            # The source's own speech decides between faces: among tied ones, or over a dominant face whose
+            # lips do not follow it while another's clearly do (a listener in the foreground).
             best, second = scores[ranked[0].id], scores[ranked[1].id]
-            if best >= settings.face_dominance * second:
-                summary.flags.append("multiple_faces_dominant_chosen")
-            else:
-                tied = [t for t in ranked if best < settings.face_dominance * scores[t.id]]
-                samples = speech() if speech is not None else None
-                vote = active_speaker(tied, samples) if samples is not None else None
-                if vote is None or vote.chosen is None:
-                    return Assembled(gate.multiple_faces(name, len(ranked), best, second,
-                                                         vote.describe() if vote else None), summary, {})
+            tied = [t for t in ranked if best < settings.face_dominance * scores[t.id]]
+            samples = speech() if speech is not None else None
+            vote = active_speaker(tied if len(tied) > 1 else ranked, samples) if samples is not None else None
+            if vote is not None and vote.chosen is not None and (len(tied) > 1 or vote.chosen is not chosen):
                 chosen = vote.chosen
                 summary.target_source = "speaker"
                 summary.flags.append("active_speaker_chosen")
+            elif len(tied) > 1:
+                return Assembled(gate.multiple_faces(name, len(ranked), best, second,
+                                                     vote.describe() if vote else None), summary, {})
+            else:
+                summary.flags.append("multiple_faces_dominant_chosen")
     summary.target_id = chosen.id
     present = np.zeros(n, bool)
     raw = np.zeros((n, 478, 3), np.float32)
