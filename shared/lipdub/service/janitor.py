@@ -14,7 +14,7 @@ a time however many webhooks workers run.
   DELETE /v1/assets/{id} would (its bytes and prep go with the last asset holding them); one a queued or
   running job still uses waits for a later sweep. A batch's files (inline input, output and error JSONL)
   go when its record expires, and an uploaded manifest when its record does.
-- Deletion: a batch DELETE /v1/batches/{id} hid is deleted with all it made, its jobs first (their records,
+- Deletion: a batch that DELETE /v1/batches/{id} hid is deleted with all it made, its jobs first (their records,
   results, intermediate files and webhook messages), then its files and records. A big catalog takes a few
   sweeps: each spends at most half the sweep interval on it, and the next goes on where it stopped.
 """
