@@ -176,9 +176,9 @@ class Settings(BaseSettings):
     download_max_bytes: int = Field(default=2 * 1024**3, gt=0, description="Size limit of one input URL download")
     download_max_redirects: int = Field(default=3, ge=0, description="Redirects followed by input downloads")
     delivery_timeout: float = Field(default=600.0, gt=0,
-                                    description="Time limit of one upload of a result to a job's output_url")
+                                    description="Time limit of one upload of a result to a job's delivery_url")
     delivery_attempts: int = Field(default=4, ge=1,
-                                   description="Uploads to a job's output_url tried before its delivery fails "
+                                   description="Uploads to a job's delivery_url tried before its delivery fails "
                                                "(on timeouts, 408, 429 and 5xx)")
     delivery_backoff_seconds: float = Field(default=2.0, ge=0,
                                             description="First wait between upload attempts; doubled each time")

@@ -276,7 +276,7 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
     s3.create_bucket(Bucket="catalog")  # the customer's bucket: ep1-de is delivered there too
     put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "catalog", "Key": "ep1-de.mp4"})
     lines = [{"custom_id": "ep1-de", "video": {"asset_id": video}, "audio": {"asset_id": de},
-              "output_url": put_url},
+              "delivery_url": put_url},
              {"custom_id": "ep1-fr", "video": {"asset_id": video}, "audio": {"asset_id": fr},
               "options": {"sync_mode": "loop"}},
              # an input by URL (a loopback server, allowed in this stack): downloaded in the background
@@ -325,6 +325,9 @@ def test_batch_of_one_source_in_three_languages_preps_once_and_is_fair(
     rows = [json.loads(x) for x in catalog.get(f"/v1/batches/{batch_id}/output",
                                                 follow_redirects=True).text.splitlines()]
     assert sorted(r["custom_id"] for r in rows) == ["ep1-de", "ep1-es", "ep1-fr"]
+    by_id = {r["custom_id"]: r for r in rows}
+    assert by_id["ep1-de"]["delivery"] == {"status": "delivered", "url": put_url.split("?")[0]}
+    assert "delivery" not in by_id["ep1-fr"]  # no delivery_url
     jobs = {r["custom_id"]: catalog.get(f"/v1/jobs/{r['job_id']}").json() for r in rows}
     for custom_id, batch_job in jobs.items():
         assert batch_job["status"] == "succeeded" and batch_job["batch"] == batch_id
@@ -493,7 +496,7 @@ def test_cancel_while_validating(hooks_stack: Stack, media: dict[str, Path]) -> 
 
 
 # --- delivery to the customer's storage ---------------------------------------------------------------
-def test_results_are_put_to_the_jobs_presigned_output_url(hooks_stack: Stack, receiver: Receiver,
+def test_results_are_put_to_the_jobs_presigned_delivery_url(hooks_stack: Stack, receiver: Receiver,
                                                          media: dict[str, Path]) -> None:
     """The result lands in the customer's bucket (a presigned S3 PUT URL of the stack's own S3 server, a
     real S3 endpoint) before the job's webhook, which says so; an unreachable target fails the delivery, not
@@ -506,7 +509,7 @@ def test_results_are_put_to_the_jobs_presigned_output_url(hooks_stack: Stack, re
                                                               "ContentType": "video/mp4"}, ExpiresIn=3600)
     video, audio = _upload(client, media["video"]), _upload(client, media["de"])
     job = client.post("/v1/jobs", json={"video": {"asset_id": video}, "audio": {"asset_id": audio},
-                                         "output_url": put_url, "webhook_url": receiver.url}).json()
+                                         "delivery_url": put_url, "webhook_url": receiver.url}).json()
     done = wait_for(client, job["id"], timeout=240)
     assert done["status"] == "succeeded", done
     deadline = time.monotonic() + 30  # the delivery runs on the webhooks worker, after the job succeeded
@@ -527,7 +530,7 @@ def test_results_are_put_to_the_jobs_presigned_output_url(hooks_stack: Stack, re
     # Nobody listens there: the job still succeeds, the delivery fails after its attempts.
     dead = f"http://127.0.0.1:{free_port()}/upload/ep1-fr.mp4?sig=secret"
     job = client.post("/v1/jobs", json={"video": {"asset_id": video}, "audio": {"asset_id": audio},
-                                         "output_url": dead}).json()
+                                         "delivery_url": dead}).json()
     deadline = time.monotonic() + 240
     while (done := client.get(f"/v1/jobs/{job['id']}").json())["delivery"] is None:
         assert time.monotonic() < deadline, done
@@ -537,7 +540,7 @@ def test_results_are_put_to_the_jobs_presigned_output_url(hooks_stack: Stack, re
     assert "ConnectError" in done["delivery"]["error"] and "secret" not in json.dumps(done["delivery"])
     # The cloud metadata endpoint is no place to send a file.
     refused = client.post("/v1/jobs", json={"video": {"asset_id": video}, "audio": {"asset_id": audio},
-                                             "output_url": "http://169.254.169.254/latest/x"})
+                                             "delivery_url": "http://169.254.169.254/latest/x"})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "url_not_allowed"
 
 

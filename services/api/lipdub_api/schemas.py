@@ -162,12 +162,12 @@ class JobOptions(BaseModel):
         return None if value is None else list(dub_ranges(value))  # ValueError → 422 naming the range
 
 
-OUTPUT_URL = ("A presigned PUT URL (S3, GCS, Azure Blob SAS, or any server taking an HTTP PUT) the result MP4 is "
+DELIVERY_URL = ("A presigned PUT URL (S3, GCS, Azure Blob SAS, or any server taking an HTTP PUT) the result MP4 is "
               "uploaded to once the job has succeeded, before its webhook; the job's `delivery` says whether it "
               "arrived. The result stays downloadable from lipdub as well")
 
 
-def output_url(value: str | None) -> str | None:
+def delivery_url(value: str | None) -> str | None:
     """An http(s) URL, kept exactly as given: a presigned URL's signature covers its query as written."""
     if value is not None:
         HttpUrl(value)  # ValueError → 422
@@ -176,7 +176,7 @@ def output_url(value: str | None) -> str | None:
 
 class DeliveryPublic(BaseModel):
     status: Literal["delivered", "failed"]
-    url: str = Field(description="The output_url without its query (its signature)")
+    url: str = Field(description="The delivery_url without its query (its signature)")
     attempts: int
     http_status: int | None = None
     bytes: int | None = None
@@ -192,12 +192,12 @@ class JobCreate(BaseModel):
     options: JobOptions = Field(default_factory=JobOptions)
     webhook_url: HttpUrl | None = Field(default=None, description="Stored with the job; delivered by the "
                                                                    "webhooks worker")
-    output_url: str | None = Field(default=None, max_length=4096, description=OUTPUT_URL)
+    delivery_url: str | None = Field(default=None, max_length=4096, description=DELIVERY_URL)
 
-    @field_validator("output_url")
+    @field_validator("delivery_url")
     @classmethod
-    def _check_output_url(cls, value: str | None) -> str | None:
-        return output_url(value)
+    def _check_delivery_url(cls, value: str | None) -> str | None:
+        return delivery_url(value)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16,
                                      description="Up to 16 string pairs, returned with the job")
     priority: Literal["high", "normal", "low"] = "normal"
@@ -226,7 +226,7 @@ class JobPublic(BaseModel):
     priority: str
     batch: str | None = None
     delivery: DeliveryPublic | None = Field(default=None, description="The upload of the result to the job's "
-                                            "output_url; null before it ends, or without an output_url")
+                                            "delivery_url; null before it ends, or without an delivery_url")
 
     @classmethod
     def of(cls, job: JobState, base_url: str) -> JobPublic:

@@ -78,7 +78,7 @@ def job_finished(job_id: str) -> None:
     job = store.get(job_id)
     if job is None or not job.status.is_final:
         return
-    if job.status == JobStatus.succeeded and job.spec.get("output_url") and job.delivery is None:
+    if job.status == JobStatus.succeeded and job.spec.get("delivery_url") and job.delivery is None:
         # Before the webhook, which then says whether the file is in the customer's storage.
         store.set_delivery(job.id, deliver(job, store, get_storage()))
         job = store.get(job_id)
@@ -100,7 +100,7 @@ def record_batch_job(job: JobState) -> None:
     store = get_store()
     result_url = f"{store.settings.api_url}/v1/jobs/{job.id}/result" if job.status == JobStatus.succeeded else None
     assert job.batch is not None
-    BatchStore(store).job_item_finished(job.id, job.batch, job.status, job.error, result_url)
+    BatchStore(store).job_item_finished(job.id, job.batch, job.status, job.error, result_url, job.delivery)
     store.r.srem(f"tenant:{job.tenant}:batch_active", job.id)
 
 
@@ -339,7 +339,7 @@ def release(batches: BatchStore, tenant: str, batch_id: str, item: Item) -> None
     an error between the job's creation and its binding) rewrites the same, not yet started, job."""
     store = batches.jobs
     spec = {"video": item.video, "audio": item.audio, "options": item.options, "webhook_url": None,
-            "output_url": item.output_url,
+            "delivery_url": item.delivery_url,
             "metadata": {**item.metadata, "custom_id": item.custom_id}, "priority": BATCH_PRIORITY,
             "priority_name": "low"}
     job_id = f"job_{hashlib.sha256(f'{batch_id}:{item.line}'.encode()).hexdigest()[:32]}"

@@ -96,7 +96,7 @@ class ManifestLine(BaseModel):
     audio: ItemInput
     options: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
-    output_url: str | None = Field(default=None, max_length=4096)  # the item's result is PUT there (delivery)
+    delivery_url: str | None = Field(default=None, max_length=4096)  # the item's result is PUT there (delivery)
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class Item:
     audio: dict[str, Any]
     options: dict[str, Any]
     metadata: dict[str, str]
-    output_url: str | None = None
+    delivery_url: str | None = None
 
     @property
     def source(self) -> str:
@@ -127,7 +127,7 @@ class Item:
     def to_json(self) -> str:
         return json.dumps({"line": self.line, "custom_id": self.custom_id, "video": self.video,
                            "audio": self.audio, "options": self.options, "metadata": self.metadata,
-                           "output_url": self.output_url})
+                           "delivery_url": self.delivery_url})
 
     @classmethod
     def from_json(cls, raw: str) -> Item:
@@ -197,11 +197,11 @@ def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settin
                 line_errors.append(LineError(count, "input_too_long", f"video: {duration:.1f} s, more than "
                                                                       f"the {quota.max_video_seconds:g} s allowed"))
             refs[kind] = {"asset_id": asset.id, "sha256": asset.sha256}
-        if parsed.output_url is not None:
+        if parsed.delivery_url is not None:
             try:
-                check_url(parsed.output_url, settings, resolve=False)  # resolved again on delivery
+                check_url(parsed.delivery_url, settings, resolve=False)  # resolved again on delivery
             except UrlRejected as exc:
-                line_errors.append(LineError(count, exc.code, f"output_url: {exc.message}"))
+                line_errors.append(LineError(count, exc.code, f"delivery_url: {exc.message}"))
         try:
             options = check_options(parsed.options)
         except ValueError as exc:
@@ -212,7 +212,7 @@ def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settin
             errors.extend(line_errors)
             continue
         items.append(Item(count, parsed.custom_id, refs["video"], refs["audio"], options, parsed.metadata,
-                          parsed.output_url))
+                          parsed.delivery_url))
     if count == 0:
         errors.append(LineError(1, "empty_manifest", "the manifest has no lines"))
     store.mark_assets_used([a.id for a in assets.values() if a is not None], now())  # its jobs come later
@@ -560,13 +560,16 @@ class BatchStore:
         return dropped
 
     def item_finished(self, batch_id: str, line: int, custom_id: str, job_id: str | None, outcome: str,
-                      error: dict[str, Any] | None = None, result_url: str | None = None) -> int | None:
+                      error: dict[str, Any] | None = None, result_url: str | None = None,
+                      delivery: dict[str, Any] | None = None) -> int | None:
         """Count one final item (outcome succeeded|failed|canceled) and write its output or error row, once
         per item: its job, or its manifest line when it never had one (a retried expansion fails its bad
         downloads again). Returns how many items are final now, None if this one already was."""
         row: dict[str, Any] = {"custom_id": custom_id, "line": line, "job_id": job_id, "status": outcome}
         if outcome == "succeeded":
             row["result_url"] = result_url
+            if delivery is not None:  # the item's delivery_url: whether the file reached it
+                row["delivery"] = {k: delivery.get(k) for k in ("status", "url", "error") if delivery.get(k)}
         else:
             row["error"] = error
         rows = f"batch:{batch_id}:{'out' if outcome == 'succeeded' else 'err'}"
@@ -576,12 +579,13 @@ class BatchStore:
         return None if final < 0 else final
 
     def job_item_finished(self, job_id: str, batch_id: str, job_status: JobStatus, error: dict[str, Any] | None,
-                          result_url: str | None) -> bool:
+                          result_url: str | None, delivery: dict[str, Any] | None = None) -> bool:
         """Record the final state of a batch job once (events may be delivered twice). True if recorded."""
         item = self.r.hget(f"batch:{batch_id}:job_items", job_id)
         line, custom_id = json.loads(item) if item else (0, "")
         outcome = {JobStatus.succeeded: "succeeded", JobStatus.failed: "failed"}.get(job_status, "canceled")
-        return self.item_finished(batch_id, line, custom_id, job_id, outcome, error, result_url) is not None
+        return self.item_finished(batch_id, line, custom_id, job_id, outcome, error, result_url,
+                                  delivery) is not None
 
     def next_ready(self, tenant: str) -> tuple[str, Item] | None:
         """The next item of the tenant's batches, taking batches in turn (round robin); it stays among the

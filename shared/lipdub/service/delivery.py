@@ -1,6 +1,6 @@
 """Delivery of a job's result to the customer's own storage.
 
-A job (or batch item) may name an `output_url`: a presigned PUT URL of S3, GCS, Azure Blob (SAS) or any
+A job (or batch item) may name an `delivery_url`: a presigned PUT URL of S3, GCS, Azure Blob (SAS) or any
 server that takes an HTTP PUT of the file. When the job has succeeded, the webhooks worker uploads the
 result MP4 there (`deliver`, from `events.job_finished`), before it sends the job's webhook, so the
 webhook says whether the file is in place. The job stays succeeded whatever happens: its result is still
@@ -42,9 +42,9 @@ def redacted(url: str) -> str:
 
 
 def deliver(job: JobState, store: JobStore, storage: Storage) -> dict[str, Any]:
-    """PUT the job's result to its `output_url`; returns the delivery record (also stored with the job)."""
+    """PUT the job's result to its `delivery_url`; returns the delivery record (also stored with the job)."""
     settings = store.settings
-    url = str(job.spec["output_url"])
+    url = str(job.spec["delivery_url"])
     record: dict[str, Any] = {"url": redacted(url), "attempts": 0}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lipdub-deliver-") as tmp:

@@ -168,7 +168,7 @@ class JobState:
     version: int
     batch: str | None = None
     rate: str = "25"  # the output's frame rate, fixed by the plan (the source's own, or 25)
-    delivery: dict[str, Any] | None = None  # the upload to the job's output_url (lipdub.service.delivery)
+    delivery: dict[str, Any] | None = None  # the upload to the job's delivery_url (lipdub.service.delivery)
     attempts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -346,7 +346,7 @@ class JobStore:
                                    "rate": rate})
 
     def set_delivery(self, job_id: str, record: dict[str, Any]) -> None:
-        """Record the upload of a succeeded job's result to its output_url (a final job's record changes only
+        """Record the upload of a succeeded job's result to its delivery_url (a final job's record changes only
         here: delivery follows success)."""
         self._if_exists(keys=[f"job:{job_id}"], args=["HSET", "delivery", json.dumps(record)])
 

@@ -62,7 +62,7 @@ def resolve_input(ref: InputRef, kind: str, tenant: str, store: JobStore,
 
 def admit(spec: dict[str, Any], tenant: str, store: JobStore) -> None:
     """The tenant's quotas (concurrent jobs, video length, file size) and safe webhook and output targets."""
-    for field in ("webhook_url", "output_url"):
+    for field in ("webhook_url", "delivery_url"):
         if spec.get(field):
             try:
                 check_url(spec[field], store.settings, resolve=False)  # resolved again on delivery
@@ -104,7 +104,7 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
         "audio": resolve_input(body.audio, "audio", tenant, store, allow_url=True),
         "options": body.options.model_dump(mode="json"),
         "webhook_url": str(body.webhook_url) if body.webhook_url else None,
-        "output_url": str(body.output_url) if body.output_url else None,
+        "delivery_url": str(body.delivery_url) if body.delivery_url else None,
         "metadata": body.metadata,
         "priority": PRIORITIES[body.priority], "priority_name": body.priority,
     }
