@@ -17,6 +17,7 @@ from lipdub.config import Device, FrameRate, Settings, SyncMode
 from lipdub.device import resolve_device
 from lipdub.prep.cache import prepare_cached
 from lipdub.prep.shots import shot_spans
+from lipdub.prep.track import output_rate
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 from lipdub.stages.audio import analyze_audio
@@ -66,8 +67,8 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
         work = workdir or Path(scratch)
         track = prepare_cached(video, settings, progress, target)  # once per source bytes, under data_dir
         mouth = analyze_audio(audio, work / "audio", settings, progress)
-        rate = track.rate(frame_rate or settings.frame_rate)
-        timeline = Timeline(track.frames_at(rate), frames_at(len(mouth), rate), mode, ranges, rate)
+        rate = output_rate(track.summary.native_rate, frame_rate or settings.frame_rate)
+        timeline = Timeline(track.summary.frames_at(rate), frames_at(len(mouth), rate), mode, ranges, rate)
         part = work / "render" / "part-0000.mp4"
         part.parent.mkdir(parents=True, exist_ok=True)
         passed = render_video(track, mouth, timeline, part, settings, progress=progress)

@@ -226,7 +226,7 @@ class JobPublic(BaseModel):
     priority: str
     batch: str | None = None
     delivery: DeliveryPublic | None = Field(default=None, description="The upload of the result to the job's "
-                                            "delivery_url; null before it ends, or without an delivery_url")
+                                            "delivery_url; null before it ends, or without a delivery_url")
 
     @classmethod
     def of(cls, job: JobState, base_url: str) -> JobPublic:

@@ -81,7 +81,7 @@ def plan_task(job_id: str) -> None:
     with tempfile.TemporaryDirectory(prefix="lipdub-plan-") as tmp:
         mouth = MouthTrack.load(storage.get_file(keys.mouth(job_id), Path(tmp) / "mouth.npz"))
     summary = TrackSummary.from_dict(pointer["summary"])
-    # The source's own frame rate unless the job asks for 25 fps (prep kept the source at both).
+    # The source's own frame rate unless the job asks for 25 fps (prep's 25-fps view of it: SourceTrack.reader).
     rate = output_rate(summary.native_rate, state.spec.get("options", {}).get("frame_rate") or
                        store.settings.frame_rate)
     timeline = _source_timeline(state, summary, len(mouth), rate)
@@ -168,7 +168,7 @@ def finalize_task(job_id: str) -> None:
     summary = pointer.get("summary", {})
     # The job's timeline: its length is settled (n_frames), and with as many audio frames every sync mode
     # gives that length back.
-    source_frames = summary.get("native_frames") if state.rate != str(FPS) else summary.get("n_frames")
+    source_frames = TrackSummary.from_dict(summary).frames_at(state.rate) if summary else None
     timeline = _timeline(state, source_frames or 1, state.n_frames or 0, state.rate)
     report = {
         "frames": state.n_frames,

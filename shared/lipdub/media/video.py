@@ -314,7 +314,7 @@ class Normalization:
     copy: bool  # the source already qualifies: remux without re-encoding
     changes: tuple[str, ...]  # what normalisation fixes: fps, vfr, rotation, odd_size, scale, aspect, codec, gop
     # The source's own frame rate (an ffmpeg rate such as "30000/1001") when it is not 25 fps: prep then
-    # also writes the normalised source at that constant rate (native.mp4), so the output can keep it.
+    # writes the normalised source at that constant rate (native.mp4) instead of 25 fps, for the output.
     native_rate: str | None = None
 
     @property

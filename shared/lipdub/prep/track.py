@@ -134,14 +134,6 @@ class SourceTrack:
             return RetimedReader(self._native_reader(), s.n_frames)
         return FrameReader(self.video, s.width, s.height, s.n_frames)
 
-    def rate(self, frame_rate: str) -> str:
-        """The output rate a job asking for `frame_rate` ("source" or "25") gets from this source."""
-        return output_rate(self.summary.native_rate, frame_rate)
-
-    def frames_at(self, rate: str) -> int:
-        """The source's length in frames at `rate` (one of `rate`'s answers)."""
-        return self.summary.frames_at(rate)
-
     def reader_at(self, rate: str) -> FrameReader | RetimedReader:
         """The normalised source's frames at `rate`: 25 fps (`reader`), or the source's own."""
         return self.reader() if rate == str(FPS) else self._native_reader()

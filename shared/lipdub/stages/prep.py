@@ -1,12 +1,13 @@
-"""prep: normalise the source video to 25 fps and turn it into a reusable source track.
+"""prep: normalise the source video and turn it into a reusable source track at 25 fps.
 
 One streaming pass: ffmpeg writes `video.mp4` (constant 25 fps, upright, even-sized H.264; remuxed when
-the source already qualifies; `native.mp4` at the source's own rate when it is not 25 fps) and hands small
-25-fps analysis frames to the face tracker. Then, on landmarks
-only: target-face choice, quality gate, head pose, jitter removal, crop boxes, mouth opening, reference
-frames and the speaker's neutral mouth. Writes `video.mp4`, `track.npz` and `track.json` into `out_dir`
-(see lipdub.prep.track); a source not at 25 fps is written as `native.mp4` instead, at its own constant
-rate, and analysed at 25 fps through `media.video.retime_index` (the output keeps the source's rate). Use lipdub.prep.cache.prepare_cached to prep each source only once.
+the source already qualifies), or `native.mp4` at the source's own constant rate when it is not 25 fps
+(its 25-fps frames picked by `media.video.retime_index`, so the output can keep the source's rate), and
+hands small 25-fps analysis frames to the face tracker. Then, on landmarks only: target-face choice (the
+soundtrack's speaker among several faces: lipdub.prep.speaker), quality gate, head pose, jitter removal,
+crop boxes, mouth opening, reference frames and the speaker's neutral mouth. Writes the video, `track.npz`
+and `track.json` into `out_dir` (see lipdub.prep.track). Use lipdub.prep.cache.prepare_cached to prep each
+source only once.
 """
 
 from __future__ import annotations
@@ -23,12 +24,7 @@ from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
 from lipdub.face import landmarks as L
 from lipdub.media.probe import MediaInfo, PacketTimes, packet_times, probe
-from lipdub.media.video import (
-    Normalization,
-    NormalizingStream,
-    plan_normalization,
-    source_timeline,
-)
+from lipdub.media.video import Normalization, NormalizingStream, plan_normalization, source_timeline
 from lipdub.prep import gate
 from lipdub.prep.analysis import FaceAnalysis, analyze_faces
 from lipdub.prep.pose import Pose, fit_pose
@@ -105,8 +101,8 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
     """Choose the target face, judge the source, and derive everything the track holds. `speech` gives the
     source's own soundtrack (16 kHz), which picks the talking face when several are equally prominent."""
     n, width, height = faces.n_frames, plan.width, plan.height
-    summary = TrackSummary(PREP_VERSION, width, height, n, FPS, 0.0, 0.0, 0.0,
-                           normalization=list(plan.changes), source=source_facts(info), native_rate=plan.native_rate)
+    summary = TrackSummary(PREP_VERSION, width, height, n, FPS, 0.0, 0.0, 0.0, normalization=list(plan.changes),
+                           source=source_facts(info), native_rate=plan.native_rate)
     if n < settings.min_video_frames:
         return Assembled(gate.judge(name, n, np.zeros(n, bool), np.zeros(n, np.uint8), np.zeros(n), settings),
                          summary, {})
