@@ -75,8 +75,11 @@ def dub(
               f"{result.passed_through} passed through{outside}, face in {result.face_coverage:.0%} of source "
               "frames)")
     if result.face_choice == "speaker":
-        err.print(f"[yellow]note[/] {result.faces} faces were equally prominent; dubbed the one whose lips follow "
-                  "the video's own soundtrack. To dub another, give --face.")
+        what = (f"{result.faces} faces: the most prominent one's lips do not follow the video's own soundtrack; "
+                "dubbed the one whose lips do" if "dominant_face_silent" in result.flags else
+                f"{result.faces} faces were equally prominent; dubbed the one whose lips follow the video's own "
+                "soundtrack")
+        err.print(f"[yellow]note[/] {what}. To dub another, give --face.")
     if result.other_person_s:
         spans = ", ".join(f"{a:g}-{b:g} s" for a, b in result.other_person_s)
         keep = " ".join(f"--range {a:g}-{b:g}" for a, b in complement(result.other_person_s, result.frames / result.fps))

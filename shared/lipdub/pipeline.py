@@ -44,6 +44,7 @@ class DubResult:
     face_choice: str = "auto"  # auto | user | speaker (TrackSummary.target_source)
     faces: int = 1
     rate: str = str(FPS)  # the output's frame rate ("25", or the source's own such as "30000/1001")
+    flags: tuple[str, ...] = ()  # the prep summary's (TrackSummary.flags)
 
     @property
     def fps(self) -> float:
@@ -77,7 +78,7 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
     others = sorted(span for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance) if shot.other_person
                     for span in timeline.shot_spans_s(shot.start, shot.end))
     return DubResult(out, timeline.n_out, passed, timeline.frames_outside_ranges(), s.face_coverage, others,
-                     torch_device, s.target_source, s.n_faces, rate)
+                     torch_device, s.target_source, s.n_faces, rate, tuple(s.flags))
 
 
 # --- Distributed mode: the same stages as Celery tasks (lipdub.service.celery_app routes them to queues).

@@ -129,6 +129,8 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
             samples = speech() if speech is not None else None
             vote = active_speaker(tied if len(tied) > 1 else ranked, samples) if samples is not None else None
             if vote is not None and vote.chosen is not None and (len(tied) > 1 or vote.chosen is not chosen):
+                if len(tied) == 1:
+                    summary.flags.append("dominant_face_silent")  # it gave way to the speaker
                 chosen = vote.chosen
                 summary.target_source = "speaker"
                 summary.flags.append("active_speaker_chosen")
