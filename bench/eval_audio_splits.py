@@ -10,7 +10,7 @@ the audio stage runs them (gain + silence gating) and ungated. Medians are poole
 
 Splits run in parallel processes, one thread each. Run:
 `python -m bench.eval_audio_splits [--steps 3000] [--jobs 2] [--spec-masks 2] [--lookahead 4]
-[--opening-corr 0] [--cepstra 0] [--out var/audio_splits.json]`
+[--opening-corr 0] [--cepstra 0] [--real-fraction 1] [--out var/audio_splits.json]`
 (about 12 min of one core per split at 3,000 steps).
 """
 
@@ -43,12 +43,14 @@ class Job:
     cache: Path
     recipe: StudentRecipe
     seed: int
+    real_fraction: float = 1.0
 
 
 def run_split(job: Job) -> dict:
     """One split end to end in a fresh process: teacher fit, labels, student, held-out scores."""
     import torch
 
+    from lipdub.audio.distill import speech_files
     from lipdub.audio.models import card
     from lipdub.audio.recipe import distill_student, held_out_metrics
     from lipdub.audio.splits import identity_splits
@@ -70,14 +72,35 @@ def run_split(job: Job) -> dict:
     basis = fit.basis
     basis.gain = np.full(basis.n_components, shipped["representation"]["amplitude_gain"], np.float32)
     teacher = TeacherModel(fit.head, encoder)
-    student, _, info = distill_student(
-        job.corpus, [(p.clip.name, p.samples) for p in paired if not split.is_test(p.clip)], teacher, basis,
-        job.recipe, job.seed, threads=1)
+    train = [p for p in paired if not split.is_test(p.clip)]
+    speech = speech_files(job.corpus)
+    if job.real_fraction < 1.0:
+        train, speech = real_speakers(train, speech, job.real_fraction, job.seed + job.split)
+    student, sources, info = distill_student(
+        job.corpus, [(p.clip.name, p.samples) for p in train], teacher, basis, job.recipe, job.seed, threads=1,
+        speech=speech)
     test = [p for p in paired if split.is_test(p.clip)]
     rows, silence = held_out_metrics(test, teacher, student, basis)
     log.info("done at %.0f s", time.monotonic() - t0)
     return {"split": split.name, "held_out": sorted(split.held_out), "clips": rows, "silence": silence,
-            "steps": info["steps"], "best_step": info["best_step"], "seconds": round(time.monotonic() - t0)}
+            "steps": info["steps"], "best_step": info["best_step"], "seconds": round(time.monotonic() - t0),
+            "real_speakers": len({p.clip.identity for p in train}) + len({speaker_of(s) for s in speech}),
+            "real_minutes": round(sum(len(s.samples) for s in sources if s.group != "synthetic") / 16000 / 60, 1)}
+
+
+def speaker_of(path: Path) -> str:
+    """`speech/` files carry no speaker label: files from one source repository count as one speaker."""
+    return path.name.split("__")[0]
+
+
+def real_speakers(train: list, speech: list[Path], fraction: float, seed: int) -> tuple[list, list[Path]]:
+    """The real speech of a random `fraction` of the speakers (the learning curve of issue 5): corpus clips
+    grouped by identity, `speech/` files by source repository; espeak-ng utterances are left as they are."""
+    rng = np.random.default_rng(seed)
+    speakers = sorted({"clip:" + p.clip.identity for p in train} | {"speech:" + speaker_of(s) for s in speech})
+    kept = set(rng.choice(speakers, max(1, round(fraction * len(speakers))), replace=False))
+    return ([p for p in train if "clip:" + p.clip.identity in kept],
+            [s for s in speech if "speech:" + speaker_of(s) in kept])
 
 
 def summary(values: list[float]) -> dict:
@@ -115,6 +138,8 @@ def main() -> None:
                         help="opening-correlation loss weight")
     parser.add_argument("--cepstra", type=int, default=recipe.cepstra,
                         help="fbank rows liftered to this many cepstral coefficients (0 = off)")
+    parser.add_argument("--real-fraction", type=float, default=1.0,
+                        help="distil on the real speech of this fraction of the speakers (learning curve)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("var/audio_splits.json"))
     args = parser.parse_args()
@@ -126,7 +151,7 @@ def main() -> None:
     recipe = StudentRecipe(steps=args.steps, synthetic=args.synthetic, augmented=args.augmented,
                            dropout=args.dropout, spec_masks=args.spec_masks, lookahead=args.lookahead,
                            opening_corr=args.opening_corr, cepstra=args.cepstra)
-    jobs = [Job(s, args.corpus, cache, recipe, args.seed) for s in args.splits]
+    jobs = [Job(s, args.corpus, cache, recipe, args.seed, args.real_fraction) for s in args.splits]
     # spawn, not fork: CTranslate2 and torch thread pools do not survive a fork.
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = sorted(pool.map(run_split, jobs, chunksize=1), key=lambda r: r["split"])

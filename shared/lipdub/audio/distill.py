@@ -51,10 +51,12 @@ def speech_files(corpus: Path) -> list[Path]:
 
 
 def distillation_audio(corpus: Path, corpus_clips: list[tuple[str, np.ndarray]], n_synthetic: int,
-                       seed: int) -> list[Utterance]:
-    """The training identities' clip audio, every clip of `speech/` and `n_synthetic` espeak-ng utterances."""
+                       seed: int, speech: list[Path] | None = None) -> list[Utterance]:
+    """The training identities' clip audio, every clip of `speech/` (or the `speech` files given) and
+    `n_synthetic` espeak-ng utterances."""
     utterances = [Utterance(name, x, "corpus") for name, x in corpus_clips]
-    utterances += [Utterance(path.name, load_audio(path), "speech") for path in speech_files(corpus)]
+    paths = speech_files(corpus) if speech is None else speech
+    utterances += [Utterance(path.name, load_audio(path), "speech") for path in paths]
     utterances += [Utterance(desc, x, "synthetic", pre, post)
                    for desc, x, pre, post in synthetic_utterances(n_synthetic, seed=seed)]
     return utterances

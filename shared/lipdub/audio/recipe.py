@@ -82,11 +82,12 @@ def clip_rows(rows: list[dict]) -> list[dict]:
 
 
 def distill_student(corpus: Path, clips: list[tuple[str, np.ndarray]], teacher: CoeffModel, basis: MouthBasis,
-                    recipe: StudentRecipe, seed: int, threads: int, log_dir: Path | None = None
-                    ) -> tuple[StudentModel, list[Source], dict]:
-    """Step 6 for one split: the training identities' clip audio (`clips`), `speech/` and espeak-ng utterances,
-    labelled by `teacher` on clean audio, and the student distilled from them by `recipe`."""
-    audio = distillation_audio(corpus, clips, recipe.synthetic, seed)
+                    recipe: StudentRecipe, seed: int, threads: int, log_dir: Path | None = None,
+                    speech: list[Path] | None = None) -> tuple[StudentModel, list[Source], dict]:
+    """Step 6 for one split: the training identities' clip audio (`clips`), `speech/` (or the `speech` files
+    given) and espeak-ng utterances, labelled by `teacher` on clean audio, and the student distilled from them
+    by `recipe`."""
+    audio = distillation_audio(corpus, clips, recipe.synthetic, seed, speech)
     sources = label_sources(audio, teacher, basis.rest)
     log.info("distillation sources: %d (%.1f min)", len(sources), sum(len(s.samples) for s in sources) / 16000 / 60)
     cfg = TrainConfig(max_steps=recipe.steps, seed=seed, threads=threads, dropout=recipe.dropout,
