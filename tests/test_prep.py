@@ -17,12 +17,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import test_prep_media as M
 
+from lipdub import FPS
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
 from lipdub.face import landmarks as L
 from lipdub.media.probe import packet_times, probe
 from lipdub.media.video import FrameReader, count_frames, plan_normalization, source_timeline
-from lipdub.prep import gate
+from lipdub.prep import gate, speaker
 from lipdub.prep.cache import prep_version, prepare_cached
 from lipdub.prep.pose import canonical_face, euler_degrees, fit_pose
 from lipdub.prep.preflight import preflight
@@ -209,6 +210,46 @@ def test_of_two_equal_faces_the_one_talking_in_the_soundtrack_is_dubbed(clips: P
                   tmp_path / "other.wav", voice="de")
     neither = prep_error(M.side_by_side(tmp_path / "neither.mp4", left, right, other), tmp_path / "o_neither", settings)
     assert neither.code == ErrorCode.multiple_faces and "no face's lips clearly follow" in neither.message
+
+
+def test_two_faces_taking_turns_are_a_dialogue_not_one_speaker(tmp_path: Path, settings: Settings) -> None:
+    """Two heads that talk in turns (the left one first, then the right one, each still while the other
+    talks): no single face is chosen. Prep asks for a choice and names the turns; with the left face chosen,
+    the summary says where the right one talks (the report's `other_speaker`). How often this finds the
+    turns on real faces is measured by bench/active_speaker.py."""
+    from lipdub.demo import speak
+    from lipdub.media.audio import load_audio, save_wav
+    from lipdub.pipeline import dub
+
+    first = load_audio(speak("The quick brown fox jumps over the lazy dog, and then it runs away into the dark "
+                             "forest.", tmp_path / "first.wav"))
+    second = load_audio(speak("Seven silver ships sailed slowly past the harbour while people on the pier were "
+                              "waving.", tmp_path / "second.wav", voice="en-gb"))
+    seconds = (len(first) + len(second)) / 16000
+    tracks = {}
+    for name, samples in (("left", np.concatenate([first, np.zeros_like(second)])),
+                          ("right", np.concatenate([np.zeros_like(first), second])),
+                          ("both", np.concatenate([first, second]))):
+        save_wav(tmp_path / f"{name}.wav", samples)
+        tracks[name] = tmp_path / f"{name}.wav"
+    left = M.talking_face(tmp_path / "left.mp4", tracks["left"], seconds, tmp_path)
+    right = M.talking_face(tmp_path / "right.mp4", tracks["right"], seconds, tmp_path)
+    dialogue = M.side_by_side(tmp_path / "dialogue.mp4", left, right, tracks["both"])
+
+    err = prep_error(dialogue, tmp_path / "o_auto", settings)
+    assert err.code == ErrorCode.multiple_faces and "take turns" in err.message and "ranges" in err.message, err
+
+    track = prepare_source(dialogue, tmp_path / "o_left", settings, target=Target(time=1.0, point=(128, 128)))
+    assert track.summary.target_source == "user"
+    switch = len(first) / 16000 * FPS  # the frame where the right face starts talking
+    talking = track.summary.other_speaker
+    assert talking, "the right face's turn was not found"
+    assert all(start >= switch - speaker.TURN_FRAMES / 2 for start, _ in talking), (talking, switch)
+    assert sum(end - start for start, end in talking) >= 0.5 * (track.summary.n_frames - switch), talking
+    # The dub says where, in seconds of the output (what `--range` and the job's `ranges` take).
+    result = dub(dialogue, tracks["both"], tmp_path / "out.mp4", settings.model_copy(update={"renderer": "warp"}),
+                 sync_mode="cut_off", target=Target(time=1.0, point=(128, 128)))
+    assert result.other_speaker_s and result.other_speaker_s[0][0] == talking[0][0] / FPS, (result, talking)
 
 
 def test_dominant_face_is_chosen_by_default(clips: Path, settings: Settings) -> None:

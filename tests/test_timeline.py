@@ -79,8 +79,8 @@ def test_output_runs_find_every_pass_over_a_source_stretch() -> None:
 
 def test_a_shot_at_25_fps_maps_to_output_seconds_at_the_sources_rate() -> None:
     # A 30-fps timeline: the 25-fps frames [50, 100) (2-4 s of the source) show at output frames [60, 120).
-    assert Timeline(300, 300, "cut_off", rate="30").shot_spans_s(50, 100) == [(2.0, 4.0)]
-    assert Timeline(250, 250, "cut_off").shot_spans_s(50, 100) == [(2.0, 4.0)]
+    assert Timeline(300, 300, "cut_off", rate="30").source_spans_s(50, 100) == [(2.0, 4.0)]
+    assert Timeline(250, 250, "cut_off").source_spans_s(50, 100) == [(2.0, 4.0)]
 
 
 def _runs(flags: list[bool]) -> list[tuple[int, int]]:

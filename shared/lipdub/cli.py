@@ -80,12 +80,22 @@ def dub(
                 f"{result.faces} faces were equally prominent; dubbed the one whose lips follow the video's own "
                 "soundtrack")
         err.print(f"[yellow]note[/] {what}. To dub another, give --face.")
+    total = result.frames / result.fps
+    if result.other_speaker_s:
+        spans, hint = leave_out(result.other_speaker_s, total)
+        err.print(f"[yellow]note[/] another face talks in {spans} of the output (in the video's own soundtrack); "
+                  f"those lines were dubbed onto the chosen face.{hint}")
     if result.other_person_s:
-        spans = ", ".join(f"{a:g}-{b:g} s" for a, b in result.other_person_s)
-        keep = " ".join(f"--range {a:g}-{b:g}" for a, b in complement(result.other_person_s, result.frames / result.fps))
-        hint = f" To keep the source's frames there, dub again with {keep}" if keep else ""
+        spans, hint = leave_out(result.other_person_s, total)
         err.print(f"[yellow]note[/] the face in {spans} of the output looks like a different person from the main "
                   f"one (a reaction shot?).{hint}")
+
+
+def leave_out(spans: list[tuple[float, float]], total: float) -> tuple[str, str]:
+    """`spans` as text, and the --range options that would dub everything but them."""
+    keep = " ".join(f"--range {a:g}-{b:g}" for a, b in complement(spans, total))
+    hint = f" To keep the source's frames there, dub again with {keep}" if keep else ""
+    return ", ".join(f"{a:g}-{b:g} s" for a, b in spans), hint
 
 
 def complement(spans: list[tuple[float, float]], total: float) -> list[tuple[float, float]]:

@@ -7,7 +7,7 @@ service chains the very same stage functions as Celery tasks.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +45,8 @@ class DubResult:
     faces: int = 1
     rate: str = str(FPS)  # the output's frame rate ("25", or the source's own such as "30000/1001")
     flags: tuple[str, ...] = ()  # the prep summary's (TrackSummary.flags)
+    other_speaker_s: list[tuple[float, float]] = field(default_factory=list)  # output spans (s) where another
+    # face talks in the source (TrackSummary.other_speaker): its lines are dubbed onto the chosen face
 
     @property
     def fps(self) -> float:
@@ -76,9 +78,10 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: S
         mux([part], audio, timeline.n_out, out, settings, progress, rate)
     s = track.summary
     others = sorted(span for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance) if shot.other_person
-                    for span in timeline.shot_spans_s(shot.start, shot.end))
+                    for span in timeline.source_spans_s(shot.start, shot.end))
+    talking = sorted(span for start, end in s.other_speaker for span in timeline.source_spans_s(start, end))
     return DubResult(out, timeline.n_out, passed, timeline.frames_outside_ranges(), s.face_coverage, others,
-                     torch_device, s.target_source, s.n_faces, rate, tuple(s.flags))
+                     torch_device, s.target_source, s.n_faces, rate, tuple(s.flags), talking)
 
 
 # --- Distributed mode: the same stages as Celery tasks (lipdub.service.celery_app routes them to queues).

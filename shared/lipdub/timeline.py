@@ -132,7 +132,7 @@ class Timeline:
         edges = np.flatnonzero(np.diff(inside))
         return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
-    def shot_spans_s(self, start: int, end: int) -> list[tuple[float, float]]:
+    def source_spans_s(self, start: int, end: int) -> list[tuple[float, float]]:
         """The output spans (seconds) showing the source's 25-fps frames [start, end), such as a shot (prep
         marks shots at 25 fps; this timeline may run at the source's own rate)."""
         scale = self.fps / FPS

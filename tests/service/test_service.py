@@ -74,6 +74,7 @@ def test_job_from_upload_to_downloaded_result(api: httpx.Client, finished_job: d
     assert (report["face_choice"], report["source_faces"]) == ("auto", 1)
     assert report["source_shots"] == [{"start_s": 0.0, "end_s": 3.0, "output_s": [[0.0, round(report["output_seconds"], 2)]],
                                        "person_distance": 0.0, "other_person": False}]
+    assert report["other_speaker"] == []  # one face
     assert set(report["durations"]) >= {"prep", "render", "mux"}
     # The eval harness's sync estimate of the result (settings.sync_estimate, on by default): the rendered
     # mouth follows the dub's loudness, so the correlation peaks strongly within a few frames of 0.

@@ -191,10 +191,15 @@ def finalize_task(job_id: str) -> None:
         # person's than the main shot's (a reaction shot `ranges` may leave out; nothing is left out
         # automatically).
         "source_shots": [{"start_s": round(shot.start / FPS, 2), "end_s": round(shot.end / FPS, 2),
-                          "output_s": [[round(a, 2), round(b, 2)] for a, b in timeline.shot_spans_s(shot.start, shot.end)],
+                          "output_s": [[round(a, 2), round(b, 2)] for a, b in timeline.source_spans_s(shot.start, shot.end)],
                           "person_distance": shot.person_distance, "other_person": shot.other_person}
                          for shot in shot_spans(summary.get("cuts", []), summary.get("n_frames", 0),
                                                 summary.get("shot_person_distance", []))],
+        # Where another face than the dubbed one talks in the source's own soundtrack (lipdub.prep.speaker):
+        # its lines were dubbed onto this face; `ranges` can leave them out.
+        "other_speaker": [{"start_s": round(start / FPS, 2), "end_s": round(end / FPS, 2),
+                           "output_s": [[round(a, 2), round(b, 2)] for a, b in timeline.source_spans_s(start, end)]}
+                          for start, end in summary.get("other_speaker", [])],
         "chunks": state.chunks,
         "output_seconds": round((state.n_frames or 0) / float(Fraction(state.rate)), 3),
         "durations": state.timings,

@@ -13,6 +13,7 @@ import numpy as np
 from lipdub import FPS
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
+from lipdub.prep.speaker import SpeakerVote
 
 # Per-frame flag bits (frame_flags in the track).
 NO_FACE = 1
@@ -73,11 +74,16 @@ def judge(name: str, n_frames: int, present: np.ndarray, flags: np.ndarray, face
     return PASS
 
 
-def multiple_faces(name: str, n_faces: int, best: float, second: float, speakers: str | None = None) -> Verdict:
-    """`speakers`: how well each tied face's lips followed the source's own speech (lipdub.prep.speaker), when
+def multiple_faces(name: str, n_faces: int, best: float, second: float, vote: SpeakerVote | None = None) -> Verdict:
+    """`vote`: how well each tied face's lips followed the source's own speech (lipdub.prep.speaker), when
     the source has a soundtrack; None when it has none."""
-    heard = (f"; no face's lips clearly follow the source's own speech ({speakers})" if speakers
-             else "; the source has no soundtrack to tell the speaker by")
+    choose = "choose the speaker with a point or box at a time"
+    if vote is None:
+        heard = "; the source has no soundtrack to tell the speaker by"
+    elif vote.dialogue:
+        heard = f"; they take turns talking in the source's own speech ({vote.describe_turns()})"
+        choose += " (and leave the other's lines out with ranges)"
+    else:
+        heard = f"; no face's lips clearly follow the source's own speech ({vote.describe()})"
     return Verdict(ErrorCode.multiple_faces,
-                   f"{name}: {n_faces} faces and none dominates (scores {best:.3f} vs {second:.3f}){heard}; "
-                   "choose the speaker with a point or box at a time")
+                   f"{name}: {n_faces} faces and none dominates (scores {best:.3f} vs {second:.3f}){heard}; {choose}")

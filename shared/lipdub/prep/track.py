@@ -19,10 +19,11 @@ from lipdub.media.video import FrameReader, RetimedReader
 VIDEO = "video.mp4"  # the normalised source of a 25-fps source
 NATIVE_VIDEO = "native.mp4"  # ... of a source at another rate, kept at its own
 
-PREP_VERSION = 6  # 3: shot cuts (never smoothed across; references, neutral face and rest opening per shot);
+PREP_VERSION = 7  # 3: shot cuts (never smoothed across; references, neutral face and rest opening per shot);
 # 4: how far each shot's face is from the main shot's (shot_person_distance); 5: equally prominent faces are
 # told apart by the source's own speech (prep.speaker), so cached multiple_faces rejections are judged again;
-# 6: a source not at 25 fps is kept at its own rate (native.mp4, analysed at 25 fps), so the output can keep it
+# 6: a source not at 25 fps is kept at its own rate (native.mp4, analysed at 25 fps), so the output can keep it;
+# 7: faces that take turns talking (a dialogue) are not told apart by the speaker vote; other_speaker
 
 ARRAYS = ("landmarks", "valid", "present", "frame_flags", "rotation", "translation", "scale", "angles", "crop",
           "mouth_opening", "reference_frames", "neutral_shape", "shot", "shot_rest_opening", "source_index",
@@ -51,6 +52,9 @@ class TrackSummary:
     # Per shot: its face's distance from the main shot's (lipdub.prep.shots.person_distance; None: no usable
     # face in the shot). Above shots.OTHER_PERSON_DISTANCE the shot likely shows another person.
     shot_person_distance: list[float | None] = field(default_factory=list)
+    # Where another face than the dubbed one talks ([start, end) frames of 25 fps, lipdub.prep.speaker.turns):
+    # its lines are dubbed onto this face unless `ranges` leave them out. Empty without a second face or sound.
+    other_speaker: list[list[int]] = field(default_factory=list)
     normalization: list[str] = field(default_factory=list)  # what ffmpeg fixed (fps, vfr, rotation, ...)
     flags: list[str] = field(default_factory=list)
     source: dict[str, object] = field(default_factory=dict)  # the original stream: size, fps, rotation, codec

@@ -25,12 +25,12 @@ from lipdub.errors import ErrorCode, InputError
 from lipdub.face import landmarks as L
 from lipdub.media.probe import MediaInfo, PacketTimes, packet_times, probe
 from lipdub.media.video import Normalization, NormalizingStream, plan_normalization, source_timeline
-from lipdub.prep import gate
+from lipdub.prep import gate, speaker
 from lipdub.prep.analysis import FaceAnalysis, analyze_faces
 from lipdub.prep.pose import Pose, fit_pose
 from lipdub.prep.shots import person_distance, shot_ids
 from lipdub.prep.smoothing import smooth_landmarks
-from lipdub.prep.speaker import active_speaker, soundtrack
+from lipdub.prep.speaker import soundtrack, speech_opening
 from lipdub.prep.track import NATIVE_VIDEO, PREP_VERSION, VIDEO, SourceTrack, TrackSummary
 from lipdub.prep.tracking import Target, candidate_tracks, pick_by_target, track_score
 from lipdub.progress import SILENT, Progress
@@ -110,6 +110,9 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
     summary.n_faces = len(candidates)
     if not candidates:
         return Assembled(gate.Verdict(ErrorCode.no_face, f"{name}: no face was found"), summary, {})
+    # What the source's own speech says about its faces (prep.speaker): who talks, and when.
+    samples = speech() if speech is not None and len(candidates) > 1 else None
+    heard = speech_opening(samples) if samples is not None else None
     if target is not None:
         assert info.video is not None
         chosen = pick_by_target(candidates, target.scaled(width / info.video.display_size[0]))
@@ -126,8 +129,7 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
             # lips do not follow it while another's clearly do (a listener in the foreground).
             best, second = scores[ranked[0].id], scores[ranked[1].id]
             tied = [t for t in ranked if best < settings.face_dominance * scores[t.id]]
-            samples = speech() if speech is not None else None
-            vote = active_speaker(tied if len(tied) > 1 else ranked, samples) if samples is not None else None
+            vote = speaker.vote(tied if len(tied) > 1 else ranked, heard) if heard is not None else None
             if vote is not None and vote.chosen is not None and (len(tied) > 1 or vote.chosen is not chosen):
                 if len(tied) == 1:
                     summary.flags.append("dominant_face_silent")  # it gave way to the speaker
@@ -135,10 +137,12 @@ def assemble(name: str, faces: FaceAnalysis, plan: Normalization, info: MediaInf
                 summary.target_source = "speaker"
                 summary.flags.append("active_speaker_chosen")
             elif len(tied) > 1:
-                return Assembled(gate.multiple_faces(name, len(ranked), best, second,
-                                                     vote.describe() if vote else None), summary, {})
+                return Assembled(gate.multiple_faces(name, len(ranked), best, second, vote), summary, {})
             else:
                 summary.flags.append("multiple_faces_dominant_chosen")
+    if heard is not None:
+        # Lines another face speaks get dubbed onto this one: the report says where, for `ranges`.
+        summary.other_speaker = [[t.start, t.end] for t in speaker.turns(candidates, heard) if t.face != chosen.id]
     summary.target_id = chosen.id
     present = np.zeros(n, bool)
     raw = np.zeros((n, 478, 3), np.float32)
