@@ -146,15 +146,15 @@ class JobOptions(BaseModel):
     target_face: Literal["auto"] | FaceTarget = Field(
         default="auto", description="Which face to dub: 'auto' = the largest, most central, most persistent one, "
         "and among equally prominent faces the one whose lips follow the video's own soundtrack (if none clearly "
-        "does: multiple_faces); or a point/box at a time")
+        "does, or they take turns talking: multiple_faces); or a point/box at a time")
     enroll: bool = Field(default=False, description="Fine-tune the DINet renderer on this source's own frames "
                          "before rendering (LIPDUB_DINET_ENROLL_STEPS steps, once per source; later jobs of the "
                          "source use it too). Measured gain on held-out clips so far: none (BENCHMARKS.md)")
     ranges: list[tuple[float, float]] | None = Field(
         default=None, description="Re-animate only these [start, end] stretches, in seconds of the output and in "
         "time order; elsewhere the source frames are kept (a reaction shot of another person, a part left in "
-        "the original language) while the new audio plays throughout. The job report's source_cuts_s helps "
-        "find them. Default: the whole video")
+        "the original language, another face's lines) while the new audio plays throughout. The job "
+        "report's source_shots and other_speaker help find them. Default: the whole video")
 
     @field_validator("ranges")
     @classmethod
