@@ -6,9 +6,9 @@ the real speech (training identities' clip audio and `speech/`) of a random frac
 espeak-ng utterances and everything else as the recipe has them, and the teacher of each split unchanged. The
 slope of student r against log2(real minutes) says roughly how much more real speech the 0.05 target needs.
 
-Run: `python -m bench.audio_learning_curve [--fractions 1 0.5 0.25] [--dir var/lc]` (about 35 min of 2 cores
+Run: `python -m bench.audio_learning_curve [--fractions 1 0.5 0.25] [--dir var/lc]` (about 40 min of 2 cores
 per fraction; a fraction whose JSON is already in --dir is read, not re-run). Writes `learning_curve.png`
-and `learning_curve.json` to --dir.
+(in BENCHMARKS.md as docs/img/audio_learning_curve.png) and `learning_curve.json` to --dir.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def point(fraction: float, result: dict, full: dict) -> dict:
     return {"fraction": fraction,
             "real_minutes_per_split": round(float(np.mean([s["real_minutes"] for s in result["splits"]])), 1),
             "real_speakers_per_split": round(float(np.mean([s["real_speakers"] for s in result["splits"]])), 1),
-            "teacher": result["pooled"]["teacher"]["median"], "student": result["pooled"]["student"]["median"],
+            "teacher": result["pooled"]["teacher"]["median"], "teacher_mean": result["pooled"]["teacher"]["mean"],
+            "student": result["pooled"]["student"]["median"],
             "student_mean": result["pooled"]["student"]["mean"],
             "teacher_minus_student_mean": round(float(agreement_gap.mean()), 3),
             "paired_vs_full": {"mean": round(float(diff.mean()), 3),
@@ -60,7 +61,8 @@ def plot(points: list[dict], path: Path) -> None:
 
     x = [p["real_minutes_per_split"] for p in points]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(x, [p["teacher"] for p in points], "s--", color="tab:blue", label="teacher (fixed per split)")
+    ax.plot(x, [p["teacher"] for p in points], "s--", color="tab:blue", label="teacher (fixed per split), median")
+    ax.plot(x, [p["teacher_mean"] for p in points], "s:", color="tab:blue", alpha=0.6, label="teacher, mean")
     ax.plot(x, [p["student"] for p in points], "o-", color="tab:orange", label="student, pooled median")
     ax.plot(x, [p["student_mean"] for p in points], "o:", color="tab:orange", alpha=0.6, label="student, mean")
     target = np.mean([p["teacher"] for p in points]) - 0.05
