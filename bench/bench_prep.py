@@ -29,7 +29,7 @@ from lipdub.prep.analysis import analyze_faces
 from lipdub.prep.cache import prepare_cached
 from lipdub.prep.preflight import preflight, sample_frames
 from lipdub.prep.smoothing import frame_jitter, still_jitter
-from lipdub.stages.prep import prepare_source
+from lipdub.prep.source import prepare_source
 
 CORPUS = Path(os.environ.get("LIPDUB_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
 SPEED_CLIP = CORPUS / "silent" / "KwaiVGI_LivePortrait__s18.mp4"  # 1280×720, 30 fps, one face

@@ -168,7 +168,7 @@ def stage_speed(frame: np.ndarray, points: np.ndarray, renderer: object, n: int 
     from lipdub.config import Settings
     from lipdub.media.video import VideoWriter
     from lipdub.prep.track import PREP_VERSION, SourceTrack, TrackSummary
-    from lipdub.stages.render import render_video
+    from lipdub.render.video import render_video
     from lipdub.timeline import Timeline
 
     with tempfile.TemporaryDirectory() as tmp:

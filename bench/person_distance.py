@@ -24,7 +24,7 @@ from lipdub.audio.corpus import load_or_extract, talking_clips
 from lipdub.face import landmarks as L
 from lipdub.prep.pose import fit_pose
 from lipdub.prep.shots import OTHER_PERSON_DISTANCE, person_distance
-from lipdub.stages.prep import neutral_shape
+from lipdub.prep.source import neutral_shape
 
 
 def window_faces(landmarks: np.ndarray, window: int) -> list[np.ndarray]:

@@ -170,7 +170,7 @@ def test_the_suggested_ranges_leave_out_exactly_the_other_persons_spans() -> Non
 
 
 def test_loudest_level_finds_a_short_phrase_in_a_long_silence() -> None:
-    from lipdub.stages.audio import loudest_level
+    from lipdub.audio.analyze import loudest_level
 
     track = np.zeros(16000 * 60, np.float32)
     track[16000 * 30: 16000 * 30 + 4000] = 0.05 * np.sin(np.arange(4000) * 0.2)  # 0.25 s at -29 dBFS

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from lipdub import FPS
+from lipdub.audio.analyze import analyze_audio
 from lipdub.face import landmarks as L
 from lipdub.face.mesh import FaceMesh
 from lipdub.media.audio import load_audio
 from lipdub.media.probe import probe
 from lipdub.media.video import FrameReader, count_frames
 from lipdub.pipeline import dub
-from lipdub.stages.audio import analyze_audio
 from tests.test_dub_e2e import envelope
 
 CLIPS = [

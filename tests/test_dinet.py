@@ -24,7 +24,7 @@ from lipdub.render.dinet import (
 @pytest.fixture(scope="module")
 def demo_track(demo_inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
     from lipdub.config import Settings
-    from lipdub.stages.prep import prepare_source
+    from lipdub.prep.source import prepare_source
 
     out = tmp_path_factory.mktemp("dinet_track")
     return prepare_source(demo_inputs[0], out / "prep", Settings(data_dir=out / "var"))
@@ -142,8 +142,8 @@ def test_dinet_renderer_inside_render_video(demo_track, mini_checkpoint: Path, t
     from lipdub.media.video import FrameReader, count_frames
     from lipdub.render import make_renderer
     from lipdub.render.paste import lower_face_mask
+    from lipdub.render.video import render_video
     from lipdub.render.warp import WarpRenderer
-    from lipdub.stages.render import render_video
     from lipdub.timeline import Timeline
 
     settings = Settings(data_dir=tmp_path / "var", renderer="dinet", dinet_weights=mini_checkpoint)
@@ -234,7 +234,7 @@ def test_render_stage_batches_in_order_and_passes_lip_shapes(demo_track, tmp_pat
     from lipdub.config import Settings
     from lipdub.media.video import FrameReader
     from lipdub.render.dinet_renderer import DinetRenderer
-    from lipdub.stages.render import render_video
+    from lipdub.render.video import render_video
     from lipdub.timeline import Timeline
 
     class Stamp:
@@ -393,7 +393,7 @@ def test_render_stage_reports_a_failing_batch_and_leaves_no_file(demo_track, tmp
     from lipdub.audio.mouth import MouthTrack
     from lipdub.config import Settings
     from lipdub.render.dinet_renderer import DinetRenderer
-    from lipdub.stages.render import render_video
+    from lipdub.render.video import render_video
     from lipdub.timeline import Timeline
 
     class Broken:
@@ -429,9 +429,9 @@ def test_each_shot_is_rendered_from_its_own_view(tmp_path: Path, monkeypatch: py
     batch never mixes shots."""
     from lipdub.audio.mouth import MouthTrack
     from lipdub.config import Settings
-    from lipdub.stages import render as render_stage
-    from lipdub.stages.prep import prepare_source
-    from lipdub.stages.render import render_video
+    from lipdub.prep.source import prepare_source
+    from lipdub.render import video as render_stage
+    from lipdub.render.video import render_video
     from lipdub.timeline import Timeline
     from tests import test_prep_media as M
 
@@ -475,8 +475,8 @@ def test_a_first_shot_without_a_face_passes_through(tmp_path: Path) -> None:
     from lipdub.audio.mouth import MouthTrack
     from lipdub.config import Settings
     from lipdub.media.video import count_frames
-    from lipdub.stages.prep import prepare_source
-    from lipdub.stages.render import render_video
+    from lipdub.prep.source import prepare_source
+    from lipdub.render.video import render_video
     from lipdub.timeline import Timeline
     from tests import test_prep_media as M
 

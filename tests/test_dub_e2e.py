@@ -54,8 +54,8 @@ def test_output_format_and_duration(dubbed) -> None:
 
 
 def test_mouth_moves_with_the_speech_and_nothing_else_changes(dubbed, tmp_path: Path) -> None:
+    from lipdub.audio.analyze import analyze_audio
     from lipdub.config import Settings
-    from lipdub.stages.audio import analyze_audio
 
     video, audio, out, result = dubbed
     frames = read_all(out)

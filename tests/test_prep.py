@@ -29,9 +29,9 @@ from lipdub.prep.pose import canonical_face, euler_degrees, fit_pose
 from lipdub.prep.preflight import preflight
 from lipdub.prep.shots import OTHER_PERSON_DISTANCE
 from lipdub.prep.smoothing import frame_jitter, still_jitter
+from lipdub.prep.source import prepare_source
 from lipdub.prep.track import PREP_VERSION, SourceTrack
 from lipdub.prep.tracking import Target
-from lipdub.stages.prep import prepare_source
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def seconds(text: str) -> float:
 
 def check_output(out: Path) -> None:
     """Refuse an output path ffmpeg can't write an H.264 + AAC file to, before any work is done."""
-    from lipdub.stages.mux import OUTPUT_SUFFIXES
+    from lipdub.media.mux import OUTPUT_SUFFIXES
 
     if out.is_dir():
         raise typer.BadParameter(f"{out} is a directory; name the file, e.g. {out / 'dubbed.mp4'}", param_hint="--out")

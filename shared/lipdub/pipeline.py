@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lipdub import FPS
+from lipdub.audio.analyze import analyze_audio
 from lipdub.config import Device, FrameRate, Settings, SyncMode
 from lipdub.device import resolve_device
+from lipdub.media.inputs import probe_inputs
+from lipdub.media.mux import mux
 from lipdub.prep.cache import prepare_cached
 from lipdub.prep.shots import shot_spans
 from lipdub.prep.track import output_rate
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
-from lipdub.stages.audio import analyze_audio
-from lipdub.stages.mux import mux
-from lipdub.stages.probe import probe_inputs
-from lipdub.stages.render import render_video
+from lipdub.render.video import render_video
 from lipdub.timeline import Timeline, frames_at
 
 if TYPE_CHECKING:  # celery is imported only where a chain is sent (the embedded mode never needs it)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from celery.signals import worker_process_init
 
+from lipdub.audio.analyze import analyze_audio
 from lipdub.audio.models import load_model
 from lipdub.config import get_settings
 from lipdub.service.celery_app import app
 from lipdub.service.status import Stage
 from lipdub.service.storage import keys
 from lipdub.service.worker import StageTask, stage_run, warm_up
-from lipdub.stages.audio import analyze_audio
 
 
 @worker_process_init.connect

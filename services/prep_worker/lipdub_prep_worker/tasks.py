@@ -19,6 +19,7 @@ from celery.signals import worker_process_init
 
 from lipdub.config import get_settings
 from lipdub.errors import ErrorCode, InputError, TransientError
+from lipdub.media.inputs import probe_inputs
 from lipdub.prep.preflight import preflight
 from lipdub.prep.tracking import Target
 from lipdub.service.celery_app import DEFAULT_PRIORITY, app
@@ -27,7 +28,6 @@ from lipdub.service.prepcache import job_source, prepare_cached
 from lipdub.service.status import Stage, get_store
 from lipdub.service.storage import get_storage, keys
 from lipdub.service.worker import StageTask, load_face_mesh, purge_local_prep, stage_run, warm_up
-from lipdub.stages.probe import probe_inputs
 
 log = logging.getLogger(__name__)
 

@@ -17,19 +17,18 @@ from celery.signals import worker_process_init
 from lipdub import FPS
 from lipdub.audio.mouth import MouthTrack
 from lipdub.config import get_settings
+from lipdub.media.mux import mux
 from lipdub.pipeline import render_chunks, start_render
 from lipdub.prep.shots import shot_spans
-from lipdub.prep.track import TrackSummary, output_rate
+from lipdub.prep.track import SourceTrack, TrackSummary, output_rate
 from lipdub.render import generic_weights
+from lipdub.render.video import render_video
 from lipdub.service.celery_app import app
 from lipdub.service.prepcache import enroll_cached, job_source_key
 from lipdub.service.quality import sync_estimate
 from lipdub.service.status import JobState, Stage, get_store
 from lipdub.service.storage import get_storage, keys
 from lipdub.service.worker import StageTask, load_face_mesh, purge_local_prep, stage_run, warm_up
-from lipdub.stages.mux import mux
-from lipdub.stages.prep import SourceTrack
-from lipdub.stages.render import render_video
 from lipdub.timeline import Timeline, frames_at
 
 log = logging.getLogger(__name__)

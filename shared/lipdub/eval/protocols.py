@@ -170,7 +170,7 @@ class Evaluator:
     def _audio_moc(self, audio: Path, work: Path, m_gt: np.ndarray) -> float:
         """The audio model's own predicted opening against the original's: the MOC a perfect renderer would
         keep, so a renderer's MOC can be read against it (issue 6 asks for within 0.05)."""
-        from lipdub.stages.audio import analyze_audio
+        from lipdub.audio.analyze import analyze_audio
 
         mouth = analyze_audio(audio, work / "audio", self.settings)
         k = min(len(mouth), len(m_gt))

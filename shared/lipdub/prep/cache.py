@@ -29,6 +29,7 @@ from pathlib import Path
 from lipdub.config import Settings
 from lipdub.digest import sha256_file
 from lipdub.errors import ErrorCode, InputError
+from lipdub.prep.source import prepare_source
 from lipdub.prep.track import PREP_VERSION, SourceTrack
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
@@ -132,7 +133,6 @@ def prepare_cached(video: Path, settings: Settings, progress: Progress = SILENT,
     The embedded pipeline and the prep worker both call this; `digest` skips hashing when the caller
     already knows it (the service stores assets by SHA-256).
     """
-    from lipdub.stages.prep import prepare_source
 
     root = cache_root(settings)
     entry = root / entry_name(source_key(digest or sha256_file(video), target), settings)

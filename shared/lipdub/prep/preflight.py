@@ -20,6 +20,7 @@ from lipdub.media.probe import probe
 from lipdub.media.video import plan_normalization
 from lipdub.prep.analysis import analyze_faces
 from lipdub.prep.gate import Verdict
+from lipdub.prep.source import assemble, check_length
 from lipdub.prep.speaker import soundtrack
 from lipdub.prep.track import TrackSummary
 from lipdub.prep.tracking import Target
@@ -40,7 +41,6 @@ class Preflight:
 def preflight(video: Path, settings: Settings, target: Target | None = None,
               seconds: float | None = None) -> Preflight:
     """Predict the prep verdict from the first `seconds` (default settings.preflight_seconds)."""
-    from lipdub.stages.prep import assemble, check_length
 
     seconds = seconds or settings.preflight_seconds
     try:

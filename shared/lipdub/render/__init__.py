@@ -1,6 +1,6 @@
 """Render stage: re-draw the mouth region of each frame for a target mouth opening.
 
-Two renderers share the `Renderer` protocol of `lipdub.stages.render`: the geometric `warp.WarpRenderer`
+Two renderers share the `Renderer` protocol of `lipdub.render.protocols`: the geometric `warp.WarpRenderer`
 (fast fallback) and the neural `dinet_renderer.DinetRenderer`; `make_renderer` picks one from the settings.
 """
 
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lipdub.config import Settings
-    from lipdub.stages.prep import SourceTrack
-    from lipdub.stages.render import Renderer
+    from lipdub.prep.track import SourceTrack
+    from lipdub.render.protocols import Renderer
 
 log = logging.getLogger(__name__)
 

@@ -124,9 +124,9 @@ def enroll_cached(source: str, store: JobStore, storage: Storage, settings: Sett
     """Make sure source `source` has a renderer fine-tuned on it (the job option `enroll`), stored with its
     prep artifacts so every render worker's copy of the entry carries it; tuned once per source and generic
     weights. Returns False when there is nothing to tune (warp renderer, no DINet weights)."""
+    from lipdub.prep.track import SourceTrack
     from lipdub.render import ENROLLED, current_enrolment, generic_weights
     from lipdub.render.enroll import enroll
-    from lipdub.stages.prep import SourceTrack
 
     weights = generic_weights(settings)
     if settings.renderer != "dinet" or not weights.is_file():

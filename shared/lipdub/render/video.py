@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,30 +24,12 @@ from lipdub.audio.mouth import MouthTrack
 from lipdub.config import Settings
 from lipdub.device import resolve_device
 from lipdub.media.video import VideoWriter
+from lipdub.prep.track import SourceTrack
 from lipdub.progress import SILENT, Progress
 from lipdub.render import make_renderer
 from lipdub.render.lips import LipTargets
-from lipdub.stages.prep import SourceTrack
+from lipdub.render.protocols import BatchRenderer, Renderer
 from lipdub.timeline import Timeline
-
-
-class Renderer(Protocol):
-    name: str
-
-    def __call__(self, frame: np.ndarray, points: np.ndarray, opening: float) -> np.ndarray: ...
-
-
-@runtime_checkable
-class BatchRenderer(Protocol):
-    name: str
-    batch: int
-
-    def target(self, points: np.ndarray, opening: float, lips: np.ndarray | None = None) -> np.ndarray: ...
-
-    def prepare(self, frames: list[np.ndarray], points: list[np.ndarray],
-                targets: list[np.ndarray]) -> list[Any]: ...
-
-    def finish(self, prepared: list[Any]) -> list[np.ndarray]: ...
 
 
 def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out: Path, settings: Settings,
