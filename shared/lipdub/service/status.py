@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -33,29 +32,8 @@ import redis
 
 from lipdub.config import Settings, get_settings
 from lipdub.errors import ErrorCode, TransientError
+from lipdub.jobs import InputRef, JobSpec, JobStatus, Stage
 from lipdub.service import events
-
-
-class JobStatus(StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    canceled = "canceled"
-
-    @property
-    def is_final(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
-
-
-class Stage(StrEnum):
-    probe = "probe"
-    prep = "prep"
-    audio = "audio"
-    render = "render"
-    mux = "mux"
-    finalize = "finalize"
-
 
 # Share of the whole job each stage accounts for in `progress` (rough CPU-time shares on this machine).
 STAGE_WEIGHTS = {Stage.probe: 0.02, Stage.prep: 0.35, Stage.audio: 0.03, Stage.render: 0.5,
@@ -158,7 +136,7 @@ class JobState:
     error: dict[str, Any] | None
     outputs: dict[str, str]
     cache: dict[str, bool]
-    spec: dict[str, Any]  # the accepted request: inputs (asset ids + sha256), options, metadata, ...
+    spec: JobSpec  # the accepted request: inputs (asset ids + sha256), options, metadata, ...
     report: dict[str, Any] | None
     n_frames: int | None
     chunks: int | None
@@ -194,7 +172,7 @@ class JobState:
             finished_at=opt_float("finished_at"), timings=timings,
             error=json.loads(raw["error"]) if raw.get("error") else None,
             outputs=json.loads(raw.get("outputs", "{}")), cache=json.loads(raw.get("cache", "{}")),
-            spec=json.loads(raw["spec"]), report=json.loads(raw["report"]) if raw.get("report") else None,
+            spec=JobSpec.model_validate_json(raw["spec"]), report=json.loads(raw["report"]) if raw.get("report") else None,
             n_frames=int(raw["n_frames"]) if raw.get("n_frames") else None,
             chunks=int(raw["chunks"]) if raw.get("chunks") else None,
             chunks_done=int(raw.get("chunks_done", 0)),
@@ -238,21 +216,21 @@ class JobStore:
             raise TransientError(ErrorCode.storage_unavailable, f"Redis: {exc}") from exc
 
     # --- jobs -------------------------------------------------------------------------------------
-    def create(self, tenant: str, spec: dict[str, Any], batch: str | None = None,
+    def create(self, tenant: str, spec: JobSpec, batch: str | None = None,
                job_id: str | None = None, idempotency_key: str | None = None) -> JobState:
         job_id = job_id or f"job_{uuid.uuid4().hex}"
         created = now()
         key = f"job:{job_id}"
         pipe = self.r.pipeline()
         pipe.hset(key, mapping={"id": job_id, "tenant": tenant, "status": JobStatus.queued,
-                                "created_at": created, "spec": json.dumps(spec), "version": 0,
+                                "created_at": created, "spec": spec.model_dump_json(), "version": 0,
                                 "batch": batch or "", "idempotency_key": idempotency_key or ""})
         pipe.expire(key, self.settings.job_ttl_seconds)
         pipe.sadd(f"jobs:status:{JobStatus.queued}", job_id)
         pipe.zadd(f"tenant:{tenant}:jobs", {job_id: created})
         pipe.zadd(OUTBOX, {f"start:{job_id}": created})
         pipe.zadd(EXPIRING, {f"{job_id}:{tenant}": created + self.settings.job_ttl_seconds})
-        self.mark_assets_used([spec[k]["asset_id"] for k in ("video", "audio") if "asset_id" in spec.get(k, {})],
+        self.mark_assets_used([ref.asset_id for ref in (spec.video, spec.audio) if ref.asset_id is not None],
                               created, pipe)  # URL inputs count once downloaded: put_asset
         pipe.execute()
         state = self.get(job_id)
@@ -376,12 +354,14 @@ class JobStore:
         self._apply(job_id, None, fields)
         return int(done)
 
-    def set_inputs(self, job_id: str, refs: dict[str, dict[str, Any]]) -> None:
+    def set_inputs(self, job_id: str, video: InputRef | None = None, audio: InputRef | None = None) -> None:
         """Record the assets that inputs given by URL were downloaded into (spec.video / spec.audio)."""
         raw = self.r.hget(f"job:{job_id}", "spec")
-        spec = json.loads(raw) if raw else {}
-        spec.update(refs)
-        self._apply(job_id, None, {"spec": json.dumps(spec)})
+        if not raw:
+            return
+        spec = JobSpec.model_validate_json(raw)
+        changed = {name: ref for name, ref in (("video", video), ("audio", audio)) if ref is not None}
+        self._apply(job_id, None, {"spec": spec.model_copy(update=changed).model_dump_json()})
 
     def set_sync(self, job_id: str, estimate: dict[str, Any]) -> None:
         """The mux task's sync estimate of the result, for the report finalize writes."""
@@ -641,9 +621,9 @@ class JobStore:
         for job_id in active:
             pipe.hget(f"job:{job_id}", "spec")
         using: dict[str, list[str]] = {}
-        for job_id, spec in zip(active, pipe.execute(), strict=True):
-            inputs = json.loads(spec) if spec else {}
-            for asset_id in {inputs.get(kind, {}).get("asset_id") for kind in ("video", "audio")} - {None}:
+        for job_id, raw in zip(active, pipe.execute(), strict=True):
+            spec = JobSpec.model_validate_json(raw) if raw else None
+            for asset_id in {ref.asset_id for ref in (spec.video, spec.audio)} - {None} if spec else ():
                 using.setdefault(asset_id, []).append(job_id)
         return using
 
