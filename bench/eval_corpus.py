@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from lipdub.config import Settings
-from lipdub.eval.protocols import EvalOptions, load_eval_clips, run_evaluation
+from lipdub.eval.protocols import load_eval_clips, run_evaluation
+from lipdub.eval.results import EvalOptions
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 

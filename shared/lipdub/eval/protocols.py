@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lipdub import FPS, SAMPLE_RATE
+from lipdub.audio.analyze import analyze_audio
 from lipdub.config import Settings, SyncMode
 from lipdub.errors import LipdubError
 from lipdub.eval.image import ImageStats, frame_metrics
 from lipdub.eval.lmd import landmark_distance, lip_jitter, mouth_opening_correlation
 from lipdub.eval.progress import EvalProgress
+from lipdub.eval.report import write_report
+from lipdub.eval.results import ClipResult, DubAudio, EvalClip, EvalOptions, Signals
 from lipdub.eval.signals import audio_envelope, mouth_opening_signal, silence_behaviour, voice_activity
 from lipdub.eval.sync import SyncResult, estimate_offset
 from lipdub.eval.tracks import (
@@ -35,59 +37,12 @@ from lipdub.eval.tracks import (
     track_video,
 )
 from lipdub.media.probe import probe
+from lipdub.pipeline import dub
 from lipdub.timeline import Timeline
 
 CLIPS_FILE = Path(__file__).with_name("eval_clips.json")
 # Settings that change what the pipeline outputs: recorded in the report so numbers can be traced.
 PIPELINE_SETTINGS = {"renderer", "audio_model", "sync_mode", "video_crf", "device"}
-
-
-@dataclass(frozen=True)
-class EvalClip:
-    id: str
-    video: Path
-    audio: Path | None = None  # the clip's own soundtrack when it is a separate file (paired wav)
-
-
-@dataclass(frozen=True)
-class DubAudio:
-    id: str
-    path: Path
-    language: str = ""
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    max_seconds: float = 10.0  # clips and dub tracks are cut to this (keeps a corpus run short)
-    cross_sync_mode: SyncMode = "bounce"  # the service default
-    frame_stride: int = 1  # image metrics on every n-th frame (landmark metrics always use all frames)
-
-
-@dataclass
-class Signals:
-    """Per-frame signals kept for plots (not written to the JSON report)."""
-
-    envelope: np.ndarray
-    speech: np.ndarray
-    mouths: dict[str, np.ndarray] = field(default_factory=dict)
-    curves: dict[str, SyncResult] = field(default_factory=dict)
-
-
-@dataclass
-class ClipResult:
-    clip: str
-    frames: int
-    ground_truth: dict
-    self_reenactment: dict
-    cross_dub: list[dict]
-    self_signals: Signals | None = None
-    cross_signals: list[Signals] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("self_signals")
-        d.pop("cross_signals")
-        return d
 
 
 def load_eval_clips(corpus: Path, clips_file: Path = CLIPS_FILE) -> tuple[list[EvalClip], list[DubAudio]]:
@@ -158,8 +113,6 @@ class Evaluator:
             return track_video(path, advance)
 
     def _dub(self, video: Path, audio: Path, out: Path, mode: SyncMode) -> tuple[float | None, str | None]:
-        from lipdub.pipeline import dub
-
         start = time.perf_counter()
         try:
             dub(video, audio, out, self.settings, sync_mode=mode, progress=self.progress)
@@ -170,8 +123,6 @@ class Evaluator:
     def _audio_moc(self, audio: Path, work: Path, m_gt: np.ndarray) -> float:
         """The audio model's own predicted opening against the original's: the MOC a perfect renderer would
         keep, so a renderer's MOC can be read against it (issue 6 asks for within 0.05)."""
-        from lipdub.audio.analyze import analyze_audio
-
         mouth = analyze_audio(audio, work / "audio", self.settings)
         k = min(len(mouth), len(m_gt))
         return mouth_opening_correlation(mouth.opening[:k].astype(np.float64), m_gt[:k])
@@ -319,8 +270,6 @@ def run_evaluation(clips: list[EvalClip], dub_audios: list[DubAudio], out_dir: P
 
     Writes report.json, report.md and plots/ into `out_dir` (see lipdub.eval.report).
     """
-    from lipdub.eval.report import write_report
-
     options = options or EvalOptions()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "work"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lipdub import __version__
-from lipdub.eval.protocols import ClipResult, EvalOptions, Signals
+from lipdub.eval.results import ClipResult, EvalOptions, Signals
 
 if TYPE_CHECKING:  # matplotlib is imported only when a report is drawn
     from matplotlib.axes import Axes
