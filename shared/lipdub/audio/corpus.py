@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lipdub import FPS, SAMPLE_RATE
 from lipdub.media.audio import load_audio
 
 N_POINTS = 478
@@ -106,7 +105,3 @@ def load_or_extract(clip: CorpusClip, cache: Path) -> ClipData:
                         samples=np.clip(data.samples * 32768.0, -32768, 32767).astype(np.int16))
     tmp.replace(path)
     return data
-
-
-def frames_of_audio(samples: np.ndarray) -> int:
-    return int(np.ceil(len(samples) / (SAMPLE_RATE / FPS)))

@@ -12,7 +12,6 @@ their look-ahead has arrived).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import kaldi_native_fbank as knf
@@ -56,13 +55,6 @@ class Audio2Feature(nn.Module):
         y, state = self.lstm(x, state)
         out = self.head(y.reshape(b * t, -1)).reshape(b, t, -1)
         return out, state
-
-
-@dataclass
-class StudentCard:
-    n_out: int
-    lookahead: int
-    pad_row: list[float]  # fbank row fed after the end of the audio (digital silence)
 
 
 def silence_row() -> np.ndarray:

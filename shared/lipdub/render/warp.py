@@ -9,8 +9,6 @@ paste-back has no seam and the rest of the frame is untouched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
@@ -20,12 +18,6 @@ from lipdub.face import landmarks as L
 GRID_STEP = 6  # px between evaluations of the displacement field (then bilinearly upsampled)
 ANCHORS = [10, 338, 297, 332, 284, 251, 389, 356, 454, 234, 127, 162, 21, 54, 103, 67, 109,
            33, 133, 362, 263, 1, 4, 5, 195, 6, 168, 2, 98, 327, 129, 358]
-
-
-@dataclass
-class RenderedFrame:
-    image: np.ndarray
-    changed: bool
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -26,7 +26,6 @@ TASK_ROUTES = {
     "dub.render": {"queue": RENDER_QUEUE},
     "dub.mux": {"queue": MUX_QUEUE},
     "dub.finalize": {"queue": MUX_QUEUE},
-    "dub.fail": {"queue": MUX_QUEUE},
     "webhooks.*": {"queue": WEBHOOKS_QUEUE},
     "janitor.*": {"queue": WEBHOOKS_QUEUE},
 }
