@@ -43,7 +43,7 @@ def api(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
 def job_body(store: JobStore) -> dict[str, Any]:
     """A job on two assets already stored (their probe results as the upload would record them)."""
     def asset(media: dict[str, Any]) -> dict[str, str]:
-        stored = store.put_asset("acme", hashlib.sha256(uuid.uuid4().bytes).hexdigest(), 1000, media)
+        stored = store.assets.put("acme", hashlib.sha256(uuid.uuid4().bytes).hexdigest(), 1000, media)
         return {"asset_id": stored.id}
 
     return {"video": asset({"kind": "video", "duration": 3.0, "video": {}, "audio": {}}),
@@ -136,7 +136,7 @@ def test_deleting_a_job_removes_its_record_and_files(api: TestClient, monkeypatc
     assert api.get(f"/v1/jobs/{job_id}/result").status_code == 404
     assert api.delete(f"/v1/jobs/{job_id}").status_code == 404
     assert job_id not in [j["id"] for j in api.get("/v1/jobs").json()["data"]]
-    assert store.status_counts()["succeeded"] == 0
+    assert store.metrics.status_counts()["succeeded"] == 0
     again = api.post("/v1/jobs", json=body, headers=headers)  # its key is free again: a new job
     assert again.status_code == 202 and again.json()["id"] != job_id
 
@@ -182,13 +182,13 @@ def test_deleting_an_asset_removes_its_bytes_and_what_prep_made_of_them(api: Tes
         track = storage / keys.prep(source, "3x", "track.json")
         track.parent.mkdir(parents=True, exist_ok=True)
         track.write_text("{}")
-        store.set_prep_pointer(source, {"files": ["track.json"], "summary": {}})
+        store.assets.set_prep_pointer(source, {"files": ["track.json"], "summary": {}})
     assert api.delete(f"/v1/assets/{asset['id']}").status_code == 204
     assert api.get(f"/v1/assets/{asset['id']}").status_code == 404
     assert not (storage / keys.asset(asset["sha256"])).exists()
     assert not list((storage / "prep").glob(f"{asset['sha256']}*"))
     assert not list(store.r.scan_iter(f"prep:{asset['sha256']}*"))
-    assert (storage / keys.asset(kept["sha256"])).exists() and store.prep_pointer(kept["sha256"]) is not None
+    assert (storage / keys.asset(kept["sha256"])).exists() and store.assets.prep_pointer(kept["sha256"]) is not None
     assert len(list((storage / "prep").glob(f"{kept['sha256']}*"))) == 1
     assert api.delete(f"/v1/assets/{asset['id']}").status_code == 404
     again = upload(api, tmp_path / "a.wav")  # the same bytes can be uploaded again: stored anew
@@ -205,7 +205,7 @@ def test_bytes_two_tenants_uploaded_stay_until_both_deleted_them(api: TestClient
     assert api.delete(f"/v1/assets/{theirs['id']}").status_code == 404  # another tenant's asset
     assert api.delete(f"/v1/assets/{mine['id']}").status_code == 204
     assert (stored / keys.asset(mine["sha256"])).exists()  # globex still holds them
-    assert get_store().get_asset("globex", theirs["id"]) is not None
+    assert get_store().assets.get("globex", theirs["id"]) is not None
     assert api.delete(f"/v1/assets/{theirs['id']}",
                       headers={"Authorization": f"Bearer {ApiKeys(get_store().r).create('globex')}"}
                       ).status_code == 204

@@ -12,7 +12,9 @@ import pytest
 from lipdub import pipeline
 from lipdub.config import Settings
 from lipdub.service import events, janitor
-from lipdub.service.status import OUTBOX, JobStatus, JobStore, Stage, now
+from lipdub.service.indexes import now
+from lipdub.service.redis_keys import OUTBOX
+from lipdub.service.status import JobStatus, JobStore, Stage
 from lipdub.service.storage import LocalStorage, S3Storage, Storage, keys
 
 from .test_limits import redis_url  # noqa: F401 - the redis-server fixture
@@ -72,7 +74,7 @@ def test_a_job_whose_creator_died_before_queueing_it_is_queued(store: JobStore, 
     assert sweep(store) == janitor.SweepReport(started=1)
     assert broker["started"] == [(queued.id, 6), (lost.id, 6)]  # at the job's own priority
     assert store.r.zcard(OUTBOX) == 0 and sweep(store) == janitor.SweepReport()
-    assert store.janitor_stats() == {"started": 1} and store.handoffs_owed() == (0, None)
+    assert store.metrics.janitor_stats() == {"started": 1} and store.handoffs_owed() == (0, None)
 
 
 def test_a_job_that_started_or_ended_meanwhile_is_not_queued_again(store: JobStore, broker: dict) -> None:
@@ -131,10 +133,10 @@ def test_expired_presigned_uploads_are_aborted(store: JobStore, s3_endpoint: str
     for upload_id in ("upl_abandoned", "upl_open", "upl_done"):
         s3_ids[upload_id], urls = s3.create_multipart(keys.upload(upload_id), 1000)
         assert httpx.put(urls[0], content=b"x" * 1000).status_code == 200
-    store.put_upload("upl_abandoned", "acme", s3_ids["upl_abandoned"], 1000, ttl=3600)
-    store.put_upload("upl_open", "acme", s3_ids["upl_open"], 1000, ttl=3600)
-    store.put_upload("upl_done", "acme", s3_ids["upl_done"], 1000, ttl=3600)
-    store.delete_upload("upl_done")  # completed (or given up) through the API: nothing left to abort
+    store.assets.put_upload("upl_abandoned", "acme", s3_ids["upl_abandoned"], 1000, ttl=3600)
+    store.assets.put_upload("upl_open", "acme", s3_ids["upl_open"], 1000, ttl=3600)
+    store.assets.put_upload("upl_done", "acme", s3_ids["upl_done"], 1000, ttl=3600)
+    store.assets.delete_upload("upl_done")  # completed (or given up) through the API: nothing left to abort
     store.r.zadd("uploads:open", {f"upl_abandoned:{s3_ids['upl_abandoned']}": now() - 1})
 
     def open_uploads() -> set[str]:
@@ -173,7 +175,7 @@ def test_an_expired_job_loses_its_files_and_index_entries(backend: str, store: J
     assert not storage.exists(keys.result(old.id)) and not storage.exists(keys.part(old.id, 0))
     assert storage.exists(keys.result(young.id))
     assert store.get(old.id) is None and store.get(young.id) is not None
-    assert store.status_counts()["succeeded"] == 1  # /metrics counts only jobs that still exist
+    assert store.metrics.status_counts()["succeeded"] == 1  # /metrics counts only jobs that still exist
     assert [j.id for j in store.page("acme")[0]] == [young.id]
     assert store.r.zrange("jobs:expiring", 0, -1) == [f"{young.id}:acme"]
 
@@ -192,13 +194,13 @@ def test_a_broker_outage_does_not_stall_retention(store: JobStore, broker: dict,
 
 def test_assets_no_job_used_for_the_ttl_are_deleted_with_their_prep(store: JobStore, broker: dict,
                                                                    tmp_path: Path) -> None:
-    from lipdub.service.status import ASSETS_USED
+    from lipdub.service.redis_keys import ASSETS_USED
 
     storage = LocalStorage(tmp_path / "storage")
     src = tmp_path / "bytes"
     src.write_bytes(b"media")
     shas = {name: name[0] * 64 for name in ("old", "fresh", "busy")}
-    assets = {name: store.put_asset("acme", sha, 5, {"kind": "video"}) for name, sha in shas.items()}
+    assets = {name: store.assets.put("acme", sha, 5, {"kind": "video"}) for name, sha in shas.items()}
     for sha in shas.values():
         storage.put_file(keys.asset(sha), src)
         storage.put_file(keys.prep(sha, "3x", "track.json"), src)
@@ -208,13 +210,13 @@ def test_assets_no_job_used_for_the_ttl_are_deleted_with_their_prep(store: JobSt
     assert sweep(store).assets_deleted == 0  # the default keeps assets until they are deleted
     kept = JobStore.from_settings(store.settings.model_copy(update={"asset_ttl_seconds": 1000}))
     assert janitor.sweep(kept, storage) == janitor.SweepReport(assets_deleted=1)
-    assert store.get_asset("acme", assets["old"].id) is None
+    assert store.assets.get("acme", assets["old"].id) is None
     assert not storage.exists(keys.asset(shas["old"])) and not storage.exists(keys.prep(shas["old"], "3x", "track.json"))
     assert all(storage.exists(keys.asset(shas[n])) for n in ("fresh", "busy"))  # recent; in use by a queued job
     store.cancel(busy.id)
     assert janitor.sweep(kept, storage) == janitor.SweepReport(assets_deleted=1)
     assert not storage.exists(keys.asset(shas["busy"])) and storage.exists(keys.asset(shas["fresh"]))
-    assert store.janitor_stats() == {"assets_deleted": 2}
+    assert store.metrics.janitor_stats() == {"assets_deleted": 2}
     store.r.zadd(ASSETS_USED, {assets["fresh"].id: now() - 2000})
     ended = store.create("acme", {"video": {"asset_id": assets["fresh"].id}, "audio": {}})  # uses it now
     store.cancel(ended.id)
@@ -263,7 +265,7 @@ def test_a_prep_still_running_when_its_video_is_deleted_keeps_nothing(store: Job
     sha = "d" * 64
     (tmp_path / "video").write_bytes(b"video")
     storage.put_file(keys.asset(sha), tmp_path / "video")
-    asset = store.put_asset("acme", sha, 5, {"kind": "video"})
+    asset = store.assets.put("acme", sha, 5, {"kind": "video"})
 
     def prepare_on_host(video: Path, *_: object, **__: object) -> SimpleNamespace:
         delete_asset(asset, store, storage)  # the tenant deletes the video while its prep runs
@@ -276,7 +278,7 @@ def test_a_prep_still_running_when_its_video_is_deleted_keeps_nothing(store: Job
     with pytest.raises(InputError) as refused:
         prepcache.prepare_cached(sha, store, storage, store.settings, tmp_path / "scratch")
     assert refused.value.code == ErrorCode.asset_deleted
-    assert not list((tmp_path / "storage" / "prep").glob(f"{sha}*")) and store.prep_pointer(sha) is None
+    assert not list((tmp_path / "storage" / "prep").glob(f"{sha}*")) and store.assets.prep_pointer(sha) is None
     assert not storage.exists(keys.asset(sha))
 
 
@@ -288,7 +290,7 @@ def test_a_deleted_batch_goes_with_its_jobs_files_and_messages(store: JobStore, 
     src = tmp_path / "bytes"
     src.write_bytes(b"x" * 10)
     batches, messages = BatchStore(store), Deliveries(store.r, store.settings)
-    store.claim_idempotency("acme", "batch:catalog-1", "body", "batch_del")
+    store.idempotency.claim("acme", "batch:catalog-1", "body", "batch_del")
     doomed = batches.create("acme", keys.batch("batch_del", "input.jsonl"), None, {}, {}, batch_id="batch_del",
                             idempotency_key="batch:catalog-1")
     kept = batches.create("acme", keys.batch("batch_kept", "input.jsonl"), None, {}, {}, batch_id="batch_kept")
@@ -313,7 +315,7 @@ def test_a_deleted_batch_goes_with_its_jobs_files_and_messages(store: JobStore, 
     batches.request_deletion(batches.get(doomed.id))
     assert batches.get(doomed.id) is None and [b.id for b in batches.page("acme")[0]] == [kept.id]
     # The Idempotency-Key that made it is free at once: repeating the request makes a new batch.
-    assert store.claim_idempotency("acme", "batch:catalog-1", "body", "batch_new") == ("batch_new", True)
+    assert store.idempotency.claim("acme", "batch:catalog-1", "body", "batch_new") == ("batch_new", True)
 
     first = sweep_with(store, storage)
     running = jobs[(doomed.id, 3)]
@@ -377,7 +379,7 @@ def test_workers_delete_their_local_prep_of_deleted_videos(store: JobStore, tmp_
     from lipdub.service.prepcache import purge_deleted
 
     kept, deleted = "a" * 64, "b" * 64
-    store.put_asset("acme", kept, 5, {"kind": "video"})
+    store.assets.put("acme", kept, 5, {"kind": "video"})
     root = cache_root(store.settings)
     names = [f"{kept}-v4.x", f"{kept}-0123456789ab-v4.x", f"{deleted}-v4.x", f"{deleted}-v3.y",
              f".tmp-{deleted}-v4.x-1234"]  # the last is still being written: not the sweep's to touch

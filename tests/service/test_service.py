@@ -13,8 +13,9 @@ import httpx
 import pytest
 import redis
 
+from lipdub.service.redis_keys import OUTBOX
 from lipdub.service.stack import StackConfig
-from lipdub.service.status import OUTBOX, JobStore
+from lipdub.service.status import JobStore
 from tests.service.conftest import JOB_TIMEOUT, MAX_UPLOAD, create_job, upload, wait_for
 
 
@@ -299,13 +300,13 @@ def test_a_deleted_asset_takes_its_prep_along_and_jobs_not_yet_run_on_it_fail(
     s3 = S3Storage(stack.settings())
     store = JobStore.from_settings(stack.settings())
     assert s3.exists(keys.asset(video["sha256"]))
-    assert store.prep_pointer(video["sha256"]) is not None
+    assert store.assets.prep_pointer(video["sha256"]) is not None
     local = stack.settings().data_dir / "prep"  # the prep and render workers' host cache (one host here)
     assert list(local.glob(f"{video['sha256']}-*"))
     assert api.delete(f"/v1/assets/{video['id']}").status_code == 204
     assert not s3.exists(keys.asset(video["sha256"]))
     listed = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=keys.prep_of(video["sha256"]))
-    assert listed["KeyCount"] == 0 and store.prep_pointer(video["sha256"]) is None
+    assert listed["KeyCount"] == 0 and store.assets.prep_pointer(video["sha256"]) is None
     deadline = time.monotonic() + 20  # the workers sweep their caches every LIPDUB_JANITOR_SECONDS (1 s here)
     while list(local.glob(f"{video['sha256']}-*")):
         assert time.monotonic() < deadline, "a worker kept its local copy of the deleted video's prep"

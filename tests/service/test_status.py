@@ -57,7 +57,7 @@ def test_transitions_and_final_states(store: JobStore, finished_events: list[str
     final = store.get(job.id)
     assert final is not None and final.status == JobStatus.canceled and final.error is None
     assert finished_events == [job.id]  # one event for the one transition that was applied
-    assert store.status_counts()["canceled"] >= 1
+    assert store.metrics.status_counts()["canceled"] >= 1
 
 
 def test_starts_are_counted_per_task(store: JobStore) -> None:
@@ -99,23 +99,23 @@ def test_list_is_per_tenant_newest_first_with_cursor(store: JobStore) -> None:
 
 
 def test_idempotency_claims(store: JobStore) -> None:
-    assert store.claim_idempotency("t1", "k1", "body-a", "job_1") == ("job_1", True)
-    assert store.claim_idempotency("t1", "k1", "body-a", "job_2") == ("job_1", False)
+    assert store.idempotency.claim("t1", "k1", "body-a", "job_1") == ("job_1", True)
+    assert store.idempotency.claim("t1", "k1", "body-a", "job_2") == ("job_1", False)
     with pytest.raises(ValueError):
-        store.claim_idempotency("t1", "k1", "body-b", "job_3")
-    assert store.claim_idempotency("t2", "k1", "body-b", "job_4") == ("job_4", True)  # keys are per tenant
+        store.idempotency.claim("t1", "k1", "body-b", "job_3")
+    assert store.idempotency.claim("t2", "k1", "body-b", "job_4") == ("job_4", True)  # keys are per tenant
 
 
 def test_assets_and_prep_pointers(store: JobStore) -> None:
-    asset = store.put_asset("t1", "c" * 64, 10, {"kind": "video"})
-    assert store.put_asset("t1", "c" * 64, 10, {"kind": "video"}).id == asset.id  # content-addressed
-    assert store.get_asset("t2", asset.id) is None  # another tenant's asset does not exist for you
-    assert store.prep_pointer("c" * 64) is None
-    store.set_prep_pointer("c" * 64, {"files": ["track.json"], "summary": {"n_frames": 3}})
-    assert store.prep_pointer("c" * 64) == {"files": ["track.json"], "summary": {"n_frames": 3}}
+    asset = store.assets.put("t1", "c" * 64, 10, {"kind": "video"})
+    assert store.assets.put("t1", "c" * 64, 10, {"kind": "video"}).id == asset.id  # content-addressed
+    assert store.assets.get("t2", asset.id) is None  # another tenant's asset does not exist for you
+    assert store.assets.prep_pointer("c" * 64) is None
+    store.assets.set_prep_pointer("c" * 64, {"files": ["track.json"], "summary": {"n_frames": 3}})
+    assert store.assets.prep_pointer("c" * 64) == {"files": ["track.json"], "summary": {"n_frames": 3}}
     # Other prep settings (like a new PREP_VERSION) ignore the artifacts: they would decide differently.
     other = JobStore(store.r, store.settings.model_copy(update={"min_face_coverage": 0.3}))
-    assert other.prep_pointer("c" * 64) is None
+    assert other.assets.prep_pointer("c" * 64) is None
 
 
 def test_a_stage_failing_on_a_redis_outage_is_retried_then_failed_as_retryable(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lipdub.service.status import Cursor
+from lipdub.service.indexes import Cursor
 from lipdub_api.schemas import ApiErrorCode
 
 

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 from lipdub.config import FrameRate, SyncMode
 from lipdub.prep.tracking import Target
-from lipdub.service.status import Asset, JobState, JobStatus, Stage
+from lipdub.service.assets_store import Asset
+from lipdub.service.status import JobState, JobStatus, Stage
 from lipdub.timeline import dub_ranges
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")  # the sync.so rule

@@ -50,7 +50,7 @@ def probe_task(job_id: str) -> None:
         downloaded: dict[str, dict[str, str]] = {}
         for kind in ("video", "audio"):
             ref = spec[kind]
-            if "asset_id" in ref and run.store.get_asset(job.tenant, ref["asset_id"]) is None:
+            if "asset_id" in ref and run.store.assets.get(job.tenant, ref["asset_id"]) is None:
                 raise InputError(ErrorCode.asset_deleted, f"{kind}: asset {ref['asset_id']} was deleted before "
                                                           "the job ran")
             if "sha256" in ref:  # an uploaded asset, or a URL an earlier delivery of this task downloaded

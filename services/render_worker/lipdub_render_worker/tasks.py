@@ -68,7 +68,7 @@ def plan_task(job_id: str) -> None:
     if state is None or state.status.is_final or store.render_queued(job_id):
         return  # canceled, failed, or already planned by an earlier delivery of this task
     source = job_source_key(state.spec)
-    pointer = store.prep_pointer(source)
+    pointer = store.assets.prep_pointer(source)
     if pointer is None:
         raise RuntimeError("prep finished without a prep cache pointer")
     if state.spec.get("options", {}).get("enroll"):
@@ -163,7 +163,7 @@ def finalize_task(job_id: str) -> None:
     state = store.get(job_id)
     if state is None or state.status.is_final:
         return
-    pointer = store.prep_pointer(job_source_key(state.spec)) or {}
+    pointer = store.assets.prep_pointer(job_source_key(state.spec)) or {}
     summary = pointer.get("summary", {})
     # The job's timeline: its length is settled (n_frames), and with as many audio frames every sync mode
     # gives that length back.
@@ -205,7 +205,7 @@ def finalize_task(job_id: str) -> None:
         "sync": store.sync(job_id),  # null when settings.sync_estimate is off
     }
     if store.succeed(job_id, {"video": keys.result(job_id)}, report):
-        store.record_frames(state.n_frames or 0)
+        store.metrics.record_frames(state.n_frames or 0)
     # Parts are only an intermediate: the result holds everything (the prep cache is kept).
     storage = get_storage()
     for i in range(state.chunks or 0):

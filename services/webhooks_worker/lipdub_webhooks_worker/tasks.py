@@ -31,13 +31,14 @@ from pydantic import ValidationError
 
 from lipdub.errors import TransientError
 from lipdub.service import janitor, webhooks
+from lipdub.service.assets_store import Asset
 from lipdub.service.batches import BatchStatus, BatchStore, Item, LineError, jsonl_lines, validate_manifest
 from lipdub.service.celery_app import app
 from lipdub.service.delivery import deliver
 from lipdub.service.inputs import InputRefused, check_input, fetch_asset
 from lipdub.service.limits import BATCH_PRIORITY
 from lipdub.service.processes import WEBHOOKS_QUEUE
-from lipdub.service.status import Asset, JobState, JobStatus, get_store
+from lipdub.service.status import JobState, JobStatus, get_store
 from lipdub.service.storage import get_storage, keys
 from lipdub.service.webhooks import EventType
 from lipdub_api.schemas import JobOptions, JobPublic
@@ -135,7 +136,7 @@ def expand(batch_id: str) -> None:
     total = len(items)
     items = _fetch_urls(batch_id, state.tenant, items, batches)  # items whose download fails are failed
     needing = batches.accept_items(batch_id, state.tenant, items,
-                                   prepared=lambda source: store.prep_pointer(source) is not None,
+                                   prepared=lambda source: store.assets.prep_pointer(source) is not None,
                                    total=total)
     current = batches.get(batch_id)
     for source, item in needing.items() if current is not None and current.status == BatchStatus.in_progress \

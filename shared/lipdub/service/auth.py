@@ -8,7 +8,8 @@ import secrets
 
 import redis
 
-from lipdub.service.status import now
+from lipdub.service import redis_keys
+from lipdub.service.indexes import now
 
 KEY_PREFIX = "ldk_"
 
@@ -28,8 +29,8 @@ class ApiKeys:
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         digest = _digest(key)
         pipe = self.r.pipeline()
-        pipe.hset(f"apikey:{digest}", mapping={"tenant": tenant, "created_at": now(), "hint": key[:8]})
-        pipe.sadd(f"tenant:{tenant}:keys", digest)
+        pipe.hset(redis_keys.api_key(digest), mapping={"tenant": tenant, "created_at": now(), "hint": key[:8]})
+        pipe.sadd(redis_keys.tenant_keys(tenant), digest)
         pipe.execute()
         return key
 
@@ -37,14 +38,14 @@ class ApiKeys:
         """The tenant owning `key`, or None for an unknown or revoked key."""
         if not key.startswith(KEY_PREFIX):
             return None
-        tenant = self.r.hget(f"apikey:{_digest(key)}", "tenant")
+        tenant = self.r.hget(redis_keys.api_key(_digest(key)), "tenant")
         return str(tenant) if tenant else None
 
     def revoke(self, key: str) -> bool:
         digest = _digest(key)
-        tenant = self.r.hget(f"apikey:{digest}", "tenant")
+        tenant = self.r.hget(redis_keys.api_key(digest), "tenant")
         if not tenant:
             return False
-        self.r.delete(f"apikey:{digest}")
-        self.r.srem(f"tenant:{tenant}:keys", digest)
+        self.r.delete(redis_keys.api_key(digest))
+        self.r.srem(redis_keys.tenant_keys(tenant), digest)
         return True

@@ -48,9 +48,11 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lipdub.config import Settings
+from lipdub.service.assets_store import Asset
+from lipdub.service.indexes import Cursor, due, newest_first, now
 from lipdub.service.limits import Quotas
 from lipdub.service.prepcache import job_source_key
-from lipdub.service.status import Asset, Cursor, JobStatus, JobStore, newest_first, now
+from lipdub.service.status import JobStatus, JobStore
 from lipdub.service.urls import UrlRejected, check_url
 
 MAX_REPORTED_ERRORS = 1000  # manifest errors kept in the batch record (the count is always exact)
@@ -180,7 +182,7 @@ def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settin
                 continue
             asset_id = ref.asset_id or ""
             if asset_id not in assets:
-                assets[asset_id] = store.get_asset(tenant, asset_id)
+                assets[asset_id] = store.assets.get(tenant, asset_id)
             asset = assets[asset_id]
             if asset is None:
                 line_errors.append(LineError(count, "asset_not_found", f"{kind}: no asset {asset_id}"))
@@ -215,7 +217,7 @@ def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settin
                           parsed.delivery_url))
     if count == 0:
         errors.append(LineError(1, "empty_manifest", "the manifest has no lines"))
-    store.mark_assets_used([a.id for a in assets.values() if a is not None], now())  # its jobs come later
+    store.assets.mark_used([a.id for a in assets.values() if a is not None], now())  # its jobs come later
     return items, errors
 
 
@@ -397,7 +399,7 @@ class BatchStore:
     def expired(self, before: float, limit: int = 200) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(batch id, tenant) of batches and (manifest id, tenant) of uploaded manifests whose records expired
         (job_ttl_seconds after creation) before `before`."""
-        return self.jobs.due(BATCHES_EXPIRING, before, limit), self.jobs.due(MANIFESTS_EXPIRING, before, limit)
+        return due(self.r, BATCHES_EXPIRING, before, limit), due(self.r, MANIFESTS_EXPIRING, before, limit)
 
     def purge(self, batch_id: str, tenant: str) -> None:
         """Forget an expired batch in the tenant's listing and the retention index (its own keys expire)."""
@@ -420,7 +422,7 @@ class BatchStore:
         assert state.status.is_final
         idempotency_key = self.r.hget(f"batch:{state.id}", "idempotency_key")
         if idempotency_key:
-            self.jobs.release_idempotency(state.tenant, idempotency_key, state.id)
+            self.jobs.idempotency.release(state.tenant, idempotency_key, state.id)
         pipe = self.r.pipeline()
         pipe.hset(f"batch:{state.id}", "deleting", now())
         pipe.zrem(f"tenant:{state.tenant}:batches", state.id)
@@ -429,7 +431,7 @@ class BatchStore:
 
     def deletions(self, limit: int = 100) -> list[tuple[str, str]]:
         """(batch id, tenant) of the batches being deleted, oldest request first."""
-        return self.jobs.due(BATCHES_DELETING, float("inf"), limit)
+        return due(self.r, BATCHES_DELETING, float("inf"), limit)
 
     def some_jobs(self, batch_id: str, count: int) -> dict[str, str]:
         """About `count` of the batch's jobs still recorded: manifest line → job id."""

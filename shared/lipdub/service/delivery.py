@@ -24,7 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from lipdub.service.status import JobState, JobStore, now
+from lipdub.service.indexes import now
+from lipdub.service.status import JobState, JobStore
 from lipdub.service.storage import Storage, keys
 from lipdub.service.urls import UrlRejected, check_url, client, pinned_request
 

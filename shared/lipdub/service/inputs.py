@@ -13,8 +13,9 @@ from typing import Any
 from lipdub.digest import sha256_file
 from lipdub.errors import InputError
 from lipdub.media.probe import MediaInfo, probe
+from lipdub.service.assets_store import Asset
 from lipdub.service.limits import Quotas
-from lipdub.service.status import Asset, JobStore
+from lipdub.service.status import JobStore
 from lipdub.service.storage import Storage, keys
 from lipdub.service.urls import FetchFailed, UrlRejected, fetch_to_file
 
@@ -56,24 +57,24 @@ def store_asset(path: Path, tenant: str, store: JobStore, storage: Storage) -> A
     media = describe(probe(path))  # InputError (input_unreadable, empty_input) → 422 with its code
     sha = sha256_file(path)
     size = path.stat().st_size
-    with store.holding_content(sha):  # a deletion of the same bytes finishes first
+    with store.assets.holding_content(sha):  # a deletion of the same bytes finishes first
         if not storage.exists(keys.asset(sha)):
             storage.put_file(keys.asset(sha), path)
-        return store.put_asset(tenant, sha, size, media)
+        return store.assets.put(tenant, sha, size, media)
 
 
 def delete_asset(asset: Asset, store: JobStore, storage: Storage) -> bool:
     """Delete a tenant's asset now. The stored bytes and every prep artifact made from them (face tracks,
     references, an enrolled renderer) go too unless another asset, of any tenant, holds the same bytes.
     Returns whether they went. Raises TransientError while an upload of the same bytes is being stored."""
-    with store.holding_content(asset.sha256):
-        last = not store.other_holders(asset)
-        store.release_content(asset)  # first: a prep of the bytes still running discards what it makes
+    with store.assets.holding_content(asset.sha256):
+        last = not store.assets.other_holders(asset)
+        store.assets.release_content(asset)  # first: a prep of the bytes still running discards what it makes
         if last:
-            store.drop_prep_pointers(asset.sha256)  # no job looks for artifacts being deleted
+            store.assets.drop_prep_pointers(asset.sha256)  # no job looks for artifacts being deleted
             storage.delete_tree(keys.prep_of(asset.sha256))
             storage.delete(keys.asset(asset.sha256))
-        store.forget_asset(asset)  # last: if storage failed, the asset is still there to delete again
+        store.assets.forget(asset)  # last: if storage failed, the asset is still there to delete again
     return last
 
 

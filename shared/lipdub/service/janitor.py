@@ -29,9 +29,11 @@ from functools import partial
 
 import redis
 
+from lipdub.service import redis_keys
 from lipdub.service.batches import BatchStore
+from lipdub.service.indexes import now
 from lipdub.service.inputs import delete_asset
-from lipdub.service.status import JobStatus, JobStore, now
+from lipdub.service.status import JobStatus, JobStore
 from lipdub.service.storage import S3Storage, Storage, keys
 from lipdub.service.webhooks import Deliveries
 
@@ -54,7 +56,7 @@ class SweepReport:
 
 def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
     """One pass; None when another sweep holds the lock."""
-    lock = store.r.lock("janitor", timeout=max(60, 2 * store.settings.janitor_seconds), blocking_timeout=0)
+    lock = store.r.lock(redis_keys.JANITOR_LOCK, timeout=max(60, 2 * store.settings.janitor_seconds), blocking_timeout=0)
     if not lock.acquire():
         return None
     report = SweepReport()
@@ -75,7 +77,7 @@ def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
             lock.release()
     if report != SweepReport():
         log.info("janitor: %s", report)
-        store.record_janitor(asdict(report))
+        store.metrics.record_janitor(asdict(report))
     return report
 
 
@@ -101,9 +103,9 @@ def redo_handoffs(store: JobStore, report: SweepReport) -> None:
 def abort_expired_uploads(store: JobStore, storage: Storage, report: SweepReport) -> None:
     if not isinstance(storage, S3Storage):  # presigned uploads need S3
         return
-    for upload_id, s3_upload_id in store.expired_uploads(now()):
+    for upload_id, s3_upload_id in store.assets.expired_uploads(now()):
         storage.abort_multipart(keys.upload(upload_id), s3_upload_id)
-        store.forget_upload(upload_id, s3_upload_id)
+        store.assets.forget_upload(upload_id, s3_upload_id)
         report.uploads_aborted += 1
 
 
@@ -171,7 +173,7 @@ def delete_unused_assets(store: JobStore, storage: Storage, report: SweepReport)
     ttl = store.settings.asset_ttl_seconds
     if not ttl:
         return
-    unused = store.unused_assets(now() - ttl)
+    unused = store.assets.unused(now() - ttl)
     in_use = store.active_inputs() if unused else {}
     for asset in unused:
         if asset.id in in_use:  # by a job older than the TTL: wait for its end

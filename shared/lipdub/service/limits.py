@@ -4,8 +4,8 @@
   (GCRA, one atomic Redis script per request; the answer says exactly when the next request fits, which
   becomes the 429's Retry-After).
 - Quotas: per tenant, interactive jobs queued or running at once, the longest source video and the
-  largest input file. Defaults come from Settings; `tenant:{tenant}:quota` (a Redis hash, set with
-  `Quotas.set`) overrides them per tenant.
+  largest input file. Defaults come from Settings; a Redis hash per tenant (redis_keys.tenant_quota, set
+  with `Quotas.set`) overrides them.
 - Fairness: batch items never all enter the queues. A tenant has at most `batch_running_per_tenant` batch
   jobs queued or running (lipdub.service.batches releases the next one when one finishes), and batch jobs
   go on the low priority lane while interactive jobs use normal/high, so one tenant's catalog neither
@@ -21,7 +21,8 @@ from dataclasses import dataclass, fields
 import redis
 
 from lipdub.config import Settings
-from lipdub.service.status import JobStatus
+from lipdub.jobs import JobStatus
+from lipdub.service import redis_keys
 
 # Celery/Redis priority of batch items (0 is served first; interactive jobs use 0 or 3).
 BATCH_PRIORITY = 6
@@ -57,7 +58,7 @@ class RateLimiter:
 
     def hit(self, key_id: str) -> RateDecision:
         """Count one request of the API key whose digest is `key_id`."""
-        allowed, wait_ms = self._script(keys=[f"rate:{key_id}"],
+        allowed, wait_ms = self._script(keys=[redis_keys.rate(key_id)],
                                         args=[int(time.time() * 1000), self.interval_ms, self.window_ms])
         return RateDecision(bool(allowed), 0 if allowed else max(1, math.ceil(float(wait_ms) / 1000)))
 
@@ -85,7 +86,7 @@ class Quotas:
         self.settings = settings
 
     def for_tenant(self, tenant: str) -> Quota:
-        raw = self.r.hgetall(f"tenant:{tenant}:quota")
+        raw = self.r.hgetall(redis_keys.tenant_quota(tenant))
         s = self.settings
         return Quota(
             max_concurrent_jobs=int(raw.get("max_concurrent_jobs", s.tenant_max_concurrent_jobs)),
@@ -98,23 +99,23 @@ class Quotas:
         if unknown:
             raise ValueError(f"unknown quota {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
         if values:
-            self.r.hset(f"tenant:{tenant}:quota", mapping={k: v for k, v in values.items()})
+            self.r.hset(redis_keys.tenant_quota(tenant), mapping={k: v for k, v in values.items()})
         return self.for_tenant(tenant)
 
     def active_interactive_jobs(self, tenant: str) -> int:
         """The tenant's jobs queued or running, not counting batch items (they have their own cap)."""
-        index = f"tenant:{tenant}:jobs"
+        index = redis_keys.tenant_jobs(tenant)
         pipe = self.r.pipeline()
         for status in (JobStatus.queued, JobStatus.running):
             # ZINTERCARD walks the smaller input: the status set, not the tenant's whole history.
-            pipe.execute_command("ZINTERCARD", 2, index, f"jobs:status:{status}")
-        pipe.smembers(f"tenant:{tenant}:batch_active")
+            pipe.execute_command("ZINTERCARD", 2, index, redis_keys.jobs_by_status(status))
+        pipe.smembers(redis_keys.tenant_batch_active(tenant))
         queued, running, batch_ids = pipe.execute()
         batch_active = 0
         if batch_ids:
             pipe = self.r.pipeline()
             for job_id in batch_ids:
-                pipe.hget(f"job:{job_id}", "status")
+                pipe.hget(redis_keys.job(job_id), "status")
             batch_active = sum(1 for s in pipe.execute() if s in (JobStatus.queued, JobStatus.running))
         return max(0, int(queued) + int(running) - batch_active)
 

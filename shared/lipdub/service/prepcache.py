@@ -38,7 +38,8 @@ from lipdub.prep.cache import (
 from lipdub.prep.cache import prepare_cached as prepare_on_host
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
-from lipdub.service.status import JobStore, now
+from lipdub.service.indexes import now
+from lipdub.service.status import JobStore
 from lipdub.service.storage import MissingObject, Storage, keys
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def prepare_cached(sha: str, store: JobStore, storage: Storage, settings: Settin
     """The prep summary of source `sha` (with the user's `target` face, if any), from the cache or by running
     prep; returns (summary, cache hit). Raises the gate's InputError for a rejected source (cached or new)."""
     source, version = source_key(sha, target), prep_version(settings)
-    pointer = store.prep_pointer(source)
+    pointer = store.assets.prep_pointer(source)
     if pointer is not None and "rejected" in pointer:
         log.info("prep cache hit (rejected) source=%s", source[:12])
         raise InputError(ErrorCode(pointer["rejected"]["code"]), pointer["rejected"]["message"])
@@ -69,24 +70,24 @@ def prepare_cached(sha: str, store: JobStore, storage: Storage, settings: Settin
     try:
         track = prepare_on_host(video, settings, progress, target=target, digest=sha)
     except InputError as exc:
-        store.set_prep_pointer(source, {"rejected": {"code": str(exc.code), "message": exc.message},
+        store.assets.set_prep_pointer(source, {"rejected": {"code": str(exc.code), "message": exc.message},
                                                       "created_at": now()})
         raise
     files = sorted(p.name for p in track.dir.iterdir() if p.is_file())
     for name in files:
         storage.put_file(keys.prep(source, version, name), track.dir / name)
-    if not store.content_held(sha):  # its last asset was deleted meanwhile (a batch's or a preflight's prep)
+    if not store.assets.content_held(sha):  # its last asset was deleted meanwhile (a batch's or a preflight's prep)
         storage.delete_tree(keys.prep_of(sha))
         raise InputError(ErrorCode.asset_deleted, "the video was deleted while it was being prepared")
     summary = asdict(track.summary)
     # The pointer is written last: whoever sees it finds every artifact in place.
-    store.set_prep_pointer(source, {"files": files, "summary": summary, "created_at": now()})
+    store.assets.set_prep_pointer(source, {"files": files, "summary": summary, "created_at": now()})
     return summary, False
 
 
 def fetch_prep(source: str, store: JobStore, storage: Storage, settings: Settings) -> Path:
     """The local directory holding the prep artifacts of source key `source`, downloaded once per host."""
-    pointer, version = store.prep_pointer(source), prep_version(settings)
+    pointer, version = store.assets.prep_pointer(source), prep_version(settings)
     if pointer is None or "files" not in pointer:
         raise MissingObject(keys.prep(source, version, "track.json"))
     root = cache_root(settings)
@@ -112,7 +113,7 @@ def purge_deleted(store: JobStore, settings: Settings) -> list[Path]:
     """Delete this host's prep entries made from bytes no asset holds any more (the user deleted them);
     the LRU eviction alone would keep them for as long as the cache has room. Returns the deleted entries."""
     entries = published(cache_root(settings))
-    held = store.contents_held(entry_digest(e) for e in entries) if entries else set()
+    held = store.assets.contents_held(entry_digest(e) for e in entries) if entries else set()
     gone = [e for e in entries if entry_digest(e) not in held]
     for entry in gone:
         shutil.rmtree(entry, ignore_errors=True)
@@ -137,9 +138,9 @@ def enroll_cached(source: str, store: JobStore, storage: Storage, settings: Sett
         return True
     enroll(SourceTrack.load(entry), weights, settings.dinet_enroll_steps)
     storage.put_file(keys.prep(source, prep_version(settings), ENROLLED), entry / ENROLLED)
-    pointer = store.prep_pointer(source) or {}
+    pointer = store.assets.prep_pointer(source) or {}
     # Listed last, as with the prep artifacts: a worker that sees the name finds the file in storage.
     pointer["files"] = sorted(set(pointer.get("files", [])) | {ENROLLED})
-    store.set_prep_pointer(source, pointer)
+    store.assets.set_prep_pointer(source, pointer)
     log.info("enrolled renderer stored source=%s", source[:12])
     return True

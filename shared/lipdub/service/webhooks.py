@@ -13,12 +13,11 @@ A 2xx answer within `webhook_timeout` seconds is a delivery; anything else (3xx 
 not followed) is retried after each delay of `webhook_retry_schedule`. 410 Gone stops the retries.
 Retry-After (429/503) is honoured when it asks for a longer wait.
 
-Redis keys:
-  wh:secrets:{tenant}       JSON list of signing secrets [{id, secret, created_at, expires_at}]
-  wh:msg:{id}               hash: tenant, subject, type, url, body, created_at, status, run, attempts, next_at
-  wh:msg:{id}:attempts      list of JSON attempt records (the delivery log)
-  wh:subject:{subject}      list of message ids of a job or batch, oldest first (deliveries 1..n)
-  wh:claim:{id}:{run}:{n}   short-lived claim so a redelivered task message never sends an attempt twice
+Redis state (lipdub.service.redis_keys): per tenant the JSON list of signing secrets [{id, secret,
+created_at, expires_at}]; per message a hash (tenant, subject, type, url, body, created_at, status, run,
+attempts, next_at) and its delivery log (JSON attempt records); per job or batch its message ids, oldest
+first (deliveries 1..n); and a short-lived claim per attempt, so a redelivered task message never sends an
+attempt twice.
 
 Long waits (6 h, 12 h) are not one Celery countdown: Redis redelivers unacked ETA tasks after the
 visibility timeout, which would duplicate them. The task sleeps in hops shorter than that timeout and
@@ -45,8 +44,10 @@ import redis
 
 from lipdub import __version__
 from lipdub.config import Settings, get_settings
+from lipdub.service import redis_keys
 from lipdub.service.celery_app import app
-from lipdub.service.status import JobStore, get_store, now
+from lipdub.service.indexes import now
+from lipdub.service.status import JobStore, get_store
 from lipdub.service.urls import UrlRejected, check_url, client, pinned_request
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class WebhookSecrets:
         self.settings = settings
 
     def _load(self, tenant: str) -> list[Secret]:
-        raw = self.r.get(f"wh:secrets:{tenant}")
+        raw = self.r.get(redis_keys.webhook_secrets(tenant))
         return [Secret(**s) for s in json.loads(raw)] if raw else []
 
     def active(self, tenant: str) -> list[Secret]:
@@ -118,7 +119,7 @@ class WebhookSecrets:
     def _create_first(self, tenant: str) -> Secret:
         first = Secret("whs_" + uuid.uuid4().hex[:16], new_secret(), now(), None)
         # NX: two concurrent first uses agree on one secret.
-        if not self.r.set(f"wh:secrets:{tenant}", json.dumps([first.public()]), nx=True):
+        if not self.r.set(redis_keys.webhook_secrets(tenant), json.dumps([first.public()]), nx=True):
             return self.active(tenant)[0]
         return first
 
@@ -127,7 +128,7 @@ class WebhookSecrets:
 
     def rotate(self, tenant: str) -> Secret:
         """A new current secret; the previous ones keep signing for the grace period, then drop out."""
-        name = f"wh:secrets:{tenant}"
+        name = redis_keys.webhook_secrets(tenant)
         fresh = Secret("whs_" + uuid.uuid4().hex[:16], new_secret(), now(), None)
         with self.r.pipeline() as pipe:
             while True:
@@ -195,7 +196,7 @@ class Deliveries:
         created = now()
         body = json.dumps({"type": str(event), "timestamp": _iso(created), "data": data},
                           separators=(",", ":"), default=str)
-        key = f"wh:msg:{msg_id}"
+        key = redis_keys.webhook_message(msg_id)
         ttl = self.settings.job_ttl_seconds
         if not self.r.hsetnx(key, "id", msg_id):
             existing = self.get(msg_id)
@@ -206,58 +207,59 @@ class Deliveries:
                                 "body": body, "created_at": created, "status": DeliveryStatus.pending,
                                 "run": 1, "attempts": 0, "next_at": created})
         pipe.expire(key, ttl)
-        pipe.rpush(f"wh:subject:{subject}", msg_id)
-        pipe.expire(f"wh:subject:{subject}", ttl)
+        pipe.rpush(redis_keys.webhook_subject(subject), msg_id)
+        pipe.expire(redis_keys.webhook_subject(subject), ttl)
         pipe.execute()
         message = self.get(msg_id)
         assert message is not None
         return message, True
 
     def get(self, msg_id: str) -> Message | None:
-        raw = self.r.hgetall(f"wh:msg:{msg_id}")
+        raw = self.r.hgetall(redis_keys.webhook_message(msg_id))
         return Message.from_hash(raw) if raw.get("tenant") else None
 
     def for_subject(self, subject: str) -> list[Message]:
-        ids = self.r.lrange(f"wh:subject:{subject}", 0, -1)
+        ids = self.r.lrange(redis_keys.webhook_subject(subject), 0, -1)
         return [m for m in (self.get(i) for i in ids) if m is not None]
 
     def attempts(self, msg_id: str) -> list[dict[str, Any]]:
-        return [json.loads(a) for a in self.r.lrange(f"wh:msg:{msg_id}:attempts", 0, -1)]
+        return [json.loads(a) for a in self.r.lrange(redis_keys.webhook_attempts(msg_id), 0, -1)]
 
     def log_attempt(self, msg_id: str, record: dict[str, Any]) -> int:
-        attempts = self._update(keys=[f"wh:msg:{msg_id}"], args=["HINCRBY", "attempts", 1])
+        attempts = self._update(keys=[redis_keys.webhook_message(msg_id)], args=["HINCRBY", "attempts", 1])
         if attempts is None:  # deleted meanwhile
             return 0
         pipe = self.r.pipeline()
-        pipe.rpush(f"wh:msg:{msg_id}:attempts", json.dumps(record))
-        pipe.expire(f"wh:msg:{msg_id}:attempts", self.settings.job_ttl_seconds)
+        pipe.rpush(redis_keys.webhook_attempts(msg_id), json.dumps(record))
+        pipe.expire(redis_keys.webhook_attempts(msg_id), self.settings.job_ttl_seconds)
         pipe.execute()
         return int(attempts)
 
     def set_state(self, msg_id: str, **fields: Any) -> None:
         pairs = [x for k, v in fields.items() for x in (k, "" if v is None else v)]
-        self._update(keys=[f"wh:msg:{msg_id}"], args=["HSET", *pairs])
+        self._update(keys=[redis_keys.webhook_message(msg_id)], args=["HSET", *pairs])
 
     def start_run(self, msg_id: str) -> int:
         """A replay: a new run of attempts with the same id and body; earlier runs' pending retries stop."""
-        run = int(self._update(keys=[f"wh:msg:{msg_id}"], args=["HINCRBY", "run", 1]) or 0)
+        run = int(self._update(keys=[redis_keys.webhook_message(msg_id)], args=["HINCRBY", "run", 1]) or 0)
         self.set_state(msg_id, status=DeliveryStatus.pending, next_at=now())
         return run
 
     def forget(self, subject: str) -> None:
         """The messages of a job or batch that is deleted (their bodies carry its data). An attempt running
         meanwhile updates nothing: updates only touch a message that still exists (_UPDATE)."""
-        ids = self.r.lrange(f"wh:subject:{subject}", 0, -1)
-        self.r.delete(f"wh:subject:{subject}", *(f"wh:msg:{i}{suffix}" for i in ids for suffix in ("", ":attempts")))
+        ids = self.r.lrange(redis_keys.webhook_subject(subject), 0, -1)
+        self.r.delete(redis_keys.webhook_subject(subject),
+                      *(key for i in ids for key in (redis_keys.webhook_message(i), redis_keys.webhook_attempts(i))))
 
     def claim(self, msg_id: str, run: int, n: int) -> bool:
         """True once per (run, attempt): a task message Redis redelivered finds the attempt claimed. The
         claim expires, so an attempt whose worker died mid-request is sent again by the redelivery."""
         ttl = int(self.settings.webhook_timeout) + 60
-        return bool(self.r.set(f"wh:claim:{msg_id}:{run}:{n}", 1, nx=True, ex=ttl))
+        return bool(self.r.set(redis_keys.webhook_claim(msg_id, run, n), 1, nx=True, ex=ttl))
 
     def release(self, msg_id: str, run: int, n: int) -> None:
-        self.r.delete(f"wh:claim:{msg_id}:{run}:{n}")
+        self.r.delete(redis_keys.webhook_claim(msg_id, run, n))
 
     def public(self, message: Message, index: int) -> dict[str, Any]:
         return {"n": index, "id": message.id, "type": message.type, "url": message.url,

@@ -148,7 +148,7 @@ def stage_run(job_id: str, stage: Stage, attempt_key: str | None = None,
         if finish:
             store.stage_finished(job_id, stage, busy)
         else:
-            store.record_busy(stage, busy)
+            store.metrics.record_busy(stage, busy)
         log.info("%s done job=%s in %.1fs", attempt_key or stage, job_id, time.perf_counter() - started)
     except BaseException:
         if finish:

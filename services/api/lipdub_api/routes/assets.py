@@ -17,9 +17,10 @@ from fastapi.concurrency import run_in_threadpool
 from python_multipart import create_form_parser
 from python_multipart.multipart import File
 
+from lipdub.service.indexes import now
 from lipdub.service.inputs import delete_asset, store_asset
 from lipdub.service.limits import Quotas
-from lipdub.service.status import JobStore, now
+from lipdub.service.status import JobStore
 from lipdub.service.storage import PartsRejected, S3Storage, keys
 from lipdub_api.deps import SettingsDep, StorageDep, StoreDep, TenantDep
 from lipdub_api.errors import ApiError, check_cursor, not_found
@@ -89,13 +90,13 @@ def list_assets(tenant: TenantDep, store: StoreDep, cursor: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=100)] = 20) -> AssetList:
     """The tenant's assets, newest upload first, `limit` per page; follow `next_cursor` for more."""
     check_cursor(cursor)
-    found, next_cursor = store.page_assets(tenant, cursor, limit)
+    found, next_cursor = store.assets.page(tenant, cursor, limit)
     return AssetList(data=[AssetPublic.of(a) for a in found], next_cursor=next_cursor)
 
 
 @router.get("/{asset_id}")
 def get_asset(asset_id: str, tenant: TenantDep, store: StoreDep) -> AssetPublic:
-    asset = store.get_asset(tenant, asset_id)
+    asset = store.assets.get(tenant, asset_id)
     if asset is None:
         raise not_found("asset")
     return AssetPublic.of(asset)
@@ -108,7 +109,7 @@ def remove_asset(asset_id: str, tenant: TenantDep, store: StoreDep, storage: Sto
     bytes, the stored file and everything prep derived from it (face tracks, reference frames, an enrolled
     renderer). Ended jobs keep their results. A queued or running job with the asset as input must end
     first (409 `asset_in_use`); a batch item on it that has not started yet fails with `asset_deleted`."""
-    asset = store.get_asset(tenant, asset_id)
+    asset = store.assets.get(tenant, asset_id)
     if asset is None:
         raise not_found("asset")
     using = sorted(store.active_inputs().get(asset_id, []))
@@ -133,7 +134,7 @@ def create_upload(body: UploadCreate, tenant: TenantDep, store: StoreDep, storag
         raise ApiError(413, ApiErrorCode.payload_too_large, f"uploads are limited to {cap} bytes")
     upload_id = f"upl_{uuid.uuid4().hex}"
     s3_upload, urls = storage.create_multipart(keys.upload(upload_id), body.size)
-    store.put_upload(upload_id, tenant, s3_upload, body.size, settings.presign_seconds)
+    store.assets.put_upload(upload_id, tenant, s3_upload, body.size, settings.presign_seconds)
     return UploadPublic(id=upload_id, part_size=storage.part_bytes,
                         parts=[UploadPart(part_number=n, url=u) for n, u in enumerate(urls, start=1)],
                         expires_at=datetime.fromtimestamp(now() + settings.presign_seconds, UTC))
@@ -143,7 +144,7 @@ def create_upload(body: UploadCreate, tenant: TenantDep, store: StoreDep, storag
 def complete_upload(upload_id: str, body: UploadComplete, tenant: TenantDep, store: StoreDep,
                     storage: StorageDep, settings: SettingsDep) -> AssetPublic:
     """Finish a presigned upload; the file is then hashed, probed and stored like any other asset."""
-    record = store.get_upload(tenant, upload_id)
+    record = store.assets.get_upload(tenant, upload_id)
     if record is None or not isinstance(storage, S3Storage):
         raise not_found("upload")
     key = keys.upload(upload_id)
@@ -163,7 +164,7 @@ def complete_upload(upload_id: str, body: UploadComplete, tenant: TenantDep, sto
             asset = store_asset(path, tenant, store, storage)
     finally:
         storage.delete(key)
-        store.delete_upload(upload_id)
+        store.assets.delete_upload(upload_id)
     return AssetPublic.of(asset)
 
 

@@ -24,7 +24,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from starlette.responses import Response
 
-from lipdub.service import events
+from lipdub.service import events, redis_keys
 from lipdub.service.batches import BatchState, BatchStatus, BatchStore, ManifestLine
 from lipdub.service.storage import Storage, keys
 from lipdub.service.urls import UrlRejected, check_url
@@ -161,10 +161,10 @@ def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage:
     batch_id = f"batch_{uuid.uuid4().hex}"
     idem_key = None
     if idempotency_key is not None:
-        idem_key = f"batch:{idempotency_key}"
+        idem_key = redis_keys.batch_request(idempotency_key)
         body_hash = idempotency_body_hash(idempotency_key, body)
         try:
-            batch_id, created = store.claim_idempotency(tenant, idem_key, body_hash, batch_id)
+            batch_id, created = store.idempotency.claim(tenant, idem_key, body_hash, batch_id)
         except ValueError as exc:
             raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
         if not created:
@@ -179,7 +179,7 @@ def create_batch(body: BatchCreate, tenant: TenantDep, store: StoreDep, storage:
         # No batch will run for this request (bad manifest, storage or queue down): a retry with the same
         # key must be free to make one, not wait on a claim for the key's whole lifetime.
         if idem_key is not None:
-            store.release_idempotency(tenant, idem_key, batch_id)
+            store.idempotency.release(tenant, idem_key, batch_id)
         raise
     return _public(batches, state, base_url)
 

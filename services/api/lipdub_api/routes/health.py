@@ -13,8 +13,9 @@ from starlette.responses import Response
 
 from lipdub.errors import LipdubError
 from lipdub.service.celery_app import queue_lists
+from lipdub.service.indexes import now
 from lipdub.service.processes import QUEUES
-from lipdub.service.status import JobStore, get_store, now
+from lipdub.service.status import JobStore, get_store
 from lipdub_api.deps import StorageDep, StoreDep
 
 router = APIRouter(tags=["health"])
@@ -49,20 +50,20 @@ class ServiceCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("lipdub_jobs", "Jobs by status (records still kept)", labels=["status"])
-        for status, n in self.store.status_counts().items():
+        for status, n in self.store.metrics.status_counts().items():
             jobs.add_metric([status], n)
         yield jobs
         seconds = CounterMetricFamily("lipdub_stage_seconds", "Working seconds spent in stage tasks",
                                       labels=["stage"])
         tasks = CounterMetricFamily("lipdub_stage_tasks", "Stage tasks finished", labels=["stage"])
-        for stage, (total, count) in self.store.stage_stats().items():
+        for stage, (total, count) in self.store.metrics.stage_stats().items():
             seconds.add_metric([stage], total)
             tasks.add_metric([stage], count)
         yield seconds
         yield tasks
         depth = GaugeMetricFamily("lipdub_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
         for queue in QUEUES:
-            depth.add_metric([queue], sum(self.store.queue_depth(name) for name in queue_lists(queue)))
+            depth.add_metric([queue], sum(self.store.metrics.queue_depth(name) for name in queue_lists(queue)))
         yield depth
         owed, oldest = self.store.handoffs_owed()
         yield GaugeMetricFamily("lipdub_handoffs_owed", "Job hand-offs to Celery not yet confirmed (queueing a "
@@ -71,7 +72,7 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("lipdub_oldest_handoff_seconds", "Age of the oldest owed hand-off (0 if none)",
                                 value=max(0.0, now() - oldest) if oldest is not None else 0.0)
         actions = CounterMetricFamily("lipdub_janitor_actions", "What the janitor did", labels=["action"])
-        for action, n in self.store.janitor_stats().items():
+        for action, n in self.store.metrics.janitor_stats().items():
             actions.add_metric([action], n)
         yield actions
 

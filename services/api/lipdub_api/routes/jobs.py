@@ -51,7 +51,7 @@ def resolve_input(ref: InputRef, kind: str, tenant: str, store: JobStore,
         except UrlRejected as exc:
             raise ApiError(422, ApiErrorCode.url_not_allowed, f"{kind}: {exc.message}") from exc
         return {"url": str(ref.url)}
-    asset = store.get_asset(tenant, ref.asset_id or "")
+    asset = store.assets.get(tenant, ref.asset_id or "")
     if asset is None:
         raise ApiError(422, ApiErrorCode.asset_not_found, f"{kind}: no asset {ref.asset_id}")
     if kind not in asset.media:
@@ -69,7 +69,7 @@ def admit(spec: dict[str, Any], tenant: str, store: JobStore) -> None:
             except UrlRejected as exc:
                 raise ApiError(422, ApiErrorCode.url_not_allowed, f"{field}: {exc.message}") from exc
     # Inputs by URL are held to the same quotas after their download (lipdub.service.inputs).
-    video, audio = (store.get_asset(tenant, spec[k]["asset_id"]) if "asset_id" in spec[k] else None
+    video, audio = (store.assets.get(tenant, spec[k]["asset_id"]) if "asset_id" in spec[k] else None
                     for k in ("video", "audio"))
     try:
         Quotas(store.r, store.settings).admit_job(
@@ -94,7 +94,7 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
         # A retry of a request that already made its job gets that job, before any quota is counted
         # (the job itself may be what holds the tenant at its concurrency cap).
         try:
-            earlier = store.idempotent_job(tenant, idempotency_key, body_hash)
+            earlier = store.idempotency.lookup(tenant, idempotency_key, body_hash)
         except ValueError as exc:
             raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
         if earlier is not None:
@@ -113,7 +113,7 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
         job_id = f"job_{uuid.uuid4().hex}"
         if idempotency_key is not None and body_hash is not None:
             try:
-                job_id, created = store.claim_idempotency(tenant, idempotency_key, body_hash, job_id)
+                job_id, created = store.idempotency.claim(tenant, idempotency_key, body_hash, job_id)
             except ValueError as exc:
                 raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
             if not created:  # a concurrent request with this key won the claim
@@ -124,7 +124,7 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
     except Exception as exc:  # the broker is down: the client is told, so the job must not start later
         store.fail(job.id, "internal", f"could not queue the job: {exc}", retryable=True)
         if idempotency_key is not None:
-            store.release_idempotency(tenant, idempotency_key, job.id)
+            store.idempotency.release(tenant, idempotency_key, job.id)
         raise ApiError(503, ApiErrorCode.service_unavailable, "the job queue is unavailable; retry later",
                        headers={"Retry-After": "5"}) from exc
     return JobPublic.of(job, base_url)

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["preflight"], responses={401: {"model": E
 
 def eta_seconds(store: JobStore, n_frames: int, prep_cached: bool) -> float | None:
     """Seconds a job on this source should take, from the mean seconds per frame of each stage so far."""
-    stats = store.stage_frame_stats()
+    stats = store.metrics.stage_frame_stats()
     if not stats:
         return None
     stages = [s for s in Stage if not (prep_cached and s == Stage.prep)]
@@ -37,7 +37,7 @@ def preflight(body: PreflightCreate, tenant: TenantDep, store: StoreDep, setting
     job that follows finds it cached."""
     video = resolve_input(body.video, "video", tenant, store)
     target = body.model_dump(mode="json")["target_face"]
-    pointer = store.prep_pointer(job_source_key({"video": video, "options": {"target_face": target}}))
+    pointer = store.assets.prep_pointer(job_source_key({"video": video, "options": {"target_face": target}}))
     if pointer is not None and "rejected" in pointer:
         result: dict[str, Any] = {"verdict": "fail", "error": {**pointer["rejected"], "retryable": False},
                                   "cached": True}
