@@ -126,6 +126,13 @@ class InputRef(BaseModel):
     def downloaded(self) -> bool:
         return self.sha256 is not None
 
+    @property
+    def digest(self) -> str:
+        """The bytes' SHA-256 (their asset's storage key): known for an asset, for a URL once downloaded."""
+        if self.sha256 is None:
+            raise ValueError(f"input {self.url} is not downloaded yet")
+        return self.sha256
+
 
 class JobSpec(BaseModel):
     """An accepted job: its inputs, options and where its result and events go."""

@@ -7,8 +7,8 @@ from celery.signals import worker_process_init
 from lipdub.audio.analyze import analyze_audio
 from lipdub.audio.models import load_model
 from lipdub.config import get_settings
+from lipdub.jobs import Stage
 from lipdub.service.celery_app import app
-from lipdub.service.status import Stage
 from lipdub.service.storage import keys
 from lipdub.service.worker import StageTask, stage_run, warm_up
 
@@ -26,6 +26,6 @@ def audio_task(job_id: str) -> None:
         if run is None:
             return
         spec = run.store.get(job_id).spec  # type: ignore[union-attr]
-        audio = run.fetch(keys.asset(spec["audio"]["sha256"]), "input-audio")
+        audio = run.fetch(keys.asset(spec.audio.digest), "input-audio")
         analyze_audio(audio, run.scratch / "audio", run.settings, run.progress)
         run.storage.put_file(keys.mouth(job_id), run.scratch / "audio" / "mouth.npz")

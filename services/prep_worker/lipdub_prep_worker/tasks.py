@@ -19,13 +19,14 @@ from celery.signals import worker_process_init
 
 from lipdub.config import get_settings
 from lipdub.errors import ErrorCode, InputError, TransientError
+from lipdub.jobs import InputRef, JobError, PrepVerdict, Stage
 from lipdub.media.inputs import probe_inputs
 from lipdub.prep.preflight import preflight
 from lipdub.prep.tracking import Target
 from lipdub.service.celery_app import DEFAULT_PRIORITY, app
 from lipdub.service.inputs import check_input, fetch_asset
 from lipdub.service.prepcache import job_source, prepare_cached
-from lipdub.service.status import Stage, get_store
+from lipdub.service.status import get_store
 from lipdub.service.storage import get_storage, keys
 from lipdub.service.worker import StageTask, load_face_mesh, purge_local_prep, stage_run, warm_up
 
@@ -46,24 +47,23 @@ def probe_task(job_id: str) -> None:
             return
         job = run.store.get(job_id)
         assert job is not None
-        spec = job.spec
-        downloaded: dict[str, dict[str, str]] = {}
+        downloaded: dict[str, InputRef] = {}
         for kind in ("video", "audio"):
-            ref = spec[kind]
-            if "asset_id" in ref and run.store.assets.get(job.tenant, ref["asset_id"]) is None:
-                raise InputError(ErrorCode.asset_deleted, f"{kind}: asset {ref['asset_id']} was deleted before "
+            ref: InputRef = getattr(job.spec, kind)
+            if ref.asset_id is not None and run.store.assets.get(job.tenant, ref.asset_id) is None:
+                raise InputError(ErrorCode.asset_deleted, f"{kind}: asset {ref.asset_id} was deleted before "
                                                           "the job ran")
-            if "sha256" in ref:  # an uploaded asset, or a URL an earlier delivery of this task downloaded
+            if ref.downloaded or ref.url is None:  # an uploaded asset, or a URL an earlier delivery downloaded
                 continue
             # InputRefused (url_not_allowed, download_failed, payload_too_large, ...) fails the job.
-            asset = fetch_asset(ref["url"], job.tenant, run.scratch / f"download-{kind}", run.store, run.storage)
+            asset = fetch_asset(ref.url, job.tenant, run.scratch / f"download-{kind}", run.store, run.storage)
             check_input(kind, asset, job.tenant, run.store)
-            downloaded[kind] = {"url": ref["url"], "asset_id": asset.id, "sha256": asset.sha256}
+            downloaded[kind] = InputRef(url=ref.url, asset_id=asset.id, sha256=asset.sha256)
         if downloaded:
-            run.store.set_inputs(job_id, downloaded)  # prep and audio read the inputs' sha256 from the spec
-            spec = {**spec, **downloaded}
-        video = run.fetch(keys.asset(spec["video"]["sha256"]), "input-video")
-        audio = run.fetch(keys.asset(spec["audio"]["sha256"]), "input-audio")
+            run.store.set_inputs(job_id, **downloaded)  # prep and audio read the inputs' sha256 from the spec
+        spec = job.spec.model_copy(update=downloaded)
+        video = run.fetch(keys.asset(spec.video.digest), "input-video")
+        audio = run.fetch(keys.asset(spec.audio.digest), "input-audio")
         probe_inputs(video, audio, run.settings)
 
 
@@ -91,9 +91,10 @@ def prep_source_task(sha: str, target_face: dict[str, Any] | str | None = None) 
     try:
         summary, hit = prepare_cached(sha, get_store(), get_storage(), get_settings(), scratch,
                                       target=Target.from_option(target_face))
-        return {"verdict": "pass", "summary": summary, "cached": hit}
+        return PrepVerdict(verdict="pass", summary=summary, cached=hit).model_dump(mode="json")
     except InputError as exc:
-        return {"verdict": "fail", "error": exc.as_dict(), "cached": False}
+        return PrepVerdict(verdict="fail", error=JobError(code=str(exc.code), message=exc.message,
+                                                          retryable=exc.retryable)).model_dump(mode="json")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -111,11 +112,11 @@ def preflight_task(sha: str, target_face: dict[str, Any] | str | None = None) ->
         shutil.rmtree(scratch, ignore_errors=True)
     if result.verdict.ok:
         app.signature("dub.prep_source", args=(sha, target_face), priority=DEFAULT_PRIORITY).apply_async()
-    return {"verdict": "pass" if result.verdict.ok else "fail",
-            "error": None if result.verdict.ok else {"code": str(result.verdict.code),
-                                                     "message": result.verdict.message, "retryable": False},
-            "summary": None if result.summary is None else asdict(result.summary), "cached": False,
-            "sampled_seconds": result.sampled_seconds, "duration": result.duration}
+    return PrepVerdict(verdict="pass" if result.verdict.ok else "fail",
+                       error=None if result.verdict.ok else JobError(code=str(result.verdict.code),
+                                                                     message=result.verdict.message),
+                       summary=None if result.summary is None else asdict(result.summary),
+                       sampled_seconds=result.sampled_seconds, duration=result.duration).model_dump(mode="json")
 
 
 def _scratch_root() -> Path:

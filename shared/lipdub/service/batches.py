@@ -48,11 +48,12 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lipdub.config import Settings
+from lipdub.jobs import InputRef, JobOptions, JobStatus
+from lipdub.prep.cache import source_key
 from lipdub.service.assets_store import Asset
 from lipdub.service.indexes import Cursor, due, newest_first, now
 from lipdub.service.limits import Quotas
-from lipdub.service.prepcache import job_source_key
-from lipdub.service.status import JobStatus, JobStore
+from lipdub.service.status import JobStore
 from lipdub.service.urls import UrlRejected, check_url
 
 MAX_REPORTED_ERRORS = 1000  # manifest errors kept in the batch record (the count is always exact)
@@ -115,28 +116,43 @@ class LineError:
 class Item:
     line: int
     custom_id: str
-    video: dict[str, Any]  # {asset_id, sha256} or {url}
-    audio: dict[str, Any]
-    options: dict[str, Any]
+    video: InputRef  # an asset (asset_id, sha256), or a url until the batch downloads it
+    audio: InputRef
+    options: JobOptions  # the line's, over the batch's defaults
     metadata: dict[str, str]
     delivery_url: str | None = None
 
     @property
     def source(self) -> str:
         """The prep this item needs (lipdub.prep.cache.source_key): items sharing it share one prep."""
-        return job_source_key({"video": self.video, "options": self.options})
+        return source_key(self.video.digest, self.options.target)  # URL inputs are downloaded by now
 
     def to_json(self) -> str:
-        return json.dumps({"line": self.line, "custom_id": self.custom_id, "video": self.video,
-                           "audio": self.audio, "options": self.options, "metadata": self.metadata,
+        return json.dumps({"line": self.line, "custom_id": self.custom_id,
+                           "video": self.video.model_dump(mode="json", exclude_none=True),
+                           "audio": self.audio.model_dump(mode="json", exclude_none=True),
+                           "options": self.options.model_dump(mode="json"), "metadata": self.metadata,
                            "delivery_url": self.delivery_url})
 
     @classmethod
     def from_json(cls, raw: str) -> Item:
-        return cls(**json.loads(raw))
+        item = json.loads(raw)
+        # The stored options are complete (sync_mode, frame_rate included): no setting refills them.
+        return cls(item["line"], item["custom_id"], InputRef.model_validate(item["video"]),
+                   InputRef.model_validate(item["audio"]), JobOptions.model_validate(item["options"]),
+                   item["metadata"], item.get("delivery_url"))
 
 
-OptionsCheck = Callable[[dict[str, Any]], dict[str, Any]]  # validated options, or raises ValueError
+OptionsCheck = Callable[[dict[str, Any]], JobOptions]  # validated options, or raises ValueError
+
+
+def check_options(given: dict[str, Any]) -> JobOptions:
+    """A manifest line's options (defaults from the settings of this process); ValueError naming the field."""
+    try:
+        return JobOptions.model_validate(given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"options.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
 
 
 def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settings: Settings,
@@ -171,14 +187,14 @@ def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settin
             continue
         seen[parsed.custom_id] = count
         line_errors: list[LineError] = []
-        refs: dict[str, dict[str, Any]] = {}
+        refs: dict[str, InputRef] = {}
         for kind, ref in (("video", parsed.video), ("audio", parsed.audio)):
             if ref.url is not None:
                 try:
                     check_url(ref.url, settings, resolve=False)  # the lookup happens at download time
                 except UrlRejected as exc:
                     line_errors.append(LineError(count, exc.code, f"{kind}: {exc.message}"))
-                refs[kind] = {"url": ref.url}
+                refs[kind] = InputRef(url=ref.url)
                 continue
             asset_id = ref.asset_id or ""
             if asset_id not in assets:
@@ -198,19 +214,19 @@ def validate_manifest(lines: Iterable[str], tenant: str, store: JobStore, settin
             if kind == "video" and duration > quota.max_video_seconds:
                 line_errors.append(LineError(count, "input_too_long", f"video: {duration:.1f} s, more than "
                                                                       f"the {quota.max_video_seconds:g} s allowed"))
-            refs[kind] = {"asset_id": asset.id, "sha256": asset.sha256}
+            refs[kind] = InputRef(asset_id=asset.id, sha256=asset.sha256)
         if parsed.delivery_url is not None:
             try:
                 check_url(parsed.delivery_url, settings, resolve=False)  # resolved again on delivery
             except UrlRejected as exc:
                 line_errors.append(LineError(count, exc.code, f"delivery_url: {exc.message}"))
+        options: JobOptions | None = None
         try:
             options = check_options(parsed.options)
         except ValueError as exc:
             line_errors.append(LineError(count, "invalid_options", str(exc).splitlines()[0]
                                          if str(exc) else "invalid options"))
-            options = {}
-        if line_errors:
+        if line_errors or options is None:
             errors.extend(line_errors)
             continue
         items.append(Item(count, parsed.custom_id, refs["video"], refs["audio"], options, parsed.metadata,

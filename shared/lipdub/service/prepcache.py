@@ -23,6 +23,7 @@ from typing import Any
 
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
+from lipdub.jobs import JobSpec
 from lipdub.prep.cache import (
     cache_root,
     entry_digest,
@@ -45,12 +46,12 @@ from lipdub.service.storage import MissingObject, Storage, keys
 log = logging.getLogger(__name__)
 
 
-def job_source(spec: dict[str, Any]) -> tuple[str, Target | None]:
-    """A job's (or batch item's) source: the video's SHA-256 and the face it asks for (None: automatic)."""
-    return spec["video"]["sha256"], Target.from_option(spec.get("options", {}).get("target_face"))
+def job_source(spec: JobSpec) -> tuple[str, Target | None]:
+    """A job's source: the video's SHA-256 and the face it asks for (None: automatic)."""
+    return spec.video.digest, spec.options.target
 
 
-def job_source_key(spec: dict[str, Any]) -> str:
+def job_source_key(spec: JobSpec) -> str:
     return source_key(*job_source(spec))
 
 
