@@ -10,11 +10,17 @@ import pytest
 from lipdub import FPS, SAMPLES_PER_FRAME
 from lipdub.face import landmarks as L
 from lipdub.face.mesh import FaceMesh
+from lipdub.jobs import JobOptions
 from lipdub.media.audio import load_audio
 from lipdub.media.probe import probe
 from lipdub.media.video import FrameReader, VideoWriter, count_frames
 from lipdub.pipeline import dub
 from lipdub.timeline import Timeline
+
+
+def options(**given: object) -> JobOptions:
+    """Job options, the rest with the defaults of the environment's settings (get_settings)."""
+    return JobOptions.model_validate(given)
 
 
 def envelope(samples: np.ndarray, n: int) -> np.ndarray:
@@ -38,7 +44,7 @@ def dubbed(demo_inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
     video, audio = demo_inputs
     work = tmp_path_factory.mktemp("dub")
     out = work / "out.mp4"
-    result = dub(video, audio, out, Settings(data_dir=work / "var"), sync_mode="bounce")
+    result = dub(video, audio, out, Settings(data_dir=work / "var"), options(sync_mode="bounce"))
     return video, audio, out, result
 
 
@@ -122,19 +128,19 @@ def test_face_less_stretch_passes_through(demo_inputs: tuple[Path, Path], tmp_pa
     with VideoWriter(patched, w, h) as writer:
         for i, frame in enumerate(frames):
             writer.write(np.full_like(frame, 128) if i in gap else frame)
-    result = dub(patched, audio, tmp_path / "out.mp4", Settings(data_dir=tmp_path / "var"), sync_mode="cut_off")
+    result = dub(patched, audio, tmp_path / "out.mp4", Settings(data_dir=tmp_path / "var"),
+                 options(sync_mode="cut_off"))
     assert result.frames == 75
     assert result.passed_through == len(gap)
 
 
 def test_only_the_given_ranges_are_reanimated(demo_inputs: tuple[Path, Path], tmp_path: Path) -> None:
     from lipdub.config import Settings
-    from lipdub.timeline import dub_ranges
 
     video, audio = demo_inputs
     out = tmp_path / "out.mp4"
-    result = dub(video, audio, out, Settings(data_dir=tmp_path / "var"), sync_mode="cut_off",
-                 ranges=dub_ranges([(1.0, 2.0)]))  # output frames 25..49
+    result = dub(video, audio, out, Settings(data_dir=tmp_path / "var"),
+                 options(sync_mode="cut_off", ranges=((1.0, 2.0),)))  # output frames 25..49
     frames, source = read_all(out), read_all(video)
     assert result.passed_through == result.outside_ranges == result.frames - 25
     with FaceMesh() as mesh:
@@ -154,15 +160,14 @@ def test_only_the_given_ranges_are_reanimated(demo_inputs: tuple[Path, Path], tm
 def test_a_shot_of_another_person_is_named_and_can_be_left_out(demo_inputs: tuple[Path, Path],
                                                                tmp_path: Path) -> None:
     from lipdub.config import Settings
-    from lipdub.timeline import dub_ranges
     from tests.test_prep_media import cut_to_another_face
 
     video = cut_to_another_face(tmp_path / "two_people.mp4")  # the second person from 2 s to 4 s
     _, audio = demo_inputs
     settings = Settings(data_dir=tmp_path / "var")
-    result = dub(video, audio, tmp_path / "all.mp4", settings, sync_mode="cut_off")
+    result = dub(video, audio, tmp_path / "all.mp4", settings, options(sync_mode="cut_off"))
     assert result.other_person_s == [(2.0, 4.0)] and result.passed_through == 0
-    kept = dub(video, audio, tmp_path / "first.mp4", settings, sync_mode="cut_off", ranges=dub_ranges([(0, 2.0)]))
+    kept = dub(video, audio, tmp_path / "first.mp4", settings, options(sync_mode="cut_off", ranges=[(0, 2.0)]))
     assert kept.passed_through == kept.outside_ranges == 50
 
 
@@ -186,13 +191,14 @@ def test_the_output_keeps_the_sources_frame_rate(demo_inputs: tuple[Path, Path],
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(video), "-vf", f"minterpolate=fps={rate}:mi_mode=blend",
                     "-c:v", "libx264", "-crf", "16", str(source)], check=True)
     settings = Settings(data_dir=tmp_path / "var")
-    native = dub(source, audio, tmp_path / "native.mp4", settings, sync_mode="cut_off")
+    native = dub(source, audio, tmp_path / "native.mp4", settings, options(sync_mode="cut_off"))
     fps = float(Fraction(rate))
     info = probe(native.output)
     assert info.video is not None and native.rate == rate and info.video.fps == pytest.approx(fps, rel=1e-4)
     assert count_frames(native.output) == native.frames == min(count_frames(source),
                                                                round(probe(audio).duration * fps))
-    retimed = dub(source, audio, tmp_path / "retimed.mp4", settings, sync_mode="cut_off", frame_rate="25")
+    retimed = dub(source, audio, tmp_path / "retimed.mp4", settings,
+                  options(sync_mode="cut_off", frame_rate="25"))
     assert retimed.rate == "25" and probe(retimed.output).video.fps == pytest.approx(FPS)
 
     def repeats(path: Path) -> int:

@@ -218,6 +218,7 @@ def test_two_faces_taking_turns_are_a_dialogue_not_one_speaker(tmp_path: Path, s
     the summary says where the right one talks (the report's `other_speaker`). How often this finds the
     turns on real faces is measured by bench/active_speaker.py."""
     from lipdub.demo import speak
+    from lipdub.jobs import FaceTarget, JobOptions
     from lipdub.media.audio import load_audio, save_wav
     from lipdub.pipeline import dub
 
@@ -247,8 +248,9 @@ def test_two_faces_taking_turns_are_a_dialogue_not_one_speaker(tmp_path: Path, s
     assert all(start >= switch - speaker.TURN_FRAMES / 2 for start, _ in talking), (talking, switch)
     assert sum(end - start for start, end in talking) >= 0.5 * (track.summary.n_frames - switch), talking
     # The dub says where, in seconds of the output (what `--range` and the job's `ranges` take).
-    result = dub(dialogue, tracks["both"], tmp_path / "out.mp4", settings.model_copy(update={"renderer": "warp"}),
-                 sync_mode="cut_off", target=Target(time=1.0, point=(128, 128)))
+    warp = settings.model_copy(update={"renderer": "warp"})
+    result = dub(dialogue, tracks["both"], tmp_path / "out.mp4", warp,
+                 JobOptions.under(warp, sync_mode="cut_off", target_face=FaceTarget(time=1.0, point=(128, 128))))
     assert result.other_speaker_s and result.other_speaker_s[0][0] == talking[0][0] / FPS, (result, talking)
 
 

@@ -221,11 +221,12 @@ def talking_face(path: Path, speech: Path, seconds: float, workdir: Path) -> Pat
     """The astronaut's head (200 px, on 256×256) saying `speech`: dubbed by lipdub itself (the student audio
     model and the warp renderer), so its lips follow that speech (silent: the caller muxes a soundtrack)."""
     from lipdub.config import Settings
+    from lipdub.jobs import JobOptions
     from lipdub.pipeline import dub
 
     still = sway_face(workdir / f"{path.stem}_still.mp4", seconds)
     settings = Settings(data_dir=workdir / "data", renderer="warp", audio_model="student", sync_estimate=False)
-    dub(still, speech, workdir / f"{path.stem}_dubbed.mp4", settings, sync_mode="cut_off")
+    dub(still, speech, workdir / f"{path.stem}_dubbed.mp4", settings, JobOptions.under(settings, sync_mode="cut_off"))
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(workdir / f"{path.stem}_dubbed.mp4"), "-an", "-c", "copy",
                     str(path)], check=True)
     return path

@@ -12,14 +12,24 @@ from rich.markup import escape
 from lipdub.audio.student_recipe import StudentRecipe
 from lipdub.config import Device, FrameRate, SyncMode, get_settings
 from lipdub.errors import LipdubError
+from lipdub.jobs import FaceTarget
 from lipdub.prep.tracking import Target
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"lipdub {version('lipdub')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(ctx: typer.Context) -> None:
+def main(ctx: typer.Context, version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print lipdub's version and exit")] = False) -> None:
     from lipdub import native_stderr
 
     ctx.with_resource(native_stderr.filtered())  # for the whole command: MediaPipe starts in any of them
@@ -35,8 +45,9 @@ def dub(
     video: Annotated[Path, typer.Argument(help="Source video with one speaking face")],
     audio: Annotated[Path, typer.Argument(help="New speech track (any format ffmpeg reads)")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output MP4")] = Path("out.mp4"),
-    sync_mode: Annotated[str, typer.Option(help="cut_off | loop | bounce | silence")] = "bounce",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    sync_mode: Annotated[str | None, typer.Option(
+        help="cut_off | loop | bounce | silence (default: LIPDUB_SYNC_MODE, bounce)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (default: LIPDUB_DEVICE, auto)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output")] = False,
     face: Annotated[str | None, typer.Option(
         help="The face to dub when the video shows several: a point X,Y or a box X0,Y0,X1,Y1 in pixels of "
@@ -47,26 +58,29 @@ def dub(
                         "repeat for several, in time order). "
                         "Elsewhere the source frames are kept, e.g. a reaction shot of another person; the "
                         "new audio plays throughout")] = None,
-    frame_rate: Annotated[str, typer.Option(
-        help="source: keep the video's own frame rate (23.976, 29.97, ... up to 60); 25: re-time to 25 fps")]
-        = "source",
+    frame_rate: Annotated[str | None, typer.Option(
+        help="source: keep the video's own frame rate (23.976, 29.97, ... up to 60); 25: re-time to 25 fps "
+             "(default: LIPDUB_FRAME_RATE, source)")] = None,
 ) -> None:
     """Re-animate the mouth in VIDEO to match AUDIO and write the muxed result."""
+    from lipdub.jobs import JobOptions
     from lipdub.pipeline import dub as run
     from lipdub.progress import ConsoleProgress
 
-    if sync_mode not in SyncMode.__args__:  # type: ignore[attr-defined]
-        raise typer.BadParameter(f"must be one of {', '.join(SyncMode.__args__)}", param_hint="--sync-mode")  # type: ignore[attr-defined]
-    if device not in Device.__args__:  # type: ignore[attr-defined]
-        raise typer.BadParameter(f"must be one of {', '.join(Device.__args__)}", param_hint="--device")  # type: ignore[attr-defined]
-    if frame_rate not in FrameRate.__args__:  # type: ignore[attr-defined]
-        raise typer.BadParameter(f"must be one of {', '.join(FrameRate.__args__)}", param_hint="--frame-rate")  # type: ignore[attr-defined]
+    for value, choices, hint in ((sync_mode, SyncMode, "--sync-mode"), (device, Device, "--device"),
+                                 (frame_rate, FrameRate, "--frame-rate")):
+        if value is not None and value not in choices.__args__:  # type: ignore[attr-defined]
+            raise typer.BadParameter(f"must be one of {', '.join(choices.__args__)}", param_hint=hint)  # type: ignore[attr-defined]
     check_output(out)
     ranges = parse_ranges(dub_range or [])
+    settings = get_settings()
+    if device is not None:
+        settings = settings.model_copy(update={"device": device})
+    # Options not given take their defaults from the settings (LIPDUB_SYNC_MODE, LIPDUB_FRAME_RATE).
+    options = JobOptions.under(settings, sync_mode=sync_mode, frame_rate=frame_rate, ranges=ranges or None,
+                               target_face=parse_face(face, face_time) or "auto")
     try:
-        result = run(video, audio, out, get_settings(), sync_mode=sync_mode, device=device,  # type: ignore[arg-type]
-                     progress=ConsoleProgress(quiet), target=parse_face(face, face_time), ranges=ranges,
-                     frame_rate=frame_rate)  # type: ignore[arg-type]
+        result = run(video, audio, out, settings, options, progress=ConsoleProgress(quiet))
     except LipdubError as exc:
         _fail(exc)
         return
@@ -149,19 +163,20 @@ def check_output(out: Path) -> None:
                                  f"{', '.join(OUTPUT_SUFFIXES[:-1])} or {OUTPUT_SUFFIXES[-1]}", param_hint="--out")
 
 
-def parse_face(face: str | None, time: float) -> Target | None:
-    """`--face X,Y` or `--face X0,Y0,X1,Y1` (pixels) at `--face-time` into a prep Target."""
+def parse_face(face: str | None, time: float) -> FaceTarget | None:
+    """`--face X,Y` or `--face X0,Y0,X1,Y1` (pixels) at `--face-time` into the job option."""
     if face is None:
         return None
     try:
         values = [float(v) for v in face.split(",")]
         if len(values) not in (2, 4):
             raise ValueError("give a point X,Y or a box X0,Y0,X1,Y1")
-        if len(values) == 2:
-            return Target(time, point=(values[0], values[1]))
-        return Target(time, box=(values[0], values[1], values[2], values[3]))
+        # prep's rule for a face choice, with its own message (FaceTarget applies it too)
+        target = (Target(time, point=(values[0], values[1])) if len(values) == 2 else
+                  Target(time, box=(values[0], values[1], values[2], values[3])))
     except ValueError as exc:
         raise typer.BadParameter(f"a point X,Y or a box X0,Y0,X1,Y1 in pixels: {exc}", param_hint="--face") from exc
+    return FaceTarget(time=target.time, point=target.point, box=target.box)
 
 
 @app.command()
@@ -381,7 +396,8 @@ def enroll(
     from lipdub.render.enroll import enroll_source
 
     try:
-        out = enroll_source(source, get_settings(), steps, parse_face(face, face_time), ConsoleProgress(),
+        choice = parse_face(face, face_time)
+        out = enroll_source(source, get_settings(), steps, choice.target() if choice else None, ConsoleProgress(),
                             log=True)
     except LipdubError as exc:
         _fail(exc)

@@ -12,5 +12,6 @@ def resolve_device(device: Device) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise InputError(ErrorCode.internal, "--device cuda was asked for but no CUDA device is available")
+        raise InputError(ErrorCode.internal, "device cuda was asked for (--device, LIPDUB_DEVICE) but no CUDA device "
+                                             "is available")
     return device

@@ -48,6 +48,15 @@ QUEUE_PRIORITY: dict[str, int] = {"high": 0, "normal": 3, "low": 6}
 FROM_SETTINGS = ("sync_mode", "frame_rate")
 
 
+def _optional_settings_defaults(schema: dict[str, Any]) -> None:
+    """A request may leave out the options whose default is a setting (no static default to show)."""
+    required = [name for name in schema.get("required", ()) if name not in FROM_SETTINGS]
+    if required:
+        schema["required"] = required
+    else:
+        schema.pop("required", None)
+
+
 class FaceTarget(BaseModel):
     """The face to dub in a video with several: the one under `point`, or overlapping `box` most, at `time`."""
 
@@ -70,7 +79,7 @@ class JobOptions(BaseModel):
     """How to dub. `JobOptions()` takes its defaults from `get_settings()`; the embedded path, which may run
     under other settings, says which: `JobOptions.model_validate(given, context={"settings": settings})`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_optional_settings_defaults)
     sync_mode: SyncMode = Field(description="How the video and audio lengths are matched (default: "
                                             "LIPDUB_SYNC_MODE, bounce)")
     frame_rate: FrameRate = Field(description="The output's frame rate: 'source' keeps the video's own (23.976, "
@@ -97,6 +106,11 @@ class JobOptions(BaseModel):
             data = {**{name: getattr(settings, name) for name in FROM_SETTINGS},
                     **{k: v for k, v in data.items() if not (k in FROM_SETTINGS and v is None)}}
         return data
+
+    @classmethod
+    def under(cls, settings: Settings, **given: Any) -> JobOptions:
+        """`given` options, the rest from `settings` (the embedded path's own, which need not be get_settings())."""
+        return cls.model_validate(given, context={"settings": settings})
 
     @field_validator("ranges")
     @classmethod

@@ -14,22 +14,18 @@ from typing import TYPE_CHECKING
 
 from lipdub import FPS
 from lipdub.audio.analyze import analyze_audio
-from lipdub.config import Device, FrameRate, Settings, SyncMode
+from lipdub.config import Settings
 from lipdub.device import resolve_device
+from lipdub.jobs import JobOptions
 from lipdub.media.inputs import probe_inputs
 from lipdub.media.mux import mux
+from lipdub.plan import plan, report
 from lipdub.prep.cache import prepare_cached
-from lipdub.prep.shots import shot_spans
-from lipdub.prep.track import output_rate
-from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 from lipdub.render.video import render_video
-from lipdub.timeline import Timeline, frames_at
 
 if TYPE_CHECKING:  # celery is imported only where a chain is sent (the embedded mode never needs it)
     from celery.canvas import Signature
-
-STAGES = ("probe", "prep", "audio", "render", "mux")
 
 
 @dataclass(frozen=True)
@@ -53,46 +49,33 @@ class DubResult:
         return float(Fraction(self.rate))
 
 
-def dub(video: Path, audio: Path, out: Path, settings: Settings, *, sync_mode: SyncMode | None = None,
-        device: Device | None = None, progress: Progress = SILENT, workdir: Path | None = None,
-        target: Target | None = None, ranges: tuple[tuple[float, float], ...] = (),
-        frame_rate: FrameRate | None = None) -> DubResult:
-    """Dub `video` with `audio` into `out`, all in this process; `target` picks the face when the video
-    shows several (default: the largest, most central, most persistent one); `ranges` (seconds of the
-    output, `timeline.dub_ranges`) limit the re-animation to those stretches; `frame_rate` "source" keeps
-    the source's own frame rate, "25" re-times the output to 25 fps."""
-    mode = sync_mode or settings.sync_mode
-    torch_device = resolve_device(device or settings.device)
-    # The stages read the device from settings: the command-line choice must reach every model.
+def dub(video: Path, audio: Path, out: Path, settings: Settings, options: JobOptions | None = None, *,
+        progress: Progress = SILENT, workdir: Path | None = None) -> DubResult:
+    """Dub `video` with `audio` into `out`, all in this process, as `options` say (default: JobOptions
+    with `settings`' defaults), on `settings.device`."""
+    options = options or JobOptions.under(settings)
+    torch_device = resolve_device(settings.device)
+    # The stages read the device from settings: "auto" resolved once, so every model runs on the same one.
     settings = settings.model_copy(update={"device": torch_device})
     probe_inputs(video, audio, settings)
     with tempfile.TemporaryDirectory(prefix="lipdub-") as scratch:
         work = workdir or Path(scratch)
-        track = prepare_cached(video, settings, progress, target)  # once per source bytes, under data_dir
+        track = prepare_cached(video, settings, progress, options.target)  # once per source bytes, under data_dir
         mouth = analyze_audio(audio, work / "audio", settings, progress)
-        rate = output_rate(track.summary.native_rate, frame_rate or settings.frame_rate)
-        timeline = Timeline(track.summary.frames_at(rate), frames_at(len(mouth), rate), mode, ranges, rate)
-        part = work / "render" / "part-0000.mp4"
+        job = plan(options, track.summary, len(mouth), settings.chunk_seconds)
+        part = work / "render" / "part-0000.mp4"  # one part: the chunks are for the service's workers
         part.parent.mkdir(parents=True, exist_ok=True)
-        passed = render_video(track, mouth, timeline, part, settings, progress=progress)
-        mux([part], audio, timeline.n_out, out, settings, progress, rate)
-    s = track.summary
-    others = sorted(span for shot in shot_spans(s.cuts, s.n_frames, s.shot_person_distance) if shot.other_person
-                    for span in timeline.source_spans_s(shot.start, shot.end))
-    talking = sorted(span for start, end in s.other_speaker for span in timeline.source_spans_s(start, end))
-    return DubResult(out, timeline.n_out, passed, timeline.frames_outside_ranges(), s.face_coverage, others,
-                     torch_device, s.target_source, s.n_faces, rate, tuple(s.flags), talking)
+        passed = render_video(track, mouth, job.timeline, part, settings, progress=progress)
+        mux([part], audio, job.n_frames, out, settings, progress, job.rate)
+    s, made = track.summary, report(job, track.summary, passed)
+    return DubResult(out, made.frames, made.passed_through, made.outside_ranges, s.face_coverage,
+                     made.other_person_s, torch_device, s.target_source, s.n_faces, made.rate, tuple(s.flags),
+                     made.other_speaker_s)
 
 
 # --- Distributed mode: the same stages as Celery tasks (lipdub.service.celery_app routes them to queues).
 # Every task takes ids only and reads/writes deterministic storage keys; workers live in services/.
 #   probe → (prep ∥ audio) → plan → render chunk 0..n-1 (in parallel) → mux → finalize
-
-
-def render_chunks(n_frames: int, chunk_seconds: float, fps: float = FPS) -> list[range]:
-    """Split the output timeline into render chunks, so a lost worker redoes one chunk, not the job."""
-    size = max(1, round(chunk_seconds * fps))
-    return [range(start, min(start + size, n_frames)) for start in range(0, n_frames, size)]
 
 
 def start_job(job_id: str, priority: int | None = None) -> None:

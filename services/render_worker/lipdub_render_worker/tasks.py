@@ -9,27 +9,25 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 from celery.signals import worker_process_init
 
-from lipdub import FPS
 from lipdub.audio.mouth import MouthTrack
 from lipdub.config import get_settings
 from lipdub.media.mux import mux
-from lipdub.pipeline import render_chunks, start_render
-from lipdub.prep.shots import shot_spans
-from lipdub.prep.track import SourceTrack, TrackSummary, output_rate
+from lipdub.pipeline import start_render
+from lipdub.plan import plan, planned, report
+from lipdub.prep.track import SourceTrack, TrackSummary
 from lipdub.render import generic_weights
 from lipdub.render.video import render_video
 from lipdub.service.celery_app import app
 from lipdub.service.prepcache import enroll_cached, job_source_key
 from lipdub.service.quality import sync_estimate
-from lipdub.service.status import JobState, Stage, get_store
+from lipdub.service.status import Stage, get_store
 from lipdub.service.storage import get_storage, keys
 from lipdub.service.worker import StageTask, load_face_mesh, purge_local_prep, stage_run, warm_up
-from lipdub.timeline import Timeline, frames_at
+from lipdub.timeline import frames_at
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +46,6 @@ def _load_models(**_: object) -> None:
     purge_local_prep()
 
 
-def _timeline(state: JobState, n_video: int, n_audio: int, rate: str) -> Timeline:
-    """The job's output timeline at `rate`: its sync mode and dub ranges (options checked by the API)."""
-    options = state.spec.get("options", {})
-    ranges = tuple((float(a), float(b)) for a, b in options.get("ranges") or ())
-    return Timeline(n_video, n_audio, options.get("sync_mode") or "bounce", ranges, rate)
-
-
-def _source_timeline(state: JobState, summary: TrackSummary, n_mouth: int, rate: str) -> Timeline:
-    """The timeline of a job whose source is `summary` and whose mouth track has `n_mouth` 25-fps frames."""
-    return _timeline(state, summary.frames_at(rate), frames_at(n_mouth, rate), rate)
-
-
 @app.task(name="dub.plan", base=StageTask)
 def plan_task(job_id: str) -> None:
     """Both inputs are analysed: fix the output length and queue its render chunks."""
@@ -71,7 +57,7 @@ def plan_task(job_id: str) -> None:
     pointer = store.assets.prep_pointer(source)
     if pointer is None:
         raise RuntimeError("prep finished without a prep cache pointer")
-    if state.spec.get("options", {}).get("enroll"):
+    if state.spec.options.enroll:
         # Before any chunk is queued, so every chunk renders with the fine-tuned generator.
         with stage_run(job_id, Stage.render, "enroll", (0.0, 0.0), finish=False) as run:
             if run is None:
@@ -79,18 +65,13 @@ def plan_task(job_id: str) -> None:
             enroll_cached(source, run.store, run.storage, run.settings)
     with tempfile.TemporaryDirectory(prefix="lipdub-plan-") as tmp:
         mouth = MouthTrack.load(storage.get_file(keys.mouth(job_id), Path(tmp) / "mouth.npz"))
-    summary = TrackSummary.from_dict(pointer["summary"])
-    # The source's own frame rate unless the job asks for 25 fps (prep's 25-fps view of it: SourceTrack.reader).
-    rate = output_rate(summary.native_rate, state.spec.get("options", {}).get("frame_rate") or
-                       store.settings.frame_rate)
-    timeline = _source_timeline(state, summary, len(mouth), rate)
-    chunk_frames = max(1, round(store.settings.chunk_seconds * timeline.fps))
-    chunks = render_chunks(timeline.n_out, store.settings.chunk_seconds, timeline.fps)
+    job = plan(state.spec.options, TrackSummary.from_dict(pointer["summary"]), len(mouth),
+               store.settings.chunk_seconds)
     # The plan is stored before the chunks are queued: a render task must find it.
-    store.set_plan(job_id, timeline.n_out, len(chunks), chunk_frames, rate)
-    start_render(job_id, len(chunks), state.spec.get("priority"))
+    store.set_plan(job_id, job.n_frames, len(job.chunks), job.chunk_frames, job.rate)
+    start_render(job_id, len(job.chunks), state.spec.queue_priority)
     store.mark_render_queued(job_id)
-    log.info("planned job=%s frames=%d chunks=%d", job_id, timeline.n_out, len(chunks))
+    log.info("planned job=%s frames=%d chunks=%d", job_id, job.n_frames, len(job.chunks))
 
 
 @app.task(name="dub.render", base=StageTask)
@@ -109,11 +90,10 @@ def render_task(job_id: str, index: int) -> None:
         if not run.storage.exists(part_key):  # else: stored by an earlier delivery of this task
             track = SourceTrack.load(run.fetch_prep(job_source_key(state.spec)))
             mouth = MouthTrack.load(run.fetch(keys.mouth(job_id), "mouth.npz"))
-            timeline = _source_timeline(state, track.summary, len(mouth), state.rate)
-            start = index * state.chunk_frames
-            frames = range(start, min(start + state.chunk_frames, timeline.n_out))
+            job = planned(state.spec.options, track.summary, frames_at(len(mouth), state.rate), state.rate,
+                          state.chunk_frames)
             out = run.scratch / f"part-{index:04d}.mp4"
-            passed = render_video(track, mouth, timeline, out, run.settings, frames=frames,
+            passed = render_video(track, mouth, job.timeline, out, run.settings, frames=job.chunks[index],
                                   progress=run.progress)
             run.store.chunk_rendered(job_id, index, passed)
             run.storage.put_file(part_key, out, "video/mp4")
@@ -132,7 +112,8 @@ def mux_task(job_id: str) -> None:
         if run.storage.exists(keys.result(job_id)):
             return
         parts = [run.fetch(keys.part(job_id, i), f"part-{i:04d}.mp4") for i in range(state.chunks)]
-        audio = run.fetch(keys.asset(state.spec["audio"]["sha256"]), "input-audio")
+        assert state.spec.audio.sha256 is not None  # the probe stage downloaded a URL input
+        audio = run.fetch(keys.asset(state.spec.audio.sha256), "input-audio")
         out = run.scratch / "result.mp4"
         mux(parts, audio, state.n_frames, out, run.settings, run.progress, state.rate)
         if run.settings.sync_estimate:
@@ -163,49 +144,15 @@ def finalize_task(job_id: str) -> None:
     state = store.get(job_id)
     if state is None or state.status.is_final:
         return
+    assert state.n_frames and state.chunk_frames, "finalize ran before its job's plan was stored"
     pointer = store.assets.prep_pointer(job_source_key(state.spec)) or {}
-    summary = pointer.get("summary", {})
-    # The job's timeline: its length is settled (n_frames), and with as many audio frames every sync mode
-    # gives that length back.
-    source_frames = TrackSummary.from_dict(summary).frames_at(state.rate) if summary else None
-    timeline = _timeline(state, source_frames or 1, state.n_frames or 0, state.rate)
-    report = {
-        "frames": state.n_frames,
-        "frames_passed_through": state.passed_through,  # no usable face, or outside the job's ranges
-        "frames_outside_ranges": timeline.frames_outside_ranges(),
-        "fps": round(float(Fraction(state.rate)), 3),  # the output's frame rate: the source's own, or 25
-        "frame_rate": state.rate,  # the same, exactly (an ffmpeg rate such as 30000/1001)
-        "face_coverage": summary.get("face_coverage"),
-        "face_px": summary.get("face_px"),
-        "source_frames": source_frames,  # the source's length in frames at the output's rate (like `frames`)
-        # How the dubbed face was chosen: auto (the dominant face), user (target_face) or speaker (faces
-        # tied; the one whose lips follow the source's own soundtrack, lipdub.prep.speaker).
-        "face_choice": summary.get("target_source"),
-        "source_faces": summary.get("n_faces"),
-        # Where the source cuts to another shot (seconds of the 25-fps source): each shot was dubbed with
-        # its own references (lipdub.prep.shots); worth a look at each in review.
-        "source_cuts_s": [round(cut / FPS, 2) for cut in summary.get("cuts", [])],
-        # Each shot: its span in the source, where it shows in the output (seconds of the output, as the
-        # job's `ranges`; several spans in loop and bounce modes), and whether its face is likely another
-        # person's than the main shot's (a reaction shot `ranges` may leave out; nothing is left out
-        # automatically).
-        "source_shots": [{"start_s": round(shot.start / FPS, 2), "end_s": round(shot.end / FPS, 2),
-                          "output_s": [[round(a, 2), round(b, 2)] for a, b in timeline.source_spans_s(shot.start, shot.end)],
-                          "person_distance": shot.person_distance, "other_person": shot.other_person}
-                         for shot in shot_spans(summary.get("cuts", []), summary.get("n_frames", 0),
-                                                summary.get("shot_person_distance", []))],
-        # Where another face than the dubbed one talks in the source's own soundtrack (lipdub.prep.speaker):
-        # its lines were dubbed onto this face; `ranges` can leave them out.
-        "other_speaker": [{"start_s": round(start / FPS, 2), "end_s": round(end / FPS, 2),
-                           "output_s": [[round(a, 2), round(b, 2)] for a, b in timeline.source_spans_s(start, end)]}
-                          for start, end in summary.get("other_speaker", [])],
-        "chunks": state.chunks,
-        "output_seconds": round((state.n_frames or 0) / float(Fraction(state.rate)), 3),
-        "durations": state.timings,
-        "sync": store.sync(job_id),  # null when settings.sync_estimate is off
-    }
-    if store.succeed(job_id, {"video": keys.result(job_id)}, report):
-        store.metrics.record_frames(state.n_frames or 0)
+    summary = TrackSummary.from_dict(pointer["summary"]) if pointer.get("summary") else None
+    job = planned(state.spec.options, summary, state.n_frames, state.rate, state.chunk_frames)
+    made = {**report(job, summary, state.passed_through).to_dict(),
+            "durations": state.timings,
+            "sync": store.sync(job_id)}  # null when settings.sync_estimate is off
+    if store.succeed(job_id, {"video": keys.result(job_id)}, made):
+        store.metrics.record_frames(state.n_frames)
     # Parts are only an intermediate: the result holds everything (the prep cache is kept).
     storage = get_storage()
     for i in range(state.chunks or 0):

@@ -36,6 +36,7 @@ from lipdub.eval.tracks import (
     reverse_clip,
     track_video,
 )
+from lipdub.jobs import JobOptions
 from lipdub.media.probe import probe
 from lipdub.pipeline import dub
 from lipdub.timeline import Timeline
@@ -115,7 +116,8 @@ class Evaluator:
     def _dub(self, video: Path, audio: Path, out: Path, mode: SyncMode) -> tuple[float | None, str | None]:
         start = time.perf_counter()
         try:
-            dub(video, audio, out, self.settings, sync_mode=mode, progress=self.progress)
+            dub(video, audio, out, self.settings, JobOptions.under(self.settings, sync_mode=mode),
+                progress=self.progress)
         except LipdubError as exc:
             return None, f"[{exc.code}] {exc.message}"
         return time.perf_counter() - start, None
