@@ -109,7 +109,9 @@ def setting_lines(name: str, field: FieldInfo) -> list[str]:
     key = f"LIPDUB_{name.upper()}"
     default = field.get_default(call_default_factory=True)
     lines = comment(field.description or name)
-    if name in COMPOSE_VALUES and default not in (None, "") and env_value(default) != COMPOSE_VALUES[name]:
+    # A default made per user or machine (data_dir's cache directory) is named in the description instead.
+    if (name in COMPOSE_VALUES and field.default_factory is None and default not in (None, "")
+            and env_value(default) != COMPOSE_VALUES[name]):
         lines[-1] += f" (default: {env_value(default)})"
     if name in NOTES:
         lines += comment(NOTES[name])

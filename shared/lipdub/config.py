@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,11 +15,20 @@ FrameRate = Literal["source", "25"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
+def user_cache_dir() -> Path:
+    """lipdub's directory under the user's cache (the XDG base-directory rule): $XDG_CACHE_HOME/lipdub, or
+    ~/.cache/lipdub when that is unset or not an absolute path."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "lipdub"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LIPDUB_", env_file=".env", extra="ignore")
 
-    # Where local artifacts live: the prep cache, job workspaces, local storage.
-    data_dir: Path = Field(default=Path("var"), description="Root for caches and local storage")
+    # Where local artifacts live: the prep cache, job workspaces, local storage. The services set theirs.
+    data_dir: Path = Field(default_factory=user_cache_dir,
+                           description="Root for caches and local storage (default: $XDG_CACHE_HOME/lipdub, "
+                                       "else ~/.cache/lipdub)")
     device: Device = Field(default="auto", description="Torch device for the models")
     sync_mode: SyncMode = Field(default="bounce", description="Default video/audio length policy")
     frame_rate: FrameRate = Field(default="source",
