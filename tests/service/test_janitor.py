@@ -225,7 +225,8 @@ def test_assets_no_job_used_for_the_ttl_are_deleted_with_their_prep(store: JobSt
 
 
 def test_a_batchs_files_and_an_uploaded_manifest_go_when_their_records_expire(store: JobStore, tmp_path: Path) -> None:
-    from lipdub.service.batches import BATCHES_EXPIRING, MANIFESTS_EXPIRING, BatchStore
+    from lipdub.service.batches import BatchStore
+    from lipdub.service.redis_keys import BATCHES_EXPIRING, MANIFESTS_EXPIRING
 
     storage = LocalStorage(tmp_path / "storage")
     src = tmp_path / "rows.jsonl"

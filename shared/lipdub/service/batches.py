@@ -16,22 +16,12 @@ A source with no prep in the cache gets one `dub.prep_source` (the prep stage, o
 hit the prep cache and N languages of one source run prep once. A source that fails the prep gate fails
 its items with the gate's code without running them.
 
-Redis keys (besides the job records, which JobStore owns):
-  batch:{id}                 hash: the batch record (status, timestamps, counts, errors, ...)
-  batch:{id}:ready           list of item JSON ready to become jobs, in manifest order
-  batch:{id}:wait:{source}   list of item JSON waiting for their source's prep (Item.source)
-  batch:{id}:jobs            hash: manifest line → job id (and :job_items, job id → [line, custom_id])
-  batch:{id}:out / :err      lists of output / error JSONL rows, written as items finish
-  batch:{id}:final / :releasing   items counted final once / items taken for release, not yet jobs
-  tenant:{t}:batches         sorted set of the tenant's batch ids by creation time
-  tenant:{t}:batches:ready   list of the tenant's batch ids with ready items (round robin)
-  tenant:{t}:batch_active    set of the tenant's released batch jobs not yet seen final
-  bman:{id}                  hash: an uploaded manifest (tenant, lines, size), expiring
-  bman:{id}:batches          set of the batches made from it (DELETE waits until they have read it)
-  batches:expiring           sorted set `{batch id}:{tenant}` by when the batch record expires (retention)
-  manifests:expiring         sorted set `{manifest id}:{tenant}` by when the manifest record expires
-  batches:deleting           sorted set `{batch id}:{tenant}` of ended batches DELETE asked to delete with
-                             their jobs (the janitor does it, lipdub.service.janitor.delete_requested_batches)
+Redis keys (lipdub.service.redis_keys, "Batches"): the batch record, its ready list and per-source waiting
+lists of item JSON, manifest line → job id, the output and error rows as items finish, the items counted
+final and those taken for release; per tenant its batches by creation time, the batches with ready items
+(round robin) and its released batch jobs not yet seen final; uploaded manifests and the batches made from
+them (DELETE waits until they have read it); and the retention and deletion indexes `{id}:{tenant}` (the
+janitor deletes what DELETE asked for: lipdub.service.janitor.delete_requested_batches).
 """
 
 from __future__ import annotations
@@ -50,17 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lipdub.config import Settings
 from lipdub.jobs import InputRef, JobOptions, JobStatus
 from lipdub.prep.cache import source_key
+from lipdub.service import redis_keys
 from lipdub.service.assets_store import Asset
-from lipdub.service.indexes import Cursor, due, newest_first, now
+from lipdub.service.indexes import Cursor, due, newest_first, now, pair
 from lipdub.service.limits import Quotas
 from lipdub.service.status import JobStore
 from lipdub.service.urls import UrlRejected, check_url
 
 MAX_REPORTED_ERRORS = 1000  # manifest errors kept in the batch record (the count is always exact)
-# Retention (lipdub.service.janitor): `{id}:{tenant}` scored by when the record expires; its files go then.
-BATCHES_EXPIRING = "batches:expiring"
-MANIFESTS_EXPIRING = "manifests:expiring"
-BATCHES_DELETING = "batches:deleting"
 
 
 class BatchStatus(StrEnum):
@@ -321,16 +308,17 @@ return (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
 # enters its `releasing` hash (line → item) together, and the batch goes back into the rotation if it has more,
 # so an error or a lost worker between taking the item and binding its job loses nothing (pump releases
 # what it finds there first). KEYS: the tenant's ready-batches list and its set of batches with releasing
-# items.
+# items; ARGV: the batch keys' prefix and the suffixes of its ready list and releasing hash (redis_keys).
 _NEXT_READY = """
 for _ = 0, redis.call('LLEN', KEYS[1]) do
   local batch = redis.call('LPOP', KEYS[1])
   if not batch then return false end
-  if redis.call('HGET', 'batch:' .. batch, 'status') == 'in_progress' then
-    local raw = redis.call('LPOP', 'batch:' .. batch .. ':ready')
+  local record = ARGV[1] .. batch
+  if redis.call('HGET', record, 'status') == 'in_progress' then
+    local raw = redis.call('LPOP', record .. ARGV[2])
     if raw then
-      if redis.call('LLEN', 'batch:' .. batch .. ':ready') > 0 then redis.call('RPUSH', KEYS[1], batch) end
-      redis.call('HSET', 'batch:' .. batch .. ':releasing', cjson.decode(raw)['line'], raw)
+      if redis.call('LLEN', record .. ARGV[2]) > 0 then redis.call('RPUSH', KEYS[1], batch) end
+      redis.call('HSET', record .. ARGV[3], cjson.decode(raw)['line'], raw)
       redis.call('SADD', KEYS[2], batch)
       return {batch, raw}
     end
@@ -378,13 +366,13 @@ class BatchStore:
         created = now()
         ttl = self.settings.job_ttl_seconds
         pipe = self.r.pipeline()
-        pipe.hset(f"batch:{batch_id}", mapping={
+        pipe.hset(redis_keys.batch(batch_id), mapping={
             "id": batch_id, "tenant": tenant, "status": BatchStatus.validating, "created_at": created,
             "manifest": manifest_key, "webhook_url": webhook_url or "", "metadata": json.dumps(metadata),
             "defaults": json.dumps(defaults), "version": 0, "idempotency_key": idempotency_key or ""})
-        pipe.expire(f"batch:{batch_id}", ttl)
-        pipe.zadd(f"tenant:{tenant}:batches", {batch_id: created})
-        pipe.zadd(BATCHES_EXPIRING, {f"{batch_id}:{tenant}": created + ttl})
+        pipe.expire(redis_keys.batch(batch_id), ttl)
+        pipe.zadd(redis_keys.tenant_batches(tenant), {batch_id: created})
+        pipe.zadd(redis_keys.BATCHES_EXPIRING, {pair(batch_id, tenant): created + ttl})
         pipe.execute()
         state = self.get(batch_id)
         assert state is not None
@@ -393,41 +381,42 @@ class BatchStore:
     def put_manifest(self, manifest_id: str, tenant: str, lines: int, size: int) -> None:
         ttl = self.settings.job_ttl_seconds
         pipe = self.r.pipeline()
-        pipe.hset(f"bman:{manifest_id}", mapping={"tenant": tenant, "lines": lines, "size": size})
-        pipe.expire(f"bman:{manifest_id}", ttl)
-        pipe.zadd(MANIFESTS_EXPIRING, {f"{manifest_id}:{tenant}": now() + ttl})
+        pipe.hset(redis_keys.manifest(manifest_id), mapping={"tenant": tenant, "lines": lines, "size": size})
+        pipe.expire(redis_keys.manifest(manifest_id), ttl)
+        pipe.zadd(redis_keys.MANIFESTS_EXPIRING, {pair(manifest_id, tenant): now() + ttl})
         pipe.execute()
 
     def manifest_tenant(self, manifest_id: str) -> str | None:
-        return self.r.hget(f"bman:{manifest_id}", "tenant")
+        return self.r.hget(redis_keys.manifest(manifest_id), "tenant")
 
     def use_manifest(self, manifest_id: str, batch_id: str) -> None:
         pipe = self.r.pipeline()
-        pipe.sadd(f"bman:{manifest_id}:batches", batch_id)
-        pipe.expire(f"bman:{manifest_id}:batches", self.settings.job_ttl_seconds)
+        pipe.sadd(redis_keys.manifest_batches(manifest_id), batch_id)
+        pipe.expire(redis_keys.manifest_batches(manifest_id), self.settings.job_ttl_seconds)
         pipe.execute()
 
     def manifest_readers(self, manifest_id: str) -> list[str]:
         """The batches that have yet to read the manifest (not validated and not ended)."""
-        found = (self.get(b) for b in self.r.smembers(f"bman:{manifest_id}:batches"))
+        found = (self.get(b) for b in self.r.smembers(redis_keys.manifest_batches(manifest_id)))
         return sorted(b.id for b in found if b is not None and not b.expanded and not b.status.is_final)
 
     def expired(self, before: float, limit: int = 200) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(batch id, tenant) of batches and (manifest id, tenant) of uploaded manifests whose records expired
         (job_ttl_seconds after creation) before `before`."""
-        return due(self.r, BATCHES_EXPIRING, before, limit), due(self.r, MANIFESTS_EXPIRING, before, limit)
+        return (due(self.r, redis_keys.BATCHES_EXPIRING, before, limit),
+                due(self.r, redis_keys.MANIFESTS_EXPIRING, before, limit))
 
     def purge(self, batch_id: str, tenant: str) -> None:
         """Forget an expired batch in the tenant's listing and the retention index (its own keys expire)."""
         pipe = self.r.pipeline()
-        pipe.zrem(f"tenant:{tenant}:batches", batch_id)
-        pipe.zrem(BATCHES_EXPIRING, f"{batch_id}:{tenant}")
+        pipe.zrem(redis_keys.tenant_batches(tenant), batch_id)
+        pipe.zrem(redis_keys.BATCHES_EXPIRING, pair(batch_id, tenant))
         pipe.execute()
 
     def forget_manifest(self, manifest_id: str, tenant: str) -> None:
         pipe = self.r.pipeline()
-        pipe.delete(f"bman:{manifest_id}", f"bman:{manifest_id}:batches")
-        pipe.zrem(MANIFESTS_EXPIRING, f"{manifest_id}:{tenant}")
+        pipe.delete(redis_keys.manifest(manifest_id), redis_keys.manifest_batches(manifest_id))
+        pipe.zrem(redis_keys.MANIFESTS_EXPIRING, pair(manifest_id, tenant))
         pipe.execute()
 
     # --- deletion (DELETE /v1/batches/{id}) -----------------------------------------------------------
@@ -436,45 +425,44 @@ class BatchStore:
         and files to the janitor: a catalog of 50,000 items is too much to delete within a request. The
         Idempotency-Key that made the batch is freed now, so repeating that request makes a new batch."""
         assert state.status.is_final
-        idempotency_key = self.r.hget(f"batch:{state.id}", "idempotency_key")
+        idempotency_key = self.r.hget(redis_keys.batch(state.id), "idempotency_key")
         if idempotency_key:
             self.jobs.idempotency.release(state.tenant, idempotency_key, state.id)
         pipe = self.r.pipeline()
-        pipe.hset(f"batch:{state.id}", "deleting", now())
-        pipe.zrem(f"tenant:{state.tenant}:batches", state.id)
-        pipe.zadd(BATCHES_DELETING, {f"{state.id}:{state.tenant}": now()})
+        pipe.hset(redis_keys.batch(state.id), "deleting", now())
+        pipe.zrem(redis_keys.tenant_batches(state.tenant), state.id)
+        pipe.zadd(redis_keys.BATCHES_DELETING, {pair(state.id, state.tenant): now()})
         pipe.execute()
 
     def deletions(self, limit: int = 100) -> list[tuple[str, str]]:
         """(batch id, tenant) of the batches being deleted, oldest request first."""
-        return due(self.r, BATCHES_DELETING, float("inf"), limit)
+        return due(self.r, redis_keys.BATCHES_DELETING, float("inf"), limit)
 
     def some_jobs(self, batch_id: str, count: int) -> dict[str, str]:
         """About `count` of the batch's jobs still recorded: manifest line → job id."""
-        _, found = self.r.hscan(f"batch:{batch_id}:jobs", 0, count=count)
+        _, found = self.r.hscan(redis_keys.batch_jobs(batch_id), 0, count=count)
         return found
 
     def drop_jobs(self, batch_id: str, jobs: dict[str, str]) -> None:
         pipe = self.r.pipeline()
-        pipe.hdel(f"batch:{batch_id}:jobs", *jobs)
-        pipe.hdel(f"batch:{batch_id}:job_items", *jobs.values())
+        pipe.hdel(redis_keys.batch_jobs(batch_id), *jobs)
+        pipe.hdel(redis_keys.batch_job_items(batch_id), *jobs.values())
         pipe.execute()
 
     def forget(self, batch_id: str, tenant: str) -> None:
         """Every Redis key of a deleted batch, once its jobs are gone, and its index entries."""
         pipe = self.r.pipeline()
-        pipe.delete(*(f"batch:{batch_id}{suffix}" for suffix in ("", ":ready", ":jobs", ":job_items", ":out", ":err",
-                                                                  ":final", ":releasing")),
-                    *self.r.scan_iter(f"batch:{batch_id}:wait:*", count=1000))
-        pipe.srem(f"tenant:{tenant}:releasing", batch_id)
-        pipe.lrem(f"tenant:{tenant}:batches:ready", 0, batch_id)
-        pipe.zrem(f"tenant:{tenant}:batches", batch_id)
-        pipe.zrem(BATCHES_EXPIRING, f"{batch_id}:{tenant}")
-        pipe.zrem(BATCHES_DELETING, f"{batch_id}:{tenant}")
+        pipe.delete(*redis_keys.batch_keys(batch_id),
+                    *self.r.scan_iter(redis_keys.batch_waits(batch_id), count=1000))
+        pipe.srem(redis_keys.tenant_releasing(tenant), batch_id)
+        pipe.lrem(redis_keys.tenant_ready_batches(tenant), 0, batch_id)
+        pipe.zrem(redis_keys.tenant_batches(tenant), batch_id)
+        pipe.zrem(redis_keys.BATCHES_EXPIRING, pair(batch_id, tenant))
+        pipe.zrem(redis_keys.BATCHES_DELETING, pair(batch_id, tenant))
         pipe.execute()
 
     def get(self, batch_id: str) -> BatchState | None:
-        raw = self.r.hgetall(f"batch:{batch_id}")
+        raw = self.r.hgetall(redis_keys.batch(batch_id))
         return BatchState.from_hash(raw) if raw.get("tenant") and not raw.get("deleting") else None
 
     def get_for_tenant(self, tenant: str, batch_id: str) -> BatchState | None:
@@ -485,8 +473,8 @@ class BatchStore:
         """Newest first; the cursor is `{created_at}:{batch_id}` of the last batch of the previous page
         (Cursor.parse raises ValueError for a malformed one)."""
         out: list[BatchState] = []
-        for batch_id in newest_first(self.r, f"tenant:{tenant}:batches", Cursor.parse(cursor) if cursor else None,
-                                     chunk=limit * 2):
+        for batch_id in newest_first(self.r, redis_keys.tenant_batches(tenant),
+                                     Cursor.parse(cursor) if cursor else None, chunk=limit * 2):
             state = self.get(batch_id)
             if state is not None:
                 out.append(state)
@@ -495,13 +483,13 @@ class BatchStore:
         return out, (str(Cursor(out[-1].created_at, out[-1].id)) if len(out) == limit else None)
 
     def version(self, batch_id: str) -> int:
-        return int(self.r.hget(f"batch:{batch_id}", "version") or 0)
+        return int(self.r.hget(redis_keys.batch(batch_id), "version") or 0)
 
     def move(self, batch_id: str, to: BatchStatus, **fields: Any) -> bool:
-        result = self._move(keys=[f"batch:{batch_id}"],
+        result = self._move(keys=[redis_keys.batch(batch_id)],
                             args=[to.value, now(), *[s.value for s in _ALLOWED_FROM[to]]])
         if result == "ok" and fields:
-            self.r.hset(f"batch:{batch_id}", mapping=fields)
+            self.r.hset(redis_keys.batch(batch_id), mapping=fields)
         return bool(result == "ok")
 
     def fail(self, batch_id: str, errors: list[LineError], errors_total: int | None = None) -> bool:
@@ -510,7 +498,7 @@ class BatchStore:
                          errors_total=errors_total if errors_total is not None else len(errors))
 
     def mark_expanded(self, batch_id: str) -> None:
-        self.r.hset(f"batch:{batch_id}", "expanded", 1)
+        self.r.hset(redis_keys.batch(batch_id), "expanded", 1)
 
     # --- items ---------------------------------------------------------------------------------------
     def accept_items(self, batch_id: str, tenant: str, items: list[Item], prepared: Callable[[str], bool],
@@ -532,33 +520,35 @@ class BatchStore:
         ttl = self.settings.job_ttl_seconds
         pipe = self.r.pipeline()
         for start in range(0, len(ready), 1000):
-            pipe.rpush(f"batch:{batch_id}:ready", *[i.to_json() for i in ready[start:start + 1000]])
-        pipe.expire(f"batch:{batch_id}:ready", ttl)
+            pipe.rpush(redis_keys.batch_ready(batch_id), *[i.to_json() for i in ready[start:start + 1000]])
+        pipe.expire(redis_keys.batch_ready(batch_id), ttl)
         for source, group in waiting.items():
             for start in range(0, len(group), 1000):
-                pipe.rpush(f"batch:{batch_id}:wait:{source}", *[i.to_json() for i in group[start:start + 1000]])
-            pipe.expire(f"batch:{batch_id}:wait:{source}", ttl)
-        pipe.hset(f"batch:{batch_id}", mapping={"total": len(items) if total is None else total,
+                pipe.rpush(redis_keys.batch_wait(batch_id, source),
+                           *[i.to_json() for i in group[start:start + 1000]])
+            pipe.expire(redis_keys.batch_wait(batch_id, source), ttl)
+        pipe.hset(redis_keys.batch(batch_id), mapping={"total": len(items) if total is None else total,
                                                 "sources": len(sources), "expanded": 1})
         pipe.execute()
         self.move(batch_id, BatchStatus.in_progress)
         if ready:
-            self.r.rpush(f"tenant:{tenant}:batches:ready", batch_id)
+            self.r.rpush(redis_keys.tenant_ready_batches(tenant), batch_id)
         return {source: group[0] for source, group in waiting.items()}
 
     def source_ready(self, batch_id: str, tenant: str, source: str) -> int:
         """The source's prep is cached: its waiting items become ready. Returns how many."""
-        moved = int(self._move_all(keys=[f"batch:{batch_id}:wait:{source}", f"batch:{batch_id}:ready"]))
-        self.r.expire(f"batch:{batch_id}:ready", self.settings.job_ttl_seconds)
+        moved = int(self._move_all(keys=[redis_keys.batch_wait(batch_id, source),
+                                         redis_keys.batch_ready(batch_id)]))
+        self.r.expire(redis_keys.batch_ready(batch_id), self.settings.job_ttl_seconds)
         if moved:
-            self.r.rpush(f"tenant:{tenant}:batches:ready", batch_id)
+            self.r.rpush(redis_keys.tenant_ready_batches(tenant), batch_id)
         return moved
 
     def drop_waiting(self, batch_id: str, source: str | None, code: str, message: str) -> int:
         """Fail (or cancel, code 'canceled') the items waiting for `source` (None: every ready and waiting
         item). Returns how many."""
-        names = [f"batch:{batch_id}:wait:{source}"] if source else \
-            [f"batch:{batch_id}:ready", *self.r.scan_iter(f"batch:{batch_id}:wait:*", count=1000)]
+        names = [redis_keys.batch_wait(batch_id, source)] if source else \
+            [redis_keys.batch_ready(batch_id), *self.r.scan_iter(redis_keys.batch_waits(batch_id), count=1000)]
         dropped = 0
         for name in names:
             while True:
@@ -570,9 +560,9 @@ class BatchStore:
                                     "status": outcome, "error": {"code": code, "message": message}})
                         for item in map(Item.from_json, raws)]
                 pipe = self.r.pipeline()  # one round trip per thousand items: a 50,000-item cancel is quick
-                pipe.rpush(f"batch:{batch_id}:err", *rows)
-                pipe.hincrby(f"batch:{batch_id}", f"n:{outcome}", len(rows))
-                pipe.hincrby(f"batch:{batch_id}", "version", 1)
+                pipe.rpush(redis_keys.batch_rows(batch_id, "err"), *rows)
+                pipe.hincrby(redis_keys.batch(batch_id), f"n:{outcome}", len(rows))
+                pipe.hincrby(redis_keys.batch(batch_id), "version", 1)
                 pipe.execute()
                 dropped += len(raws)
         return dropped
@@ -590,8 +580,8 @@ class BatchStore:
                 row["delivery"] = {k: delivery.get(k) for k in ("status", "url", "error") if delivery.get(k)}
         else:
             row["error"] = error
-        rows = f"batch:{batch_id}:{'out' if outcome == 'succeeded' else 'err'}"
-        final = int(self._finish(keys=[f"batch:{batch_id}", rows, f"batch:{batch_id}:final"],
+        rows = redis_keys.batch_rows(batch_id, "out" if outcome == "succeeded" else "err")
+        final = int(self._finish(keys=[redis_keys.batch(batch_id), rows, redis_keys.batch_final(batch_id)],
                                  args=[job_id or f"line:{line}", outcome, json.dumps(row),
                                        self.settings.job_ttl_seconds]))
         return None if final < 0 else final
@@ -599,7 +589,7 @@ class BatchStore:
     def job_item_finished(self, job_id: str, batch_id: str, job_status: JobStatus, error: dict[str, Any] | None,
                           result_url: str | None, delivery: dict[str, Any] | None = None) -> bool:
         """Record the final state of a batch job once (events may be delivered twice). True if recorded."""
-        item = self.r.hget(f"batch:{batch_id}:job_items", job_id)
+        item = self.r.hget(redis_keys.batch_job_items(batch_id), job_id)
         line, custom_id = json.loads(item) if item else (0, "")
         outcome = {JobStatus.succeeded: "succeeded", JobStatus.failed: "failed"}.get(job_status, "canceled")
         return self.item_finished(batch_id, line, custom_id, job_id, outcome, error, result_url,
@@ -608,38 +598,49 @@ class BatchStore:
     def next_ready(self, tenant: str) -> tuple[str, Item] | None:
         """The next item of the tenant's batches, taking batches in turn (round robin); it stays among the
         batch's releasing items until bind_job (`releasing`)."""
-        found = self._next_ready(keys=[f"tenant:{tenant}:batches:ready", f"tenant:{tenant}:releasing"])
+        found = self._next_ready(keys=[redis_keys.tenant_ready_batches(tenant),
+                                       redis_keys.tenant_releasing(tenant)],
+                                 args=[redis_keys.BATCH, redis_keys.READY, redis_keys.RELEASING])
         return (str(found[0]), Item.from_json(found[1])) if found else None
 
     def releasing(self, tenant: str) -> list[tuple[str, Item]]:
         """Items taken for release whose job was never bound (an error or a lost worker in between)."""
         out = []
-        for batch_id in sorted(self.r.smembers(f"tenant:{tenant}:releasing")):
-            raws = self.r.hvals(f"batch:{batch_id}:releasing")
+        for batch_id in sorted(self.r.smembers(redis_keys.tenant_releasing(tenant))):
+            raws = self.r.hvals(redis_keys.batch_releasing(batch_id))
             if not raws:
-                self.r.srem(f"tenant:{tenant}:releasing", batch_id)
+                self.r.srem(redis_keys.tenant_releasing(tenant), batch_id)
             out += [(batch_id, Item.from_json(raw)) for raw in raws]
         return out
 
     def bind_job(self, batch_id: str, tenant: str, item: Item, job_id: str) -> None:
         pipe = self.r.pipeline()
-        pipe.hdel(f"batch:{batch_id}:releasing", str(item.line))
-        pipe.hset(f"batch:{batch_id}:jobs", str(item.line), job_id)
-        pipe.hset(f"batch:{batch_id}:job_items", job_id, json.dumps([item.line, item.custom_id]))
-        for name in (f"batch:{batch_id}:jobs", f"batch:{batch_id}:job_items"):
+        pipe.hdel(redis_keys.batch_releasing(batch_id), str(item.line))
+        pipe.hset(redis_keys.batch_jobs(batch_id), str(item.line), job_id)
+        pipe.hset(redis_keys.batch_job_items(batch_id), job_id, json.dumps([item.line, item.custom_id]))
+        for name in (redis_keys.batch_jobs(batch_id), redis_keys.batch_job_items(batch_id)):
             pipe.expire(name, self.settings.job_ttl_seconds)
-        pipe.sadd(f"tenant:{tenant}:batch_active", job_id)
+        pipe.sadd(redis_keys.tenant_batch_active(tenant), job_id)
         pipe.execute()
+
+    def job_counted(self, tenant: str, job_id: str) -> None:
+        """The batch job's end is recorded (job_item_finished), or its record is gone: it no longer takes one
+        of the tenant's running slots."""
+        self.r.srem(redis_keys.tenant_batch_active(tenant), job_id)
+
+    def drop_releasing(self, batch_id: str, item: Item) -> None:
+        """An item taken for release that ended without a job (its batch ended first)."""
+        self.r.hdel(redis_keys.batch_releasing(batch_id), str(item.line))
 
     def active_jobs(self, tenant: str) -> tuple[list[str], list[str]]:
         """The tenant's released batch jobs: (not final, final). The caller records the final ones (their
         event may have been lost) and removes them from the set, so a lost event never stalls a batch."""
-        members = list(self.r.smembers(f"tenant:{tenant}:batch_active"))
+        members = list(self.r.smembers(redis_keys.tenant_batch_active(tenant)))
         if not members:
             return [], []
         pipe = self.r.pipeline()
         for job_id in members:
-            pipe.hget(f"job:{job_id}", "status")
+            pipe.hget(redis_keys.job(job_id), "status")
         active: list[str] = []
         final: list[str] = []
         for job_id, status in zip(members, pipe.execute()):
@@ -647,11 +648,17 @@ class BatchStore:
         return active, final
 
     def job_ids(self, batch_id: str) -> list[str]:
-        return list(self.r.hvals(f"batch:{batch_id}:jobs"))
+        return list(self.r.hvals(redis_keys.batch_jobs(batch_id)))
+
+    def set_files(self, batch_id: str, output_key: str | None, error_key: str | None) -> None:
+        """Record the stored output and error JSONL files (None: no rows of that kind)."""
+        files = {name: key for name, key in (("output_key", output_key), ("error_key", error_key)) if key}
+        if files:
+            self.r.hset(redis_keys.batch(batch_id), mapping=files)
 
     def rows(self, batch_id: str, which: str) -> Iterator[str]:
         """Output ('out') or error ('err') rows, in the order items finished."""
-        name = f"batch:{batch_id}:{which}"
+        name = redis_keys.batch_rows(batch_id, which)
         start = 0
         while True:
             chunk = self.r.lrange(name, start, start + 999)
@@ -679,12 +686,12 @@ class BatchStore:
     def running(self, state: BatchState) -> int:
         if state.status.is_final or state.status == BatchStatus.validating:
             return 0
-        members = self.r.smembers(f"tenant:{state.tenant}:batch_active")
+        members = self.r.smembers(redis_keys.tenant_batch_active(state.tenant))
         if not members:
             return 0
         pipe = self.r.pipeline()
         for job_id in members:
-            pipe.hmget(f"job:{job_id}", "status", "batch")
+            pipe.hmget(redis_keys.job(job_id), "status", "batch")
         return sum(1 for status, batch in pipe.execute() if batch == state.id and status == JobStatus.running)
 
 
