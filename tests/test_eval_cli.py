@@ -53,6 +53,15 @@ def test_quick_eval_writes_reports_and_measures_the_dub(eval_inputs: tuple[Path,
         assert abs(self_out["duration_video_minus_audio_ms"]) <= 80
         assert self_out["outside_psnr"] > 30  # the renderer leaves the background alone
         assert "audio_moc" in self_out  # the audio model's own MOC (NaN here: the source mouth never moves)
+        split = clip["split_clip"]
+        assert split["error"] is None and split["half_frames"] == 37
+        assert split["output"]["lmd_frames"] > 30 and split["baseline"]["lmd_frames"] > 30
+        # The picture metrics are measured in every protocol (their values: tests/test_eval_picture.py).
+        for proto in (split["output"], self_out, clip["cross_dub"][0]["output"]):
+            for key in ("lip_delta_e", "lip_chroma_ratio", "skin_texture_ratio", "lip_edge_ratio",
+                        "teeth_fraction_source"):
+                assert proto[key] > 0, key
+        assert clip["ground_truth"]["lip_delta_e_2s"] >= 0
         (cross,) = clip["cross_dub"]
         assert cross["audio"] == "german" and cross["error"] is None
         # The astronaut's own mouth never moves: the dubbed mouth must follow the German track better.
@@ -62,7 +71,10 @@ def test_quick_eval_writes_reports_and_measures_the_dub(eval_inputs: tuple[Path,
         assert cross["output"]["silence_ratio"] < cross["baseline"]["silence_ratio"]
         assert abs(cross["output"]["duration_video_minus_audio_ms"]) < 40
     md = (out / "report.md").read_text()
-    assert "## Medians" in md and "| anna |" in md and "german" in md
+    assert "## Medians" in md and "| anna |" in md and "german" in md and "## Split clip" in md
     for name in ("anna", "ben", "summary"):
         png = out / "plots" / f"{name}.png"
         assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    for name in ("anna", "ben"):  # contact sheets: split, reversed and cross-dub, source above output
+        sheet = out / "sheets" / f"{name}.png"
+        assert sheet.stat().st_size > 50_000 and sheet.read_bytes()[:4] == b"\x89PNG"

@@ -12,6 +12,7 @@ from lipdub.eval.lmd import landmark_distance, lip_jitter, mouth_opening_correla
 from lipdub.eval.signals import (
     audio_envelope,
     mouth_opening_signal,
+    mouth_width_signal,
     nan_median3,
     silence_behaviour,
     voice_activity,
@@ -162,6 +163,22 @@ def test_mouth_opening_signal_and_moc() -> None:
     assert np.isnan(m[10]) and np.nanmax(m) == pytest.approx(np.max(gaps) / 60, rel=0.2)
     assert mouth_opening_correlation(m, m) == pytest.approx(1.0)
     assert mouth_opening_correlation(m, -m) == pytest.approx(-1.0)
+
+
+def test_mouth_width_signal_is_scale_free_and_follows_the_corners() -> None:
+    rng = np.random.default_rng(8)
+    base = _face(rng)
+    n = 30
+    spread = 1.0 + 0.2 * np.sin(np.arange(n) / 3.0)
+    points = np.stack([_similar(base, 1.0 + 0.01 * t, 0.0, (t, 0.0)) for t in range(n)])  # zooming in
+    centre = points[:, [61, 291], 0].mean(1)
+    for corner in (61, 291):
+        points[:, corner, 0] = centre + (points[:, corner, 0] - centre) * spread
+    w = mouth_width_signal(points, np.ones(n, bool))
+    # Over the inter-ocular distance the zoom cancels: what is left is the spread of the corners.
+    assert mouth_opening_correlation(w, spread) > 0.95
+    zoom_only = np.stack([_similar(base, 1.0 + 0.01 * t, 0.0, (t, 0.0)) for t in range(n)])
+    assert np.ptp(mouth_width_signal(zoom_only, np.ones(n, bool))) < 1e-3 * np.ptp(w)
 
 
 def test_jitter_is_zero_for_steady_motion_and_grows_with_flicker() -> None:

@@ -1,7 +1,8 @@
-"""Image metrics per frame: PSNR/SSIM of the mouth crop and outside the face, mouth sharpness, seam score.
+"""Image metrics per frame: PSNR/SSIM of the mouth crop and outside the face, mouth sharpness, seam score;
+with the output's own landmarks also the picture metrics of lipdub.eval.picture.
 
-Everything is defined from the *source* frame's landmarks (the frame the renderer was given), so the boxes
-and boundaries are the same for an output and for its baseline.
+Everything here is defined from the *source* frame's landmarks (the frame the renderer was given), so the
+boxes and boundaries are the same for an output and for its baseline.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from lipdub.eval.lmd import umeyama
+from lipdub.eval.picture import picture_metrics, summarize
 from lipdub.face import landmarks as L
 
 MOUTH_CROP = 96  # mouth crops are resized to this square so SSIM/PSNR don't depend on face size
@@ -182,7 +184,7 @@ class ImageStats:
 
     values: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, **metrics: float) -> None:
+    def add(self, **metrics: float | None) -> None:
         for k, v in metrics.items():
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 self.values.setdefault(k, []).append(float(v))
@@ -192,17 +194,19 @@ class ImageStats:
         src, gen = self.values.get("_sharp_src"), self.values.get("_sharp_out")
         if src and gen and np.mean(src) > 0:
             out["sharpness_ratio"] = float(np.mean(gen) / np.mean(src))
+        out.update(summarize(self.values))
         return out
 
 
 def frame_metrics(stats: ImageStats, out: np.ndarray, src: np.ndarray, src_points: np.ndarray,
                   gt: np.ndarray | None = None, gt_points: np.ndarray | None = None,
-                  rendered: bool = True) -> None:
+                  rendered: bool = True, out_points: np.ndarray | None = None) -> None:
     """Add one output frame's metrics to `stats`.
 
     `src` is the frame the renderer was given (same pose as `out`); `gt`, when given, is the true frame
     for self-reenactment, aligned onto the source pose before its mouth crop is compared. `rendered=False`
     (a baseline that *is* its source) skips the output-vs-source metrics, which would be trivially perfect.
+    `out_points`, the output frame's own landmarks, adds the picture metrics (lip colour, skin, edges, teeth).
     """
     box = mouth_box(src_points, out.shape)
     out_crop = _crop(out, box)
@@ -219,3 +223,5 @@ def frame_metrics(stats: ImageStats, out: np.ndarray, src: np.ndarray, src_point
         colour, gradient, ratio = seam_score(out, src, src_points)
         stats.add(outside_psnr=psnr, outside_ssim=ssim, seam_color=colour, seam_gradient=gradient,
                   seam_ratio=ratio)
+        if out_points is not None:
+            stats.add(**picture_metrics(out, out_points, src, src_points))

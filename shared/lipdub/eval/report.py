@@ -1,4 +1,5 @@
-"""Evaluation reports: report.json (everything), report.md (per-clip tables and medians), plots/*.png."""
+"""Evaluation reports: report.json (everything), report.md (per-clip tables and medians), plots/*.png,
+sheets/<clip>.png (mouth crops, source above output, per protocol: lipdub.eval.sheets)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from lipdub import __version__
 from lipdub.eval.results import ClipResult, EvalOptions, Signals
+from lipdub.eval.sheets import write_sheet
 
 if TYPE_CHECKING:  # matplotlib is imported only when a report is drawn
     from matplotlib.axes import Axes
@@ -29,12 +31,19 @@ SUMMARY_METRICS: list[tuple[str, str, str, str]] = [
     ("lmd_lips", "LMD lips (×100/IOD)", "{:.2f}", "lower"),
     ("lmd_jaw", "LMD jaw (×100/IOD)", "{:.2f}", "lower"),
     ("moc", "mouth-opening correlation with GT", "{:.3f}", "higher"),
+    ("width_corr", "mouth-width correlation with GT", "{:.3f}", "higher"),
     ("audio_moc", "the audio model's own opening correlation with GT", "{:.3f}", "renderer's MOC within 0.05"),
     ("mouth_psnr", "mouth PSNR vs GT (dB)", "{:.2f}", "higher"),
     ("mouth_ssim", "mouth SSIM vs GT", "{:.3f}", "higher"),
     ("outside_psnr", "outside-face PSNR vs source (dB)", "{:.2f}", "higher"),
     ("outside_ssim", "outside-face SSIM vs source", "{:.4f}", "higher"),
     ("sharpness_ratio", "mouth sharpness output / source", "{:.2f}", "≈1"),
+    ("lip_delta_e", "lip colour ΔE2000 output vs source (GT: same lips 2 s apart)", "{:.2f}", "≤ GT"),
+    ("lip_chroma_ratio", "lip chroma output / source", "{:.3f}", "≈1 (≥ 0.98)"),
+    ("skin_texture_ratio", "lower-face skin texture output / source", "{:.2f}", "≈1 (≥ 0.95)"),
+    ("lip_edge_ratio", "lip-contour edge energy output / source", "{:.2f}", "≈1 (≤ 1.10)"),
+    ("teeth_fraction", "teeth: bright share of the open inner mouth", "{:.3f}", "≈ source's"),
+    ("teeth_fraction_source", "teeth in the source's own open frames", "{:.3f}", "–"),
     ("lip_jitter", "lip jitter (×100/IOD per frame²)", "{:.3f}", "≈ GT"),
     ("seam_color", "seam colour jump (grey levels)", "{:.2f}", "lower"),
     ("seam_gradient", "seam gradient jump (grey levels)", "{:.2f}", "lower"),
@@ -45,7 +54,8 @@ SUMMARY_METRICS: list[tuple[str, str, str, str]] = [
 
 SHORT_CLIP_FRAMES = 75  # 3 s: below this the ±15-frame correlation has too few overlapping frames
 
-COLUMNS = [("ground truth", "gt"), ("self: lipdub", "self_out"), ("self: reversed source", "self_base"),
+COLUMNS = [("ground truth", "gt"), ("split: lipdub", "split_out"), ("split: source half", "split_base"),
+           ("self: lipdub", "self_out"), ("self: reversed source", "self_base"),
            ("cross: lipdub", "cross_out"), ("cross: untouched", "cross_base")]
 
 
@@ -54,10 +64,20 @@ def _num(v: object) -> bool:
 
 
 def groups(results: list[ClipResult]) -> dict[str, list[dict]]:
-    """Metric dicts per column: ground truth, self-reenactment output/baseline, cross-dub output/baseline."""
+    """Metric dicts per column: ground truth, split-clip, self-reenactment and cross-dub output/baseline.
+
+    The ground-truth column carries the lip-colour baseline as `lip_delta_e` (the same lips 2 s apart), so
+    it stands beside the outputs' ΔE in the table."""
     g: dict[str, list[dict]] = {key: [] for _, key in COLUMNS}
     for r in results:
-        g["gt"].append(r.ground_truth)
+        gt = dict(r.ground_truth)
+        if "lip_delta_e_2s" in gt:
+            gt["lip_delta_e"] = gt["lip_delta_e_2s"]
+        g["gt"].append(gt)
+        if "output" in r.split_clip:
+            g["split_out"].append(r.split_clip["output"])
+        if r.split_clip.get("baseline"):
+            g["split_base"].append(r.split_clip["baseline"])
         if "output" in r.self_reenactment:
             g["self_out"].append(r.self_reenactment["output"])
         g["self_base"].append(r.self_reenactment["baseline"])
@@ -98,31 +118,88 @@ def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], me
         if any(c != "–" for c in cells):
             lines.append(f"| {label} | {better} | " + " | ".join(cells) + " |")
 
-    lines += ["", "## Self-reenactment with a reversed source (lipdub / reversed-source baseline)", "",
-              "| clip | frames | LMD lips | LMD jaw | MOC | offset − GT | sync peak | confidence | "
-              "mouth PSNR | mouth SSIM | outside PSNR | sharpness | jitter / GT | seam colour | dur. ms | "
-              "error |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += _reenactment_table("Split clip: first half as source, second half as audio and truth (lipdub / "
+                                "source-half baseline)", results, "split_clip")
+    lines += _reenactment_table("Self-reenactment with a reversed source (lipdub / reversed-source baseline)",
+                                results, "self_reenactment")
+    lines += _picture_table(results)
+
+    lines += ["", "## Cross-dubbing (lipdub / untouched-clip baseline)", "",
+              "| clip | audio | offset | sync peak | r ±2 | confidence | silence ratio | jitter / source | "
+              "sharpness | outside PSNR | seam colour | dur. ms | error |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += _cross_rows(results)
+
+    lines += ["", "## Ground truth (original clip, own audio)", "",
+              "| clip | frames | offset | sync peak | r ±2 | confidence | silence ratio | speech share | "
+              "lip jitter | lip ΔE 2 s apart |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        o, b = r.self_reenactment.get("output", {}), r.self_reenactment["baseline"]
+        g = r.ground_truth
+        lines.append(f"| {_name(r)} | {r.frames} | {_fmt(g.get('sync_offset'), '{:+.1f}')} | "
+                     f"{_fmt(g.get('sync_peak'), '{:.2f}')} | {_fmt(g.get('sync_r_near_zero'), '{:.2f}')} | "
+                     f"{_fmt(g.get('sync_confidence'), '{:.2f}')} | "
+                     f"{_fmt(g.get('silence_ratio'), '{:.2f}')} | "
+                     f"{_fmt(g.get('speech_fraction'), '{:.2f}')} | {_fmt(g.get('lip_jitter'), '{:.3f}')} | "
+                     f"{_fmt(g.get('lip_delta_e_2s'), '{:.2f}')} |")
+    if any(r.frames < SHORT_CLIP_FRAMES for r in results):
+        lines += ["", f"† shorter than {SHORT_CLIP_FRAMES / 25:.0f} s: fewer than {SHORT_CLIP_FRAMES} frames for "
+                  "±15 lags, so its sync numbers are noisy (its own-audio peak may sit at the edge of the lags)."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _reenactment_table(title: str, results: list[ClipResult], attr: str) -> list[str]:
+    """Per clip, output / baseline, of a protocol that compares with a truth frame by frame."""
+    lines = ["", f"## {title}", "",
+             "| clip | frames | LMD lips | LMD jaw | MOC | width r | offset − GT | sync peak | confidence | "
+             "mouth PSNR | mouth SSIM | outside PSNR | sharpness | jitter / GT | seam colour | dur. ms | "
+             "error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        proto = getattr(r, attr)
+        if not proto:
+            continue
+        o, b = proto.get("output", {}), proto.get("baseline", {})
 
         def pair(k: str, fmt: str = "{:.2f}", o: dict = o, b: dict = b) -> str:
             return f"{_fmt(o.get(k), fmt)} / {_fmt(b.get(k), fmt)}"
 
         lines.append(
-            f"| {_name(r)} | {r.frames} | {pair('lmd_lips')} | {pair('lmd_jaw')} | {pair('moc', '{:.2f}')} | "
+            f"| {_name(r)} | {proto.get('half_frames', r.frames)} | {pair('lmd_lips')} | {pair('lmd_jaw')} | "
+            f"{pair('moc', '{:.2f}')} | {pair('width_corr', '{:.2f}')} | "
             f"{pair('sync_offset_vs_gt', '{:+.1f}')} | {pair('sync_peak')} | {pair('sync_confidence')} | "
             f"{pair('mouth_psnr', '{:.1f}')} | {pair('mouth_ssim')} | "
             f"{_fmt(o.get('outside_psnr'), '{:.1f}')} | "
             f"{_fmt(o.get('sharpness_ratio'), '{:.2f}')} | {pair('jitter_ratio_vs_gt')} | "
             f"{_fmt(o.get('seam_color'), '{:.1f}')} | "
             f"{_fmt(o.get('duration_video_minus_audio_ms'), '{:+.0f}')} | "
-            f"{r.self_reenactment.get('error') or ''} |")
+            f"{proto.get('error') or ''} |")
+    return lines
 
-    lines += ["", "## Cross-dubbing (lipdub / untouched-clip baseline)", "",
-              "| clip | audio | offset | sync peak | r ±2 | confidence | silence ratio | jitter / source | "
-              "sharpness | outside PSNR | seam colour | dur. ms | error |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+def _picture_table(results: list[ClipResult]) -> list[str]:
+    """Per clip and protocol, the picture metrics of the output against its source (lipdub.eval.picture)."""
+    lines = ["", "## Picture: lipdub output against its source frame", "",
+             "| clip | protocol | lip ΔE (2 s apart) | lip chroma | skin texture | lip edge | teeth / source's | "
+             "mouth sharpness |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        protos = [("split", r.split_clip), ("reversed", r.self_reenactment)]
+        protos += [(f"cross {c['audio']}", c) for c in r.cross_dub]
+        for name, proto in protos:
+            o = proto.get("output") if proto else None
+            if not o:
+                continue
+            lines.append(
+                f"| {r.clip} | {name} | {_fmt(o.get('lip_delta_e'), '{:.2f}')} "
+                f"({_fmt(r.ground_truth.get('lip_delta_e_2s'), '{:.2f}')}) | "
+                f"{_fmt(o.get('lip_chroma_ratio'), '{:.3f}')} | {_fmt(o.get('skin_texture_ratio'), '{:.2f}')} | "
+                f"{_fmt(o.get('lip_edge_ratio'), '{:.2f}')} | {_fmt(o.get('teeth_fraction'), '{:.2f}')} / "
+                f"{_fmt(o.get('teeth_fraction_source'), '{:.2f}')} | {_fmt(o.get('sharpness_ratio'), '{:.2f}')} |")
+    return lines
+
+
+def _cross_rows(results: list[ClipResult]) -> list[str]:
+    lines = []
     for r in results:
         for c in r.cross_dub:
             o, b = c.get("output", {}), c["baseline"]
@@ -137,22 +214,7 @@ def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], me
                 f"{_fmt(o.get('sharpness_ratio'), '{:.2f}')} | {_fmt(o.get('outside_psnr'), '{:.1f}')} | "
                 f"{_fmt(o.get('seam_color'), '{:.1f}')} | "
                 f"{_fmt(o.get('duration_video_minus_audio_ms'), '{:+.0f}')} | {c.get('error') or ''} |")
-
-    lines += ["", "## Ground truth (original clip, own audio)", "",
-              "| clip | frames | offset | sync peak | r ±2 | confidence | silence ratio | speech share | "
-              "lip jitter |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        g = r.ground_truth
-        lines.append(f"| {_name(r)} | {r.frames} | {_fmt(g.get('sync_offset'), '{:+.1f}')} | "
-                     f"{_fmt(g.get('sync_peak'), '{:.2f}')} | {_fmt(g.get('sync_r_near_zero'), '{:.2f}')} | "
-                     f"{_fmt(g.get('sync_confidence'), '{:.2f}')} | "
-                     f"{_fmt(g.get('silence_ratio'), '{:.2f}')} | "
-                     f"{_fmt(g.get('speech_fraction'), '{:.2f}')} | {_fmt(g.get('lip_jitter'), '{:.3f}')} |")
-    if any(r.frames < SHORT_CLIP_FRAMES for r in results):
-        lines += ["", f"† shorter than {SHORT_CLIP_FRAMES / 25:.0f} s: fewer than {SHORT_CLIP_FRAMES} frames for "
-                  "±15 lags, so its sync numbers are noisy (its own-audio peak may sit at the edge of the lags)."]
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _name(r: ClipResult) -> str:
@@ -174,7 +236,7 @@ def _speech_spans(ax: Axes, speech: np.ndarray) -> None:
 
 
 COLOURS = {"ground truth": "tab:green", "lipdub": "tab:red", "reversed (baseline)": "tab:gray",
-           "untouched (baseline)": "tab:gray"}
+           "untouched (baseline)": "tab:gray", "source half (baseline)": "tab:gray"}
 
 
 def plot_clip(result: ClipResult, path: Path) -> None:
@@ -185,6 +247,8 @@ def plot_clip(result: ClipResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels: list[tuple[str, Signals]] = []
+    if result.split_signals is not None:
+        panels.append(("split clip (second half's audio)", result.split_signals))
     if result.self_signals is not None:
         panels.append(("self-reenactment (own audio)", result.self_signals))
     for c, sig in zip(result.cross_dub, result.cross_signals):
@@ -266,6 +330,7 @@ def write_report(results: list[ClipResult], out_dir: Path, options: EvalOptions,
     (out_dir / "report.md").write_text(markdown(results, summary, meta))
     for r in results:
         plot_clip(r, out_dir / "plots" / f"{r.clip}.png")
+        write_sheet(out_dir / "sheets" / f"{r.clip}.png", r.clip, r.sheets)
     if results:
         plot_summary(rows, out_dir / "plots" / "summary.png")
     return report

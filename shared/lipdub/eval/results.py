@@ -3,12 +3,14 @@ results (lipdub.eval.protocols computes them, lipdub.eval.report writes them).""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from copy import deepcopy
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lipdub.config import SyncMode
+from lipdub.eval.sheets import SheetRows
 from lipdub.eval.sync import SyncResult
 
 
@@ -48,13 +50,14 @@ class ClipResult:
     clip: str
     frames: int
     ground_truth: dict
-    self_reenactment: dict
+    self_reenactment: dict  # reversed source
     cross_dub: list[dict]
     self_signals: Signals | None = None
     cross_signals: list[Signals] = field(default_factory=list)
+    split_clip: dict = field(default_factory=dict)  # first half as source, second half as audio and truth
+    split_signals: Signals | None = None
+    sheets: dict[str, SheetRows] = field(default_factory=dict)  # mouth crops per protocol (contact sheet)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("self_signals")
-        d.pop("cross_signals")
-        return d
+        kept = ("clip", "frames", "ground_truth", "self_reenactment", "split_clip", "cross_dub")
+        return {k: deepcopy(getattr(self, k)) for k in kept}

@@ -26,6 +26,17 @@ def mouth_opening_signal(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return nan_median3(m)
 
 
+def mouth_width_signal(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Outer mouth-corner distance (61-291) over the inter-ocular distance per frame (issue 26: spread and
+    rounded lips); NaN where no face; 3-tap median like the opening."""
+    m = np.full(len(valid), np.nan, np.float64)
+    if valid.any():
+        p = points[valid].astype(np.float64)
+        width = np.linalg.norm(p[:, 61, :2] - p[:, 291, :2], axis=-1)
+        m[valid] = width / np.maximum(L.inter_ocular(p), 1e-6)
+    return nan_median3(m)
+
+
 def nan_median3(x: np.ndarray) -> np.ndarray:
     """3-tap median that ignores NaN neighbours and keeps NaN where the centre is NaN (a missed face)."""
     if len(x) < 3:

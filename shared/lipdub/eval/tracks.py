@@ -101,6 +101,15 @@ def reverse_clip(clip: Path, out: Path) -> Path:
     return out
 
 
+def cut_frames(clip: Path, out: Path, start: int, count: int) -> Path:
+    """Frames [start, start + count) of a 25-fps clip (video only), re-timed to start at 0."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    vf = f"trim=start_frame={start}:end_frame={start + count},setpts=PTS-STARTPTS"
+    run_ffmpeg(["-i", str(clip), "-vf", vf, "-an", "-frames:v", str(count), *NORMALIZED_ARGS, str(out)],
+               f"{clip.name}: could not cut frames {start}-{start + count}")
+    return out
+
+
 def cut_audio(src: Path, dst: Path, max_seconds: float | None) -> Path:
     """The first `max_seconds` of any audio file as 16 kHz mono wav (what the audio stage reads)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
