@@ -48,15 +48,6 @@ QUEUE_PRIORITY: dict[str, int] = {"high": 0, "normal": 3, "low": 6}
 FROM_SETTINGS = ("sync_mode", "frame_rate")
 
 
-def _optional_settings_defaults(schema: dict[str, Any]) -> None:
-    """A request may leave out the options whose default is a setting (no static default to show)."""
-    required = [name for name in schema.get("required", ()) if name not in FROM_SETTINGS]
-    if required:
-        schema["required"] = required
-    else:
-        schema.pop("required", None)
-
-
 class FaceTarget(BaseModel):
     """The face to dub in a video with several: the one under `point`, or overlapping `box` most, at `time`."""
 
@@ -75,14 +66,18 @@ class FaceTarget(BaseModel):
         return Target(self.time, self.point, self.box)
 
 
+# `JobOptions()` takes its defaults from `get_settings()`; the embedded path, which may run under other settings,
+# says which: `JobOptions.model_validate(given, context={"settings": settings})` (or `JobOptions.under`).
 class JobOptions(BaseModel):
-    """How to dub. `JobOptions()` takes its defaults from `get_settings()`; the embedded path, which may run
-    under other settings, says which: `JobOptions.model_validate(given, context={"settings": settings})`."""
+    """How to dub: the options of a job."""  # the API's schema shows this docstring
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_optional_settings_defaults)
-    sync_mode: SyncMode = Field(description="How the video and audio lengths are matched (default: "
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Factories, not static defaults: read when the options are made (OpenAPI shows them as optional, no default).
+    sync_mode: SyncMode = Field(default_factory=lambda: get_settings().sync_mode,
+                                description="How the video and audio lengths are matched (default: "
                                             "LIPDUB_SYNC_MODE, bounce)")
-    frame_rate: FrameRate = Field(description="The output's frame rate: 'source' keeps the video's own (23.976, "
+    frame_rate: FrameRate = Field(default_factory=lambda: get_settings().frame_rate,
+                                  description="The output's frame rate: 'source' keeps the video's own (23.976, "
                                   "29.97, 30, 50, 60 ...; faster sources get 60), '25' re-times it to 25 fps, "
                                   "repeating or dropping source frames (default: LIPDUB_FRAME_RATE, source)")
     target_face: Literal["auto"] | FaceTarget = Field(
@@ -101,10 +96,12 @@ class JobOptions(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _defaults_from_settings(cls, data: Any, info: ValidationInfo) -> Any:
+        """None means the default; a caller with its own settings (context) gets its defaults, not get_settings()'."""
         if isinstance(data, dict):
-            settings: Settings = (info.context or {}).get("settings") or get_settings()
-            data = {**{name: getattr(settings, name) for name in FROM_SETTINGS},
-                    **{k: v for k, v in data.items() if not (k in FROM_SETTINGS and v is None)}}
+            data = {k: v for k, v in data.items() if not (k in FROM_SETTINGS and v is None)}
+            settings: Settings | None = (info.context or {}).get("settings")
+            if settings is not None:
+                data = {**{name: getattr(settings, name) for name in FROM_SETTINGS}, **data}
         return data
 
     @classmethod

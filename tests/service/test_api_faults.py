@@ -1,5 +1,5 @@
 """The API in-process (FastAPI's TestClient) over a real redis-server and local storage: malformed requests,
-and the queue's outage injected where a real one strikes (`pipeline.start_job`, `events.expand_batch`) to
+and the queue's outage injected where a real one strikes (`chains.start_job`, `events.expand_batch`) to
 see what a client that follows our error answers gets on its retry."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from kombu.exceptions import OperationalError
 
 from lipdub.config import get_settings
+from lipdub.jobs import InputRef, JobOptions, JobSpec
 from lipdub.service.auth import ApiKeys
 from lipdub.service.status import JobStore, get_store
 from lipdub.service.storage import get_storage
@@ -52,19 +53,19 @@ def job_body(store: JobStore) -> dict[str, Any]:
 
 def test_a_job_refused_while_the_queue_is_down_is_made_anew_on_retry(api: TestClient,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from lipdub import pipeline
+    from lipdub.service import chains
 
     def queue_down(job_id: str, priority: int) -> None:
         raise OperationalError("Error 111 connecting to the broker. Connection refused.")
 
     queued: list[str] = []
     body, headers = job_body(get_store()), {"Idempotency-Key": "order-42"}
-    monkeypatch.setattr(pipeline, "start_job", queue_down)
+    monkeypatch.setattr(chains, "start_job", queue_down)
     refused = api.post("/v1/jobs", json=body, headers=headers)
     assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
     assert refused.json()["error"] == {"code": "service_unavailable", "retryable": True,
                                        "message": "the job queue is unavailable; retry later"}
-    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: queued.append(job_id))
+    monkeypatch.setattr(chains, "start_job", lambda job_id, priority: queued.append(job_id))
     retried = api.post("/v1/jobs", json=body, headers=headers)
     assert retried.status_code == 202 and retried.json()["status"] == "queued", retried.text
     assert queued == [retried.json()["id"]]
@@ -114,10 +115,10 @@ def test_a_malformed_list_cursor_is_a_422(api: TestClient, path: str, cursor: st
 
 def test_deleting_a_job_removes_its_record_and_files(api: TestClient, monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
-    from lipdub import pipeline
+    from lipdub.service import chains
     from lipdub.service.storage import keys
 
-    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: None)
+    monkeypatch.setattr(chains, "start_job", lambda job_id, priority: None)
     store = get_store()
     body, headers = job_body(store), {"Idempotency-Key": "spot-17"}
     created = api.post("/v1/jobs", json=body, headers=headers)
@@ -148,7 +149,8 @@ def test_a_batch_job_is_deleted_only_once_its_batch_ended(api: TestClient) -> No
     batches = BatchStore(store)
     batch = batches.create("acme", "manifest.jsonl", None, {}, {})
     assert batches.move(batch.id, BatchStatus.in_progress)
-    job = store.create("acme", {"options": {}}, batch=batch.id)
+    job = store.create("acme", JobSpec(video=InputRef(asset_id="ast_v"), audio=InputRef(asset_id="ast_a"),
+                                       options=JobOptions()), batch=batch.id)
     store.cancel(job.id)
     refused = api.delete(f"/v1/jobs/{job.id}")
     assert refused.status_code == 409 and batch.id in refused.json()["error"]["message"]
@@ -213,9 +215,9 @@ def test_bytes_two_tenants_uploaded_stay_until_both_deleted_them(api: TestClient
 
 
 def test_an_asset_a_queued_job_uses_is_not_deleted(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lipdub import pipeline
+    from lipdub.service import chains
 
-    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: None)
+    monkeypatch.setattr(chains, "start_job", lambda job_id, priority: None)
     body = job_body(get_store())
     job_id = api.post("/v1/jobs", json=body).json()["id"]
     refused = api.delete(f"/v1/assets/{body['audio']['asset_id']}")
@@ -240,9 +242,9 @@ def test_assets_are_listed_newest_first_per_tenant_and_deleted_ones_leave(api: T
 
 
 def test_dub_ranges_are_checked_when_the_job_is_made(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lipdub import pipeline
+    from lipdub.service import chains
 
-    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: None)
+    monkeypatch.setattr(chains, "start_job", lambda job_id, priority: None)
     body = job_body(get_store())
     overlapping = api.post("/v1/jobs", json={**body, "options": {"ranges": [[0, 5], [4, 6]]}})
     assert overlapping.status_code == 422 and overlapping.json()["error"]["code"] == "invalid_request"
@@ -251,4 +253,4 @@ def test_dub_ranges_are_checked_when_the_job_is_made(api: TestClient, monkeypatc
     made = api.post("/v1/jobs", json={**body, "options": {"ranges": [[0.5, 2], [4, 6.25]]}})
     assert made.status_code == 202, made.text
     stored = get_store().get(made.json()["id"])
-    assert stored is not None and stored.spec["options"]["ranges"] == [[0.5, 2.0], [4.0, 6.25]]
+    assert stored is not None and stored.spec.options.ranges == ((0.5, 2.0), (4.0, 6.25))

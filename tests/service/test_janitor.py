@@ -9,19 +9,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lipdub import pipeline
 from lipdub.config import Settings
-from lipdub.service import events, janitor
+from lipdub.jobs import InputRef, JobOptions, JobSpec, JobStatus, Stage
+from lipdub.service import chains, events, janitor
 from lipdub.service.indexes import now
 from lipdub.service.redis_keys import OUTBOX
-from lipdub.service.status import JobStatus, JobStore, Stage
+from lipdub.service.status import JobStore
 from lipdub.service.storage import LocalStorage, S3Storage, Storage, keys
 
 from .test_limits import redis_url  # noqa: F401 - the redis-server fixture
 from .test_storage import s3_endpoint  # noqa: F401 - moto's S3 server
 
 GRACE = 60
-SPEC = {"video": {"asset_id": "ast_v"}, "audio": {"asset_id": "ast_a"}, "options": {}, "priority": 6}
+SPEC = JobSpec(video=InputRef(asset_id="ast_v"), audio=InputRef(asset_id="ast_a"), options=JobOptions(),
+               priority="low")
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
         sent["finished"].append(job_id)
         return True
 
-    monkeypatch.setattr(pipeline, "start_job", start_job)
+    monkeypatch.setattr(chains, "start_job", start_job)
     monkeypatch.setattr(events, "job_finished", job_finished)
     return sent
 
@@ -204,7 +205,8 @@ def test_assets_no_job_used_for_the_ttl_are_deleted_with_their_prep(store: JobSt
     for sha in shas.values():
         storage.put_file(keys.asset(sha), src)
         storage.put_file(keys.prep(sha, "3x", "track.json"), src)
-    busy = store.create("acme", {"video": {"asset_id": assets["busy"].id, "sha256": shas["busy"]}, "audio": {}})
+    busy = store.create("acme", SPEC.model_copy(update={"video": InputRef(asset_id=assets["busy"].id,
+                                                                          sha256=shas["busy"])}))
     for name in ("old", "busy"):  # last used (uploaded, named by a job) longer ago than the TTL
         store.r.zadd(ASSETS_USED, {assets[name].id: now() - 2000})
     assert sweep(store).assets_deleted == 0  # the default keeps assets until they are deleted
@@ -218,7 +220,7 @@ def test_assets_no_job_used_for_the_ttl_are_deleted_with_their_prep(store: JobSt
     assert not storage.exists(keys.asset(shas["busy"])) and storage.exists(keys.asset(shas["fresh"]))
     assert store.metrics.janitor_stats() == {"assets_deleted": 2}
     store.r.zadd(ASSETS_USED, {assets["fresh"].id: now() - 2000})
-    ended = store.create("acme", {"video": {"asset_id": assets["fresh"].id}, "audio": {}})  # uses it now
+    ended = store.create("acme", SPEC.model_copy(update={"video": InputRef(asset_id=assets["fresh"].id)}))  # uses it
     store.cancel(ended.id)
     assert janitor.sweep(kept, storage) == janitor.SweepReport()
     assert storage.exists(keys.asset(shas["fresh"]))
@@ -284,7 +286,8 @@ def test_a_prep_still_running_when_its_video_is_deleted_keeps_nothing(store: Job
 
 
 def test_a_deleted_batch_goes_with_its_jobs_files_and_messages(store: JobStore, broker: dict, tmp_path: Path) -> None:
-    from lipdub.service.batches import BatchStatus, BatchStore, Item
+    from lipdub.service.batches import BatchStatus, BatchStore
+    from lipdub.service.manifest import Item
     from lipdub.service.webhooks import Deliveries
 
     storage = LocalStorage(tmp_path / "storage")
@@ -299,7 +302,8 @@ def test_a_deleted_batch_goes_with_its_jobs_files_and_messages(store: JobStore, 
     for batch in (doomed, kept):
         for line in (1, 2, 3):
             job = store.create("acme", SPEC, batch=batch.id)
-            batches.bind_job(batch.id, "acme", Item(line, f"c{line}", {}, {}, {}, {}), job.id)
+            batches.bind_job(batch.id, "acme", Item(line, f"c{line}", SPEC.video, SPEC.audio, SPEC.options, {}),
+                             job.id)
             store.start(job.id)
             storage.put_file(keys.result(job.id), src)
             messages.create("acme", job.id, "job.succeeded", "https://hooks.example.com", {"id": job.id})
@@ -337,14 +341,15 @@ def test_a_deleted_batch_goes_with_its_jobs_files_and_messages(store: JobStore, 
 
 
 def test_a_big_batch_is_deleted_over_several_sweeps(store: JobStore, broker: dict, tmp_path: Path) -> None:
-    from lipdub.service.batches import BatchStatus, BatchStore, Item
+    from lipdub.service.batches import BatchStatus, BatchStore
+    from lipdub.service.manifest import Item
 
     storage = LocalStorage(tmp_path / "storage")
     batches = BatchStore(store)
     batch = batches.create("acme", keys.batch("batch_big", "input.jsonl"), None, {}, {}, batch_id="batch_big")
     for line in range(1, 1001):
         job = store.create("acme", SPEC, batch=batch.id)
-        batches.bind_job(batch.id, "acme", Item(line, f"c{line}", {}, {}, {}, {}), job.id)
+        batches.bind_job(batch.id, "acme", Item(line, f"c{line}", SPEC.video, SPEC.audio, SPEC.options, {}), job.id)
         store.cancel(job.id)
     assert batches.move(batch.id, BatchStatus.cancelling) and batches.move(batch.id, BatchStatus.cancelled)
     batches.request_deletion(batches.get(batch.id))

@@ -7,14 +7,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from lipdub.config import Settings
+from lipdub.jobs import InputRef, JobOptions, JobSpec, Stage
 from lipdub.service.limits import QuotaExceeded, Quotas, RateLimiter
-from lipdub.service.status import JobStore, Stage
+from lipdub.service.status import JobStore
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_quota_defaults_and_per_tenant_overrides(store: JobStore) -> None:
 
 def test_admission_counts_interactive_jobs_only(store: JobStore) -> None:
     quotas = Quotas(store.r, store.settings)
-    spec: dict[str, Any] = {"video": {}, "audio": {}}
+    spec = JobSpec(video=InputRef(), audio=InputRef(), options=JobOptions())
     quotas.admit_job("acme", 10.0, [100, 200])
     first = store.create("acme", spec)
     store.stage_started(first.id, Stage.probe)  # running

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from lipdub.config import Settings
+from lipdub.jobs import InputRef, JobOptions, JobSpec, JobStatus, Stage
 from lipdub.service import processes
 from lipdub.service.stack import wait_ready
-from lipdub.service.status import JobStatus, JobStore, Stage
+from lipdub.service.status import JobStore
 from tests.service.conftest import free_port
 
 
@@ -29,8 +30,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobStore]:
     server.wait(10)
 
 
-SPEC = {"video": {"asset_id": "ast_v", "sha256": "a" * 64}, "audio": {"asset_id": "ast_a", "sha256": "b" * 64},
-        "options": {"sync_mode": "bounce"}}
+SPEC = JobSpec(video=InputRef(asset_id="ast_v", sha256="a" * 64), audio=InputRef(asset_id="ast_a", sha256="b" * 64),
+               options=JobOptions(sync_mode="bounce"))
 
 
 @pytest.fixture(autouse=True)

@@ -1,24 +1,25 @@
-"""The HTTP shapes only: request bodies (…Create) and responses (…Public)."""
+"""The HTTP shapes only: request bodies (…Create) and responses (…Public). A job's options, face choice,
+priority, status and stage are lipdub.jobs' types, and its public shape is lipdub.service.public's (the
+webhooks carry it too): this module does not restate them.
+"""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from lipdub.config import FrameRate, SyncMode
-from lipdub.prep.tracking import Target
+from lipdub.jobs import FaceTarget, JobOptions, JobStatus, Priority, Stage
 from lipdub.service.assets_store import Asset
-from lipdub.service.status import JobState, JobStatus, Stage
-from lipdub.timeline import dub_ranges
+from lipdub.service.public import ChunksPublic, DeliveryPublic, ErrorBody, JobPublic, iso
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")  # the sync.so rule
 
-# Celery/Redis priorities: 0 is served first.
-PRIORITIES = {"high": 0, "normal": 3, "low": 6}
+__all__ = ["ChunksPublic", "DeliveryPublic", "ErrorBody", "FaceTarget", "JobOptions", "JobPublic", "JobStatus",
+           "Priority", "Stage"]
 
 
 class ApiErrorCode(StrEnum):
@@ -50,19 +51,8 @@ class ApiErrorCode(StrEnum):
     manifest_in_use = "manifest_in_use"
 
 
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    retryable: bool = False
-    details: list[dict[str, Any]] | None = None
-
-
 class ErrorResponse(BaseModel):
     error: ErrorBody
-
-
-def iso(ts: float | None) -> datetime | None:
-    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
 
 
 # --- assets --------------------------------------------------------------------------------------------
@@ -123,46 +113,6 @@ class InputRef(BaseModel):
         return self
 
 
-class FaceTarget(BaseModel):
-    """The face to dub in a video with several: the one under `point`, or overlapping `box` most, at `time`."""
-
-    model_config = ConfigDict(extra="forbid")
-    time: float = Field(default=0.0, ge=0, description="Seconds into the video where the face is visible")
-    point: tuple[float, float] | None = Field(default=None, description="(x, y) in pixels of the upright video")
-    box: tuple[float, float, float, float] | None = Field(default=None,
-                                                          description="(x0, y0, x1, y1) in pixels of the upright video")
-
-    @model_validator(mode="after")
-    def point_or_box(self) -> FaceTarget:
-        Target(self.time, self.point, self.box)  # prep's rule for a face choice; its ValueError becomes a 422
-        return self
-
-
-class JobOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    sync_mode: SyncMode = Field(default="bounce", description="How the video and audio lengths are matched")
-    frame_rate: FrameRate = Field(default="source", description="The output's frame rate: 'source' keeps the "
-                                  "video's own (23.976, 29.97, 30, 50, 60 ...; faster sources get 60), '25' "
-                                  "re-times it to 25 fps, repeating or dropping source frames")
-    target_face: Literal["auto"] | FaceTarget = Field(
-        default="auto", description="Which face to dub: 'auto' = the largest, most central, most persistent one, "
-        "and among equally prominent faces the one whose lips follow the video's own soundtrack (if none clearly "
-        "does, or they take turns talking: multiple_faces); or a point/box at a time")
-    enroll: bool = Field(default=False, description="Fine-tune the DINet renderer on this source's own frames "
-                         "before rendering (LIPDUB_DINET_ENROLL_STEPS steps, once per source; later jobs of the "
-                         "source use it too). Measured gain on held-out clips so far: none (BENCHMARKS.md)")
-    ranges: list[tuple[float, float]] | None = Field(
-        default=None, description="Re-animate only these [start, end] stretches, in seconds of the output and in "
-        "time order; elsewhere the source frames are kept (a reaction shot of another person, a part left in "
-        "the original language, another face's lines) while the new audio plays throughout. The job "
-        "report's source_shots and other_speaker help find them. Default: the whole video")
-
-    @field_validator("ranges")
-    @classmethod
-    def _check_ranges(cls, value: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
-        return None if value is None else list(dub_ranges(value))  # ValueError → 422 naming the range
-
-
 DELIVERY_URL = ("A presigned PUT URL (S3, GCS, Azure Blob SAS, or any server taking an HTTP PUT) the result MP4 is "
               "uploaded to once the job has succeeded, before its webhook; the job's `delivery` says whether it "
               "arrived. The result stays downloadable from lipdub as well")
@@ -175,21 +125,11 @@ def delivery_url(value: str | None) -> str | None:
     return value
 
 
-class DeliveryPublic(BaseModel):
-    status: Literal["delivered", "failed"]
-    url: str = Field(description="The delivery_url without its query (its signature)")
-    attempts: int
-    http_status: int | None = None
-    bytes: int | None = None
-    error: str | None = None
-    seconds: float
-    at: datetime
-
-
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     video: InputRef
     audio: InputRef
+    # Made per request: LIPDUB_SYNC_MODE and LIPDUB_FRAME_RATE of the API are the defaults of what the body leaves out.
     options: JobOptions = Field(default_factory=JobOptions)
     webhook_url: HttpUrl | None = Field(default=None, description="Stored with the job; delivered by the "
                                                                    "webhooks worker")
@@ -201,47 +141,7 @@ class JobCreate(BaseModel):
         return delivery_url(value)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16,
                                      description="Up to 16 string pairs, returned with the job")
-    priority: Literal["high", "normal", "low"] = "normal"
-
-
-class ChunksPublic(BaseModel):
-    done: int
-    total: int | None
-
-
-class JobPublic(BaseModel):
-    id: str
-    status: JobStatus
-    stage: Stage | None
-    progress: float = Field(description="0–1 over all stages")
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    timings: dict[str, float] = Field(description="Seconds per stage (wall clock), plus time queued")
-    error: ErrorBody | None
-    outputs: dict[str, str] = Field(description="Result URLs of a succeeded job")
-    cache: dict[str, bool] = Field(description="prep_hit: the source's prep was reused from an earlier job")
-    chunks: ChunksPublic
-    options: dict[str, Any]
-    metadata: dict[str, str]
-    priority: str
-    batch: str | None = None
-    delivery: DeliveryPublic | None = Field(default=None, description="The upload of the result to the job's "
-                                            "delivery_url; null before it ends, or without a delivery_url")
-
-    @classmethod
-    def of(cls, job: JobState, base_url: str) -> JobPublic:
-        outputs = {"video": f"{base_url}/v1/jobs/{job.id}/result",
-                   "report": f"{base_url}/v1/jobs/{job.id}/report"} if job.status == JobStatus.succeeded else {}
-        return cls(id=job.id, status=job.status, stage=job.stage, progress=job.progress,
-                   created_at=iso(job.created_at), started_at=iso(job.started_at),  # type: ignore[arg-type]
-                   finished_at=iso(job.finished_at), timings=job.timings,
-                   error=ErrorBody(**job.error) if job.error else None, outputs=outputs, cache=job.cache,
-                   chunks=ChunksPublic(done=job.chunks_done, total=job.chunks),
-                   options=job.spec.get("options", {}), metadata=job.spec.get("metadata", {}),
-                   priority=job.spec.get("priority_name", "normal"), batch=job.batch,
-                   delivery=DeliveryPublic(**{**job.delivery, "at": iso(job.delivery["at"])})
-                   if job.delivery else None)
+    priority: Priority = "normal"
 
 
 class JobList(BaseModel):

@@ -45,7 +45,7 @@ def redacted(url: str) -> str:
 def deliver(job: JobState, store: JobStore, storage: Storage) -> dict[str, Any]:
     """PUT the job's result to its `delivery_url`; returns the delivery record (also stored with the job)."""
     settings = store.settings
-    url = str(job.spec["delivery_url"])
+    url = str(job.spec.delivery_url)
     record: dict[str, Any] = {"url": redacted(url), "attempts": 0}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lipdub-deliver-") as tmp:

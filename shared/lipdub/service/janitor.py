@@ -29,11 +29,12 @@ from functools import partial
 
 import redis
 
+from lipdub.jobs import JobStatus
 from lipdub.service import redis_keys
 from lipdub.service.batches import BatchStore
 from lipdub.service.indexes import now
 from lipdub.service.inputs import delete_asset
-from lipdub.service.status import JobStatus, JobStore
+from lipdub.service.status import JobStore
 from lipdub.service.storage import S3Storage, Storage, keys
 from lipdub.service.webhooks import Deliveries
 
@@ -56,7 +57,8 @@ class SweepReport:
 
 def sweep(store: JobStore, storage: Storage) -> SweepReport | None:
     """One pass; None when another sweep holds the lock."""
-    lock = store.r.lock(redis_keys.JANITOR_LOCK, timeout=max(60, 2 * store.settings.janitor_seconds), blocking_timeout=0)
+    lock = store.r.lock(redis_keys.JANITOR_LOCK, timeout=max(60, 2 * store.settings.janitor_seconds),
+                        blocking_timeout=0)
     if not lock.acquire():
         return None
     report = SweepReport()
@@ -89,7 +91,7 @@ def redo_handoffs(store: JobStore, report: SweepReport) -> None:
             # second chain only repeats idempotent stages).
             log.warning("janitor: queueing job %s, created %.0f s ago but never queued", job_id,
                         now() - job.created_at)
-            store.start(job_id, job.spec.get("priority"))
+            store.start(job_id, job.spec.queue_priority)
             report.started += 1
         elif job is not None and kind == "finished":
             log.warning("janitor: queueing the end event of job %s (%s)", job_id, job.status)

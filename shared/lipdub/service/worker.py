@@ -22,10 +22,12 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from lipdub.config import Settings, get_settings
 from lipdub.errors import ErrorCode, LipdubError, TransientError
+from lipdub.face.mesh import FaceMesh
+from lipdub.jobs import Stage
 from lipdub.progress import CallbackProgress
 from lipdub.service.inputs import InputRefused
 from lipdub.service.prepcache import fetch_prep, purge_deleted
-from lipdub.service.status import JobStore, Stage, get_store
+from lipdub.service.status import JobStore, get_store
 from lipdub.service.storage import Storage, get_storage
 
 log = logging.getLogger(__name__)
@@ -203,8 +205,6 @@ def warm_up(what: str, load: Callable[[], object]) -> None:
 def load_face_mesh() -> None:
     """MediaPipe's face mesh (prep's tracker, and the sync estimate's): the graph and its model files."""
     import numpy as np
-
-    from lipdub.face.mesh import FaceMesh
 
     with FaceMesh() as mesh:
         mesh(np.zeros((64, 64, 3), np.uint8))

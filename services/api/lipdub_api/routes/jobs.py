@@ -13,16 +13,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.responses import Response
 
+from lipdub.jobs import InputRef as JobInput  # the stored input; schemas.InputRef is the request's
+from lipdub.jobs import JobSpec, JobStatus
 from lipdub.service import janitor
 from lipdub.service.batches import BatchStore
 from lipdub.service.limits import QuotaExceeded, Quotas
-from lipdub.service.status import JobState, JobStatus, JobStore
+from lipdub.service.status import JobState, JobStore
 from lipdub.service.storage import keys
 from lipdub.service.urls import UrlRejected, check_url
 from lipdub_api.deps import BaseUrlDep, StorageDep, StoreDep, TenantDep, idempotency_body_hash
 from lipdub_api.errors import ApiError, check_cursor, not_found
 from lipdub_api.schemas import (
-    PRIORITIES,
     ApiErrorCode,
     ErrorResponse,
     InputRef,
@@ -39,8 +40,8 @@ POLL_SECONDS = 0.25
 
 
 def resolve_input(ref: InputRef, kind: str, tenant: str, store: JobStore,
-                  allow_url: bool = False) -> dict[str, str]:
-    """The job's reference to an input: `{asset_id, sha256}`, or `{url}` for a URL the probe task downloads
+                  allow_url: bool = False) -> JobInput:
+    """The job's reference to an input: an asset (asset_id, sha256), or a URL the probe task downloads
     (checked here without a DNS lookup, which happens at download time, on the resolved address)."""
     if ref.url is not None:
         if not allow_url:
@@ -50,27 +51,27 @@ def resolve_input(ref: InputRef, kind: str, tenant: str, store: JobStore,
             check_url(str(ref.url), store.settings, resolve=False)
         except UrlRejected as exc:
             raise ApiError(422, ApiErrorCode.url_not_allowed, f"{kind}: {exc.message}") from exc
-        return {"url": str(ref.url)}
+        return JobInput(url=str(ref.url))
     asset = store.assets.get(tenant, ref.asset_id or "")
     if asset is None:
         raise ApiError(422, ApiErrorCode.asset_not_found, f"{kind}: no asset {ref.asset_id}")
     if kind not in asset.media:
         code = "no_video_stream" if kind == "video" else "no_audio_stream"
         raise ApiError(422, code, f"{kind}: asset {asset.id} has no {kind} stream")  # type: ignore[arg-type]
-    return {"asset_id": asset.id, "sha256": asset.sha256}
+    return JobInput(asset_id=asset.id, sha256=asset.sha256)
 
 
-def admit(spec: dict[str, Any], tenant: str, store: JobStore) -> None:
+def admit(spec: JobSpec, tenant: str, store: JobStore) -> None:
     """The tenant's quotas (concurrent jobs, video length, file size) and safe webhook and output targets."""
-    for field in ("webhook_url", "delivery_url"):
-        if spec.get(field):
+    for field, url in (("webhook_url", spec.webhook_url), ("delivery_url", spec.delivery_url)):
+        if url:
             try:
-                check_url(spec[field], store.settings, resolve=False)  # resolved again on delivery
+                check_url(url, store.settings, resolve=False)  # resolved again on delivery
             except UrlRejected as exc:
                 raise ApiError(422, ApiErrorCode.url_not_allowed, f"{field}: {exc.message}") from exc
     # Inputs by URL are held to the same quotas after their download (lipdub.service.inputs).
-    video, audio = (store.assets.get(tenant, spec[k]["asset_id"]) if "asset_id" in spec[k] else None
-                    for k in ("video", "audio"))
+    video, audio = (store.assets.get(tenant, ref.asset_id) if ref.asset_id is not None else None
+                    for ref in (spec.video, spec.audio))
     try:
         Quotas(store.r, store.settings).admit_job(
             tenant, float(video.media.get("duration") or 0) if video else None,
@@ -99,15 +100,10 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
             raise ApiError(409, ApiErrorCode.idempotency_conflict, str(exc)) from exc
         if earlier is not None:
             return _existing(store, tenant, earlier, base_url)
-    spec: dict[str, Any] = {
-        "video": resolve_input(body.video, "video", tenant, store, allow_url=True),
-        "audio": resolve_input(body.audio, "audio", tenant, store, allow_url=True),
-        "options": body.options.model_dump(mode="json"),
-        "webhook_url": str(body.webhook_url) if body.webhook_url else None,
-        "delivery_url": str(body.delivery_url) if body.delivery_url else None,
-        "metadata": body.metadata,
-        "priority": PRIORITIES[body.priority], "priority_name": body.priority,
-    }
+    spec = JobSpec(video=resolve_input(body.video, "video", tenant, store, allow_url=True),
+                   audio=resolve_input(body.audio, "audio", tenant, store, allow_url=True),
+                   options=body.options, webhook_url=str(body.webhook_url) if body.webhook_url else None,
+                   delivery_url=body.delivery_url, metadata=body.metadata, priority=body.priority)
     with store.admission(tenant):
         admit(spec, tenant, store)
         job_id = f"job_{uuid.uuid4().hex}"
@@ -120,7 +116,7 @@ def create_job(body: JobCreate, tenant: TenantDep, store: StoreDep, base_url: Ba
                 return _existing(store, tenant, job_id, base_url)
         job = store.create(tenant, spec, job_id=job_id, idempotency_key=idempotency_key)
     try:
-        store.start(job.id, spec["priority"])
+        store.start(job.id, spec.queue_priority)
     except Exception as exc:  # the broker is down: the client is told, so the job must not start later
         store.fail(job.id, "internal", f"could not queue the job: {exc}", retryable=True)
         if idempotency_key is not None:

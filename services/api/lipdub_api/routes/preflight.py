@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
 from fastapi import APIRouter
 
 from lipdub import FPS
+from lipdub.jobs import JobError, PrepVerdict, Stage
+from lipdub.prep.cache import source_key
 from lipdub.service.celery_app import app as celery_app
-from lipdub.service.prepcache import job_source_key
-from lipdub.service.status import JobStore, Stage
+from lipdub.service.status import JobStore
 from lipdub_api.deps import SettingsDep, StoreDep, TenantDep
 from lipdub_api.errors import ApiError
 from lipdub_api.routes.jobs import resolve_input
@@ -36,33 +36,34 @@ def preflight(body: PreflightCreate, tenant: TenantDep, store: StoreDep, setting
     gate on `LIPDUB_PREFLIGHT_SECONDS`), after which a passing source is prepared in the background so the
     job that follows finds it cached."""
     video = resolve_input(body.video, "video", tenant, store)
-    target = body.model_dump(mode="json")["target_face"]
-    pointer = store.assets.prep_pointer(job_source_key({"video": video, "options": {"target_face": target}}))
+    target = None if body.target_face == "auto" else body.target_face.target()
+    pointer = store.assets.prep_pointer(source_key(video.digest, target))
     if pointer is not None and "rejected" in pointer:
-        result: dict[str, Any] = {"verdict": "fail", "error": {**pointer["rejected"], "retryable": False},
-                                  "cached": True}
+        result = PrepVerdict(verdict="fail", error=JobError(**pointer["rejected"]), cached=True)
     elif pointer is not None:
-        result = {"verdict": "pass", "summary": pointer["summary"], "cached": True}
+        result = PrepVerdict(verdict="pass", summary=pointer["summary"], cached=True)
     else:
-        pending = celery_app.send_task("dub.preflight", args=(video["sha256"], target), priority=0)
+        pending = celery_app.send_task("dub.preflight", priority=0,
+                                       args=(video.digest, body.model_dump(mode="json")["target_face"]))
         try:
-            result = pending.get(timeout=settings.preflight_wait_seconds, propagate=False)
+            raw = pending.get(timeout=settings.preflight_wait_seconds, propagate=False)
         except CeleryTimeout as exc:
             raise ApiError(503, ApiErrorCode.service_unavailable, "the preflight did not finish in "
                            f"{settings.preflight_wait_seconds} s; try again") from exc
         finally:
             pending.forget()
-        if not isinstance(result, dict):
-            raise ApiError(503, ApiErrorCode.service_unavailable, f"the preflight failed: {result}")
-    summary = result.get("summary")
+        if not isinstance(raw, dict):
+            raise ApiError(503, ApiErrorCode.service_unavailable, f"the preflight failed: {raw}")
+        result = PrepVerdict.model_validate(raw)
+    summary = result.summary
     # Output frames of a job at the default frame rate, the source's own (render and mux cost per frame).
     fps = float(Fraction(summary.get("native_rate") or FPS)) if summary else FPS
-    if "duration" in result:  # a sampled summary counts the sample's frames: the ETA needs the whole source's
-        n_frames = round(result["duration"] * fps)
+    if result.duration is not None:  # a sampled summary counts the sample's frames: the ETA needs the whole's
+        n_frames = round(result.duration * fps)
     else:
         n_frames = int(summary.get("native_frames") or summary["n_frames"]) if summary else 0
-    passed = result["verdict"] == "pass"
-    eta = eta_seconds(store, n_frames, bool(result.get("cached"))) if passed and n_frames else None
-    return PreflightPublic(verdict=result["verdict"], error=ErrorBody(**result["error"]) if result.get("error")
-                           else None, summary=summary, cached=bool(result.get("cached")), eta_seconds=eta,
-                           sampled_seconds=result.get("sampled_seconds"))
+    eta = eta_seconds(store, n_frames, result.cached) if result.ok and n_frames else None
+    return PreflightPublic(verdict=result.verdict,
+                           error=ErrorBody(**result.error.model_dump()) if result.error is not None else None,
+                           summary=summary, cached=result.cached, eta_seconds=eta,
+                           sampled_seconds=result.sampled_seconds)
