@@ -23,7 +23,9 @@ import numpy as np
 
 from lipdub.config import Settings
 from lipdub.demo import face_image
+from lipdub.errors import ErrorCode
 from lipdub.face import landmarks as L
+from lipdub.media.ffmpeg import run_ffmpeg
 from lipdub.media.video import VideoWriter
 from lipdub.prep.analysis import analyze_faces
 from lipdub.prep.cache import prepare_cached
@@ -38,7 +40,7 @@ TALKING_CLIP = CORPUS / "talking" / "OpenTalker_SadTalker__RD_Radio34_000.mp4"  
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+    run_ffmpeg(["-y", *args], code=ErrorCode.internal, what="ffmpeg could not make a benchmark source")
 
 
 def demo_face_clip(path: Path, width: int, height: int, seconds: float) -> Path:
@@ -71,8 +73,8 @@ def speed_sources(work: Path) -> dict[str, Path]:
 def decode_fps(path: Path, n_frames: int) -> float:
     """A bare ffmpeg decode of the file to RGB (what prep's pipe carries), discarded."""
     start = time.perf_counter()
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-vf", "fps=25", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                    "-y", "/dev/null"], check=True)
+    run_ffmpeg(["-i", str(path), "-vf", "fps=25", "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", "/dev/null"],
+               code=ErrorCode.internal, what=f"ffmpeg could not decode {path.name}")
     return n_frames / (time.perf_counter() - start)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,8 @@ import httpx
 import redis
 
 from lipdub.demo import moving_face_video, speak
+from lipdub.errors import ErrorCode
+from lipdub.media.ffmpeg import run_ffprobe
 from lipdub.service.auth import ApiKeys
 from lipdub.service.stack import StackConfig, start, stop
 
@@ -56,8 +57,8 @@ def one_job(client: httpx.Client, video: Path, audio: Path, out: Path) -> tuple[
 
 
 def duration(path: Path) -> float:
-    return float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
-                                 str(path)], capture_output=True, text=True, check=True).stdout)
+    return float(run_ffprobe(["-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+                             code=ErrorCode.internal, what=f"ffprobe could not read {path.name}"))
 
 
 def main() -> None:

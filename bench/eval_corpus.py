@@ -2,9 +2,11 @@
 
     python -m bench.eval_corpus [--out out/eval_corpus] [--max-seconds 10] [--cross-per-clip 1]
 
-12 held-out clips (10 identities) cut to 10 s, each cross-dubbed with one of 4 non-English speech tracks
-(round-robin: de, fr, ja, zh). About 10-15 minutes on 2 CPU cores. Prints the markdown report; copy the
-medians into BENCHMARKS.md. Needs ../shared/corpus (or LIPDUB_CORPUS); exits 0 with a note when absent.
+12 held-out clips (10 identities) cut to 10 s; per clip the split-clip and reversed-source protocols, and a
+cross-dub with one of 4 non-English speech tracks (round-robin: de, fr, ja, zh). About 10-20 minutes on 2
+CPU cores. Writes report.md, report.json, plots/ and sheets/ (contact sheets of mouth crops) under --out and
+prints the markdown report; copy the medians into BENCHMARKS.md. Needs ../shared/corpus (or
+LIPDUB_CORPUS); exits 0 with a note when absent.
 """
 
 from __future__ import annotations

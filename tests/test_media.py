@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipdub.errors import ErrorCode, InputError
+from lipdub.errors import ErrorCode, InputError, LipdubError
 from lipdub.media.audio import load_audio, save_wav
 from lipdub.media.probe import probe
 from lipdub.media.video import FrameReader, VideoWriter, count_frames
@@ -100,10 +100,11 @@ def test_probe_errors(tmp_path: Path) -> None:
 def test_video_writer_reports_a_dead_encoder_and_never_hangs(tmp_path: Path) -> None:
     frame = np.zeros((64, 64, 3), np.uint8)
     writer = VideoWriter(tmp_path / "missing-dir" / "out.mp4", 64, 64)  # ffmpeg can't open its output
-    with pytest.raises(RuntimeError, match="ffmpeg encoder"):
+    with pytest.raises(LipdubError, match="ffmpeg encoder") as failed:
         for _ in range(500):  # more than the queue and the pipe hold: the feeder must not block for good
             writer.write(frame)
         writer.close()
+    assert failed.value.code == ErrorCode.internal and "missing-dir" in failed.value.message  # ffmpeg's stderr
     # An error in the caller's block kills the encoder and leaves no file.
     with pytest.raises(ValueError), VideoWriter(tmp_path / "half.mp4", 64, 64) as w:
         w.write(frame)

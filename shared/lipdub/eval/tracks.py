@@ -7,7 +7,6 @@ the things measured.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from lipdub import FPS, SAMPLE_RATE
 from lipdub.errors import ErrorCode, InputError
 from lipdub.face.mesh import FaceMesh
+from lipdub.media import ffmpeg
 from lipdub.media.audio import load_audio
 from lipdub.media.probe import probe
 from lipdub.media.video import NORMALIZED_ARGS, FrameReader, count_frames
@@ -68,9 +68,8 @@ def track_video(path: Path, advance: Callable[[int], None] | None = None) -> Vid
 
 
 def run_ffmpeg(cmd: list[str], what: str) -> None:
-    result = subprocess.run(["ffmpeg", "-v", "error", "-y", *cmd], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise InputError(ErrorCode.input_unreadable, f"{what}: {result.stderr.strip()[-300:]}")
+    """`ffmpeg -y *cmd` on an evaluation input; a failure is input_unreadable."""
+    ffmpeg.run_ffmpeg(["-y", *cmd], code=ErrorCode.input_unreadable, what=what)
 
 
 def prepare_clip(video: Path, out_dir: Path, max_seconds: float | None, audio: Path | None = None,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import wave
 from pathlib import Path
 
 import numpy as np
 
 from lipdub import SAMPLE_RATE
-from lipdub.errors import ErrorCode, InputError
+from lipdub.errors import ErrorCode
+from lipdub.media.ffmpeg import run_ffmpeg
 from lipdub.media.probe import probe
 
 # A mix this much quieter than its louder channel has cancelled itself (channels in opposite phase) or
@@ -25,12 +25,9 @@ def load_audio(path: Path, sample_rate: int = SAMPLE_RATE, seconds: float | None
     # A mono source is decoded as mono: ffmpeg's upmix to stereo would lower its level by 3 dB.
     channels = 2 if info.audio is not None and info.audio.channels > 1 else 1
     limit = ["-t", f"{seconds:.3f}"] if seconds is not None else []  # only the first `seconds`
-    cmd = ["ffmpeg", "-v", "error", *limit, "-i", str(path), "-map", "0:a:0", "-ac", str(channels), "-ar",
-           str(sample_rate), "-f", "s16le", "pipe:1"]
-    result = subprocess.run(cmd, capture_output=True)
-    if result.returncode != 0:
-        reason = result.stderr.decode(errors="replace").strip()[-300:]
-        raise InputError(ErrorCode.input_unreadable, f"{path.name}: could not decode the audio ({reason})")
+    result = run_ffmpeg([*limit, "-i", str(path), "-map", "0:a:0", "-ac", str(channels), "-ar", str(sample_rate),
+                         "-f", "s16le", "pipe:1"], code=ErrorCode.input_unreadable,
+                        what=f"{path.name}: could not decode the audio")
     # int16 / 32768: the scaling DH_live's fbank features are defined with (samples in [-1, 1]).
     samples = np.frombuffer(result.stdout, np.int16).reshape(-1, channels).astype(np.float32) / 32768.0
     mix = samples.mean(1)

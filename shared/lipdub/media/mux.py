@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 from lipdub import FPS
 from lipdub.config import Settings
-from lipdub.errors import ErrorCode, LipdubError
+from lipdub.errors import ErrorCode
+from lipdub.media.ffmpeg import run_ffmpeg
 from lipdub.progress import SILENT, Progress
 
 # Containers that take the H.264 video and AAC audio as they are muxed.
@@ -29,14 +29,16 @@ def mux(parts: list[Path], audio: Path, n_frames: int, out: Path, settings: Sett
         for part in parts:
             listing.write(f"file '{part.resolve()}'\n")
         listing.flush()
-        cmd = ["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", listing.name,
-               "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-               "-af", f"apad=whole_dur={duration:.6f}", "-c:a", "aac", "-b:a", settings.audio_bitrate,
-               "-t", f"{duration:.6f}", "-movflags", "+faststart", str(tmp)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        Path(listing.name).unlink(missing_ok=True)
-        if result.returncode != 0:
+        args = ["-y", "-f", "concat", "-safe", "0", "-i", listing.name,
+                "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+                "-af", f"apad=whole_dur={duration:.6f}", "-c:a", "aac", "-b:a", settings.audio_bitrate,
+                "-t", f"{duration:.6f}", "-movflags", "+faststart", str(tmp)]
+        try:
+            run_ffmpeg(args, code=ErrorCode.internal, what=f"ffmpeg could not mux {out.name}")
+        except BaseException:
             tmp.unlink(missing_ok=True)
-            raise LipdubError(ErrorCode.internal, f"ffmpeg could not mux {out.name}: {result.stderr.strip()[-500:]}")
+            raise
+        finally:
+            Path(listing.name).unlink(missing_ok=True)
         tmp.replace(out)
         advance(1)

@@ -1,17 +1,15 @@
-"""ffprobe wrapper: what a file holds, or a clear InputError when it can't be used."""
+"""What a media file holds (ffprobe), or a clear InputError when it can't be used."""
 
 from __future__ import annotations
 
 import itertools
 import math
-import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import ffmpeg
-
 from lipdub.errors import ErrorCode, InputError
+from lipdub.media.ffmpeg import ffprobe_json, run_ffprobe
 
 
 @dataclass(frozen=True)
@@ -81,12 +79,7 @@ def probe(path: str | Path) -> MediaInfo:
         raise InputError(ErrorCode.input_unreadable, f"{path}: no such file")
     if path.stat().st_size == 0:
         raise InputError(ErrorCode.empty_input, f"{path}: the file is empty")
-    try:
-        data = ffmpeg.probe(str(path))
-    except ffmpeg.Error as exc:
-        detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-        reason = detail[-1] if detail else "unknown format"
-        raise InputError(ErrorCode.input_unreadable, f"{path.name}: not a readable media file ({reason})") from exc
+    data = ffprobe_json(str(path), code=ErrorCode.input_unreadable, what=f"{path.name}: not a readable media file")
     fmt = data.get("format", {})
     container_duration = float(fmt.get("duration") or 0.0)
     video = audio = None
@@ -128,10 +121,11 @@ class PacketTimes:
 
 
 def packet_times(path: str | Path) -> PacketTimes:
-    """Read packet timestamps without decoding (fast even for long files)."""
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags",
-         "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout
+    """Read packet timestamps without decoding (fast even for long files); raises unsupported_video."""
+    path = Path(path)
+    out = run_ffprobe(["-select_streams", "v:0", "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0",
+                       str(path)], code=ErrorCode.unsupported_video,
+                      what=f"{path.name}: ffprobe could not read the video packets")
     rows = []
     for line in out.splitlines():
         parts = line.strip().split(",")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import subprocess
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -17,7 +16,8 @@ from types import TracebackType
 import numpy as np
 
 from lipdub import FPS
-from lipdub.errors import ErrorCode, InputError
+from lipdub.errors import ErrorCode, InputError, LipdubError
+from lipdub.media.ffmpeg import FfmpegProcess, run_ffmpeg, run_ffprobe
 from lipdub.media.probe import MediaInfo, PacketTimes, probe
 
 # All-frames-seekable normalized source: H.264 with a keyframe every second, so a seek decodes at most
@@ -51,12 +51,8 @@ def normalize_video(src: Path, dst: Path, max_height: int = 2160) -> tuple[int, 
     scale = f"scale=w=-2:h='min({max_height},ih-mod(ih,2))':flags=bicubic"
     vf = f"fps={FPS},{scale},setsar=1"
     tmp = dst.with_suffix(".tmp" + dst.suffix)
-    cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-map", "0:v:0", "-an", "-vf", vf,
-           *NORMALIZED_ARGS, "-movflags", "+faststart", str(tmp)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise InputError(ErrorCode.unsupported_video,
-                         f"{src.name}: ffmpeg could not decode the video ({result.stderr.strip()[-300:]})")
+    run_ffmpeg(["-y", "-i", str(src), "-map", "0:v:0", "-an", "-vf", vf, *NORMALIZED_ARGS, "-movflags", "+faststart",
+                str(tmp)], code=ErrorCode.unsupported_video, what=f"{src.name}: ffmpeg could not decode the video")
     tmp.replace(dst)
     info = probe(dst)
     assert info.video is not None
@@ -76,11 +72,10 @@ def widen_pipe(stream: object, size: int = 1 << 20) -> None:
 
 
 def count_frames(path: Path) -> int:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
-         "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(path)],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
+    """The video packets of a file this project wrote or already probed (so a failure is `internal`)."""
+    out = run_ffprobe(["-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets",
+                       "-of", "csv=p=0", str(path)], code=ErrorCode.internal,
+                      what=f"{path.name}: ffprobe could not count the frames").strip()
     return int(out.split(",")[0])
 
 
@@ -91,9 +86,11 @@ class Decoder:
     then made the caller wait for the rest: the render stage spent ~5 ms a frame waiting on it with a core idle.
     """
 
-    def __init__(self, cmd: list[str], shape: tuple[int, int, int], ahead: int = 3) -> None:
+    def __init__(self, args: list[str], shape: tuple[int, int, int], what: str, ahead: int = 3) -> None:
         self.shape, self._bytes = shape, shape[0] * shape[1] * shape[2]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        # Never raises on close: the reader kills it once it has its frames, and a stream that ends early
+        # shows as a short read (FrameReader repeats the last frame).
+        self._proc = FfmpegProcess(args, code=ErrorCode.internal, what=what, stdout=True)
         widen_pipe(self._proc.stdout)
         self._queue: Queue[np.ndarray | None] = Queue(maxsize=ahead)
         self._ended = False
@@ -101,7 +98,6 @@ class Decoder:
         self._thread.start()
 
     def _pump(self) -> None:
-        assert self._proc.stdout is not None
         while len(buf := self._proc.stdout.read(self._bytes)) == self._bytes:
             self._queue.put(np.frombuffer(buf, np.uint8).reshape(self.shape))
         self._queue.put(None)  # end of stream (or killed): a short read
@@ -119,9 +115,7 @@ class Decoder:
         while self._thread.is_alive():  # unblock a pump waiting on a full queue
             with contextlib.suppress(Empty):
                 self._queue.get(timeout=0.05)
-        self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
+        self._proc.close()  # reaps it; after the pump, which reads its stdout
 
 
 class FrameReader:
@@ -141,11 +135,11 @@ class FrameReader:
         self._next = 0  # index the running stream yields next
 
     def _start(self, index: int, count: int | None = None) -> Decoder:
-        cmd = ["ffmpeg", "-v", "error", "-ss", f"{index / self.fps:.6f}", "-i", str(self.path)]
+        args = ["-ss", f"{index / self.fps:.6f}", "-i", str(self.path)]
         if count is not None:
-            cmd += ["-frames:v", str(count)]
-        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-        return Decoder(cmd, (self.height, self.width, 3))
+            args += ["-frames:v", str(count)]
+        args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+        return Decoder(args, (self.height, self.width, 3), f"{self.path.name}: ffmpeg could not decode the video")
 
     def _remember(self, index: int, frame: np.ndarray) -> None:
         self._cache[index] = frame
@@ -247,10 +241,11 @@ class VideoWriter:
                  queue: int = 4, rate: str = str(FPS)) -> None:
         self.path = path
         self._tmp = path.with_suffix(".tmp" + path.suffix)
-        cmd = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-               "-r", rate, "-i", "pipe:0", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
-               "-pix_fmt", "yuv420p", "-r", rate, "-movflags", "+faststart", str(self._tmp)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        args = ["-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+                "-r", rate, "-i", "pipe:0", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
+                "-pix_fmt", "yuv420p", "-r", rate, "-movflags", "+faststart", str(self._tmp)]
+        self._proc = FfmpegProcess(args, code=ErrorCode.internal, what=f"ffmpeg encoder failed: {path.name}",
+                                   stdin=True)
         widen_pipe(self._proc.stdin)
         self.frames = 0
         self._queue: Queue[np.ndarray | None] = Queue(maxsize=queue)
@@ -259,7 +254,6 @@ class VideoWriter:
         self._feeder.start()
 
     def _feed(self) -> None:
-        assert self._proc.stdin is not None
         try:
             while (frame := self._queue.get()) is not None:
                 self._proc.stdin.write(frame.data)
@@ -270,19 +264,17 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         if self._failed is not None:
-            raise RuntimeError(f"ffmpeg encoder stopped: {self._failed}")
+            self._proc.close()  # the encoder has exited: raises with its stderr
+            raise LipdubError(ErrorCode.internal, f"ffmpeg encoder stopped: {self.path.name} ({self._failed})")
         self._queue.put(np.array(frame, dtype=np.uint8, order="C"))
         self.frames += 1
 
     def close(self) -> None:
-        assert self._proc.stdin is not None
         self._queue.put(None)
         self._feeder.join()
-        with contextlib.suppress(OSError):  # already broken: the exit status below says why
-            self._proc.stdin.close()
-        err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-        if self._proc.wait() != 0 or self._failed is not None:
-            raise RuntimeError(f"ffmpeg encoder failed: {err.strip()[-500:] or self._failed}")
+        self._proc.close()  # raises when the encoder failed
+        if self._failed is not None:
+            raise LipdubError(ErrorCode.internal, f"ffmpeg encoder failed: {self.path.name} ({self._failed})")
         self._tmp.replace(self.path)  # written under a temp name so a crash never leaves a half file
 
     def __enter__(self) -> VideoWriter:
@@ -296,7 +288,7 @@ class VideoWriter:
             self._proc.kill()
             self._queue.put(None)  # the feeder ends: its write fails on the killed encoder, or it takes this
             self._feeder.join()
-            self._proc.wait()
+            self._proc.close()
             self._tmp.unlink(missing_ok=True)
 
 
@@ -436,8 +428,8 @@ class NormalizingStream:
                           if (p.analysis_width, p.analysis_height) != (p.width, p.height) else "null")
         if p.copy:
             self._run_copy()
-            cmd = ["ffmpeg", "-v", "error", "-i", str(self._tmp), "-map", "0:v:0", "-vf", analysis_scale,
-                   "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+            args = ["-i", str(self._tmp), "-map", "0:v:0", "-vf", analysis_scale,
+                    "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         else:
             # format=yuv420p pins the shared chain to the encoder's format: left open, ffmpeg negotiates
             # rgb24 for it (the analysis pipe's format) and converts every frame back for the encoder,
@@ -446,30 +438,20 @@ class NormalizingStream:
             graph = (f"[0:v:0]fps={rate},scale={p.width}:{p.height}:flags=bicubic,format=yuv420p,setsar=1,"
                      f"split=2[out][a];[a]{analysis_scale}[ana]")
             encoder = native_args(p.native_fps) if p.native_fps else PREP_NORMALIZED_ARGS
-            cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-filter_complex", graph,
-                   "-map", "[out]", "-an", *encoder, "-movflags", "+faststart", str(self._tmp),
-                   "-map", "[ana]", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._stderr = b""
-        self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._err_thread.start()
+            args = ["-y", "-i", str(src), "-filter_complex", graph,
+                    "-map", "[out]", "-an", *encoder, "-movflags", "+faststart", str(self._tmp),
+                    "-map", "[ana]", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+        self._proc = FfmpegProcess(args, code=ErrorCode.unsupported_video,
+                                   what=f"{src.name}: ffmpeg could not decode the video", stdout=True)
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
 
     def _run_copy(self) -> None:
-        result = subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(self.src), "-map", "0:v:0", "-an",
-                                 "-c", "copy", "-movflags", "+faststart", str(self._tmp)],
-                                capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise InputError(ErrorCode.unsupported_video,
-                             f"{self.src.name}: ffmpeg could not remux the video ({result.stderr.strip()[-300:]})")
-
-    def _drain_stderr(self) -> None:
-        assert self._proc.stderr is not None
-        self._stderr = self._proc.stderr.read()
+        run_ffmpeg(["-y", "-i", str(self.src), "-map", "0:v:0", "-an", "-c", "copy", "-movflags", "+faststart",
+                    str(self._tmp)], code=ErrorCode.unsupported_video,
+                   what=f"{self.src.name}: ffmpeg could not remux the video")
 
     def _pump(self) -> None:
-        assert self._proc.stdout is not None
         try:
             while True:
                 buf = self._proc.stdout.read(self._frame_bytes)
@@ -496,14 +478,15 @@ class NormalizingStream:
         """Wait for ffmpeg, move the file into place, return the frame count; raises unsupported_video."""
         for _ in self:  # drain whatever the caller did not consume
             pass
-        code = self._proc.wait()
-        self._thread.join()
-        self._err_thread.join()
-        if code != 0 or self.frames == 0:
+        self._thread.join()  # the pump has seen the end of stdout: close() may close it
+        try:
+            self._proc.close()  # raises unsupported_video when ffmpeg failed
+            if self.frames == 0:
+                raise InputError(ErrorCode.unsupported_video,
+                                 f"{self.src.name}: ffmpeg could not decode the video (no frames decoded)")
+        except InputError:
             self._tmp.unlink(missing_ok=True)
-            detail = self._stderr.decode(errors="replace").strip()[-300:] or "no frames decoded"
-            raise InputError(ErrorCode.unsupported_video, f"{self.src.name}: ffmpeg could not decode the video "
-                                                          f"({detail})")
+            raise
         self._tmp.replace(self.dst)
         return self.frames
 
@@ -514,6 +497,5 @@ class NormalizingStream:
                 self._queue.get_nowait()
             except Empty:
                 self._thread.join(0.05)
-        self._proc.wait()
-        self._err_thread.join()
+        self._proc.close()
         self._tmp.unlink(missing_ok=True)

@@ -6,7 +6,6 @@ frames, without writing a normalised video. The API's preflight endpoint calls `
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +14,8 @@ import numpy as np
 
 from lipdub import FPS
 from lipdub.config import Settings
-from lipdub.errors import InputError
+from lipdub.errors import ErrorCode, InputError
+from lipdub.media.ffmpeg import FfmpegProcess
 from lipdub.media.probe import probe
 from lipdub.media.video import plan_normalization
 from lipdub.prep.analysis import analyze_faces
@@ -61,15 +61,16 @@ def preflight(video: Path, settings: Settings, target: Target | None = None,
 
 def sample_frames(video: Path, width: int, height: int, seconds: float) -> Iterator[np.ndarray]:
     """The first `seconds` at 25 fps, upright, at analysis size (RGB frames)."""
-    cmd = ["ffmpeg", "-v", "error", "-t", f"{seconds:.3f}", "-i", str(video), "-map", "0:v:0",
-           "-vf", f"fps={FPS},scale={width}:{height}:flags=area,setsar=1", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "pipe:1"]
+    args = ["-t", f"{seconds:.3f}", "-i", str(video), "-map", "0:v:0",
+            "-vf", f"fps={FPS},scale={width}:{height}:flags=area,setsar=1", "-f", "rawvideo", "-pix_fmt", "rgb24",
+            "pipe:1"]
     size = width * height * 3
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
+    # Never raises: a sample that ends early is judged on the frames it has, as a short source would be.
+    proc = FfmpegProcess(args, code=ErrorCode.unsupported_video, what=f"{video.name}: ffmpeg could not decode "
+                                                                      "the video", stdout=True)
     try:
         while len(buf := proc.stdout.read(size)) == size:
             yield np.frombuffer(buf, np.uint8).reshape(height, width, 3)
     finally:
         proc.kill()
-        proc.wait()
+        proc.close()
