@@ -68,12 +68,12 @@ def main() -> None:
         model = load_model(name, threads=1)
         rows.append((f"{name} (file: fbank, VAD, lips)", timed(lambda m=model: m(x), args.repeats)))
     student = _student()
-    rows.append(("student coefficients only", timed(lambda: student.coeffs(x), args.repeats)))  # type: ignore[attr-defined]
+    rows.append(("student coefficients only", timed(lambda: student.coeffs(x), args.repeats)))
     teacher = _teacher(None, 1)
-    rows.append(("teacher coefficients only", timed(lambda: teacher.coeffs(x), args.repeats)))  # type: ignore[attr-defined]
+    rows.append(("teacher coefficients only", timed(lambda: teacher.coeffs(x), args.repeats)))
 
     def stream() -> None:
-        s = StudentStream(student)  # type: ignore[arg-type]
+        s = StudentStream(student)
         piece = SAMPLE_RATE // 10  # 100-ms pieces
         for i in range(0, len(x), piece):
             s.push(x[i: i + piece])

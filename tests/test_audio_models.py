@@ -110,7 +110,7 @@ def test_teacher_windows_cover_every_frame(speech: np.ndarray) -> None:
 
     teacher = _teacher(None, 1)
     x = np.concatenate([speech, speech])[: SAMPLE_RATE * 9 + 17]
-    coeffs = teacher.coeffs(x)  # type: ignore[attr-defined]
+    coeffs = teacher.coeffs(x)
     assert coeffs.shape == (n_video_frames(len(x)), 8)
     assert np.isfinite(coeffs).all()
 

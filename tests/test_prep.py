@@ -24,13 +24,13 @@ from lipdub.face import landmarks as L
 from lipdub.media.probe import packet_times, probe
 from lipdub.media.video import FrameReader, count_frames, plan_normalization, source_timeline
 from lipdub.prep import gate, speaker
-from lipdub.prep.cache import prep_version, prepare_cached
+from lipdub.prep.cache import prepare_cached
 from lipdub.prep.pose import canonical_face, euler_degrees, fit_pose
 from lipdub.prep.preflight import preflight
 from lipdub.prep.shots import OTHER_PERSON_DISTANCE
 from lipdub.prep.smoothing import frame_jitter, still_jitter
 from lipdub.prep.source import prepare_source
-from lipdub.prep.track import PREP_VERSION, SourceTrack
+from lipdub.prep.track import PREP_VERSION, SourceTrack, prep_version
 from lipdub.prep.tracking import Target
 
 
@@ -495,8 +495,9 @@ def test_cache_evicts_least_recently_used_entries(tmp_path: Path) -> None:
 
 
 def test_face_choice_is_part_of_the_source_key() -> None:
+    from lipdub.jobs import InputRef, JobOptions
     from lipdub.prep.cache import source_key
-    from lipdub.service.batches import Item
+    from lipdub.service.manifest import Item
 
     sha = "ab" * 32
     assert Target.from_option("auto") is None and Target.from_option(None) is None
@@ -507,7 +508,8 @@ def test_face_choice_is_part_of_the_source_key() -> None:
     keys = {source_key(sha), source_key(sha, point), source_key(sha, box)}
     assert len(keys) == 3 and source_key(sha) == sha and all(k.startswith(sha) for k in keys)
     assert source_key(sha, point) == source_key(sha, Target.from_option({"time": 1, "point": [360.0, 128]}))
-    item = Item(1, "a", {"sha256": sha}, {}, {"target_face": {"time": 1.0, "point": [360, 128]}}, {})
+    item = Item(1, "a", InputRef(sha256=sha), InputRef(),
+                JobOptions.model_validate({"target_face": {"time": 1.0, "point": [360, 128]}}), {})
     assert item.source == source_key(sha, point)
     with pytest.raises(ValueError):
         Target.from_option("left")

@@ -9,11 +9,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from lipdub import native_stderr
 from lipdub.audio.student_recipe import StudentRecipe
 from lipdub.config import Device, FrameRate, SyncMode, get_settings
+from lipdub.demo import make_demo_inputs
 from lipdub.errors import LipdubError
-from lipdub.jobs import FaceTarget
+from lipdub.jobs import FaceTarget, JobOptions
+from lipdub.media.mux import OUTPUT_SUFFIXES
 from lipdub.prep.tracking import Target
+from lipdub.progress import ConsoleProgress
+from lipdub.timeline import dub_ranges
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True)
@@ -30,8 +35,6 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def main(ctx: typer.Context, version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True, help="Print lipdub's version and exit")] = False) -> None:
-    from lipdub import native_stderr
-
     ctx.with_resource(native_stderr.filtered())  # for the whole command: MediaPipe starts in any of them
 
 
@@ -63,9 +66,8 @@ def dub(
              "(default: LIPDUB_FRAME_RATE, source)")] = None,
 ) -> None:
     """Re-animate the mouth in VIDEO to match AUDIO and write the muxed result."""
-    from lipdub.jobs import JobOptions
+    # lazy: the pipeline imports every stage (1.5 s); `lipdub --help` stays fast
     from lipdub.pipeline import dub as run
-    from lipdub.progress import ConsoleProgress
 
     for value, choices, hint in ((sync_mode, SyncMode, "--sync-mode"), (device, Device, "--device"),
                                  (frame_rate, FrameRate, "--frame-rate")):
@@ -127,8 +129,6 @@ def complement(spans: list[tuple[float, float]], total: float) -> list[tuple[flo
 def parse_ranges(texts: list[str]) -> tuple[tuple[float, float], ...]:
     """`--range START-END` options (seconds or [HH:]MM:SS[.mmm] timecodes) → checked dub ranges
     (lipdub.timeline.dub_ranges)."""
-    from lipdub.timeline import dub_ranges
-
     pairs = []
     for text in texts:
         start, _, end = text.partition("-")
@@ -154,8 +154,6 @@ def seconds(text: str) -> float:
 
 def check_output(out: Path) -> None:
     """Refuse an output path ffmpeg can't write an H.264 + AAC file to, before any work is done."""
-    from lipdub.media.mux import OUTPUT_SUFFIXES
-
     if out.is_dir():
         raise typer.BadParameter(f"{out} is a directory; name the file, e.g. {out / 'dubbed.mp4'}", param_hint="--out")
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
@@ -184,9 +182,8 @@ def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output MP4")] = Path("out/demo.mp4"),
 ) -> None:
     """Make sample inputs (a synthetic talking-head clip and espeak-ng speech) and dub them."""
-    from lipdub.demo import make_demo_inputs
+    # lazy: the pipeline imports every stage (1.5 s)
     from lipdub.pipeline import dub as run
-    from lipdub.progress import ConsoleProgress
 
     check_output(out)
     video, audio = make_demo_inputs(out.parent / "demo_inputs")
@@ -207,6 +204,7 @@ def preflight(
     """Predict the prep verdict for VIDEO from its first seconds; prints the summary as JSON."""
     import json
 
+    # lazy: MediaPipe and OpenCV (1 s)
     from lipdub.prep.preflight import preflight as run
 
     result = run(video, get_settings(), seconds=seconds)
@@ -228,6 +226,7 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output")] = False,
 ) -> None:
     """Measure lip-sync quality: ground truth, self-reenactment (reversed source) and cross-dubbing."""
+    # lazy: torch, MediaPipe and the whole pipeline (1.6 s)
     from lipdub.eval.protocols import EvalOptions, discover_audios, discover_clips, run_evaluation
 
     for folder, name in ((videos, "--videos"), (audios, "--audios")):
@@ -285,8 +284,9 @@ def train_audio(
     import json
     import logging
 
+    # lazy, as every heavy import of this module: `lipdub --help` and the light commands start in half a second
     from lipdub.audio.models import weights_dir
-    from lipdub.audio.recipe import reevaluate, run
+    from lipdub.audio.recipe import reevaluate, run  # torch, faster-whisper
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = get_settings()
@@ -314,7 +314,7 @@ def create_key(
     """Print a new API key for TENANT (stored hashed in Redis at LIPDUB_REDIS_URL; shown only once)."""
     import redis
 
-    from lipdub.service.auth import ApiKeys
+    from lipdub.service.auth import ApiKeys  # lazy: redis
 
     client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
     try:
@@ -340,6 +340,7 @@ def set_quota(
 
     import redis
 
+    # lazy: redis
     from lipdub.service.limits import Quotas
 
     values = {k: v for k, v in {"max_concurrent_jobs": max_concurrent_jobs, "max_video_seconds": max_video_seconds,
@@ -369,6 +370,7 @@ def train_render(
 
     Several GPUs: `torchrun --nproc_per_node N -m lipdub.cli train render ...` (DistributedDataParallel).
     """
+    # lazy: torch (2 s)
     from lipdub.render.dinet import CONFIGS, load_checkpoint, save_checkpoint
     from lipdub.render.train import TrainOptions, train_from_corpus
 
@@ -392,7 +394,7 @@ def enroll(
 ) -> None:
     """Prepare SOURCE and fine-tune the DINet renderer on its own frames; later dubs of SOURCE (same face
     choice) use the result, which is cached with the source's prep."""
-    from lipdub.progress import ConsoleProgress
+    # lazy: torch (2.5 s)
     from lipdub.render.enroll import enroll_source
 
     try:

@@ -1,7 +1,7 @@
-"""The data path, and the only place that knows the stage order: probe → prep → audio → render → mux.
+"""The embedded data path: probe → prep → audio → render → mux, in-process on local files (`lipdub dub`).
 
-`dub()` runs every stage in-process on local files (the embedded mode of `lipdub dub`). The distributed
-service chains the very same stage functions as Celery tasks.
+The distributed service runs the very same stage functions as Celery tasks, chained by
+lipdub.service.chains in the same order.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lipdub import FPS
 from lipdub.audio.analyze import analyze_audio
@@ -23,9 +22,6 @@ from lipdub.plan import plan, report
 from lipdub.prep.cache import prepare_cached
 from lipdub.progress import SILENT, Progress
 from lipdub.render.video import render_video
-
-if TYPE_CHECKING:  # celery is imported only where a chain is sent (the embedded mode never needs it)
-    from celery.canvas import Signature
 
 
 @dataclass(frozen=True)
@@ -71,33 +67,3 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, options: JobOpt
     return DubResult(out, made.frames, made.passed_through, made.outside_ranges, s.face_coverage,
                      made.other_person_s, torch_device, s.target_source, s.n_faces, made.rate, tuple(s.flags),
                      made.other_speaker_s)
-
-
-# --- Distributed mode: the same stages as Celery tasks (lipdub.service.celery_app routes them to queues).
-# Every task takes ids only and reads/writes deterministic storage keys; workers live in services/.
-#   probe → (prep ∥ audio) → plan → render chunk 0..n-1 (in parallel) → mux → finalize
-
-
-def start_job(job_id: str, priority: int | None = None) -> None:
-    """Queue a job's first stages; `dub.plan` continues with `render_chain` once the frame count is known."""
-    from celery import chain, group
-
-    chain(_step("probe", job_id, priority=priority),
-          group(_step("prep", job_id, priority=priority), _step("audio", job_id, priority=priority)),
-          _step("plan", job_id, priority=priority)).apply_async()
-
-
-def start_render(job_id: str, n_chunks: int, priority: int | None = None) -> None:
-    """Queue the render chunks in parallel, then mux (once every chunk is stored), then finalize."""
-    from celery import chain, chord
-
-    chain(chord([_step("render", job_id, i, priority=priority) for i in range(n_chunks)],
-                _step("mux", job_id, priority=priority)),
-          _step("finalize", job_id, priority=priority)).apply_async()
-
-
-def _step(stage: str, job_id: str, *args: int, priority: int | None = None) -> Signature:
-    from lipdub.service.celery_app import app
-
-    options = {} if priority is None else {"priority": priority}
-    return app.signature(f"dub.{stage}", args=(job_id, *args), immutable=True, **options)

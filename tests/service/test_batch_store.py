@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import redis
 
-from lipdub import pipeline
 from lipdub.config import Settings
 from lipdub.jobs import InputRef, JobOptions, JobSpec
-from lipdub.service import redis_keys
+from lipdub.service import chains, redis_keys
 from lipdub.service.batch_runner import BatchRunner
-from lipdub.service.batches import BatchStatus, BatchStore, Item, check_options
+from lipdub.service.batches import BatchStatus, BatchStore
+from lipdub.service.manifest import Item
 from lipdub.service.status import JobStatus, JobStore
 from lipdub.service.storage import LocalStorage, keys
 
@@ -133,7 +133,7 @@ def test_an_error_while_releasing_an_item_loses_nothing(batches: BatchStore, tmp
     between must leave the item to the next pump, not drop it (the batch would never end)."""
     runner = BatchRunner(batches.jobs, LocalStorage(tmp_path / "storage"))
     started: list[str] = []
-    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: started.append(job_id))
+    monkeypatch.setattr(chains, "start_job", lambda job_id, priority: started.append(job_id))
     state = batches.create("acme", "manifest.jsonl", None, {}, {})
     items = [Item(line, f"item-{line}", VIDEO, AUDIO, OPTIONS, {}) for line in (1, 2, 3)]
     batches.accept_items(state.id, "acme", items, prepared=lambda source: True)
@@ -189,7 +189,7 @@ def test_a_batch_runs_from_its_manifest_to_its_output_files(batches: BatchStore,
     store = JobStore(batches.r, batches.settings.model_copy(update={"batch_running_per_tenant": 1}))
     runner = BatchRunner(store, LocalStorage(tmp_path / "storage"))
     started: list[str] = []
-    monkeypatch.setattr(pipeline, "start_job", lambda job_id, priority: started.append(job_id))
+    monkeypatch.setattr(chains, "start_job", lambda job_id, priority: started.append(job_id))
     new, cached, audio = (store.assets.put("acme", c * 64, 10, {"video": {}, "audio": {}, "duration": 2.0})
                           for c in "abc")
     store.assets.set_prep_pointer(cached.sha256, {"files": ["track.json"], "summary": {}})
@@ -201,7 +201,7 @@ def test_a_batch_runs_from_its_manifest_to_its_output_files(batches: BatchStore,
     batch = batches.create("acme", keys.manifest("bman_1"), None, {}, {})
     preps: list[tuple[str, int]] = []
 
-    runner.expand(batch.id, check_options, queue_prep=lambda b, source, item: preps.append((source, item.line)))
+    runner.expand(batch.id, queue_prep=lambda b, source, item: preps.append((source, item.line)))
     assert preps == [(new.sha256, 1)]  # one prep for the two items of the unprepared source
     assert len(started) == 1  # the prepared source's item, alone under the cap of 1
     runner.source_ready(batch.id, new.sha256, {"verdict": "pass"})

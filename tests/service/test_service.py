@@ -137,7 +137,7 @@ def test_the_output_keeps_the_sources_frame_rate(api: httpx.Client, assets: dict
 
 def test_enroll_option_stores_a_fine_tuned_renderer_with_the_source(
         api: httpx.Client, assets: dict[str, dict[str, Any]], stack: StackConfig, redis_client: redis.Redis) -> None:
-    from lipdub.prep.cache import prep_version
+    from lipdub.prep.track import prep_version
     from lipdub.render import ENROLLED
     from lipdub.service.storage import keys, make_storage
 

@@ -16,12 +16,12 @@ from celery.signals import worker_process_init
 from lipdub.audio.mouth import MouthTrack
 from lipdub.config import get_settings
 from lipdub.media.mux import mux
-from lipdub.pipeline import start_render
 from lipdub.plan import plan, planned, report
 from lipdub.prep.track import SourceTrack, TrackSummary
 from lipdub.render import generic_weights
 from lipdub.render.video import render_video
 from lipdub.service.celery_app import app
+from lipdub.service.chains import start_render
 from lipdub.service.prepcache import enroll_cached, job_source_key
 from lipdub.service.quality import sync_estimate
 from lipdub.service.status import Stage, get_store

@@ -29,10 +29,10 @@ from lipdub.errors import TransientError
 from lipdub.jobs import JobStatus
 from lipdub.service import janitor, webhooks
 from lipdub.service.batch_runner import BatchRunner
-from lipdub.service.batches import Item, check_options
 from lipdub.service.celery_app import app
 from lipdub.service.delivery import deliver
 from lipdub.service.limits import BATCH_PRIORITY
+from lipdub.service.manifest import Item
 from lipdub.service.processes import WEBHOOKS_QUEUE
 from lipdub.service.public import JobPublic
 from lipdub.service.status import JobState, get_store
@@ -88,7 +88,7 @@ def job_finished(job_id: str) -> None:
 @app.task(name="batches.expand", **_TASK)
 def expand(batch_id: str) -> None:
     """Validate the whole manifest, then queue its items (the API returned long before)."""
-    runner().expand(batch_id, check_options, queue_prep)
+    runner().expand(batch_id, queue_prep)
 
 
 def queue_prep(batch_id: str, source: str, item: Item) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 from scipy.signal import fftconvolve, lfilter, resample_poly
 
 from lipdub import SAMPLE_RATE
+from lipdub.audio.features import n_video_frames
 
 
 def speed(samples: np.ndarray, factor: float) -> np.ndarray:
@@ -76,8 +77,6 @@ def gain(samples: np.ndarray, db: float) -> np.ndarray:
 def augment(samples: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
             babble: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One random degradation of (clean samples, their [T, K] labels) → (samples', labels')."""
-    from lipdub.audio.features import n_video_frames
-
     x = samples
     if rng.random() < 0.7:
         x = speed(x, float(rng.uniform(0.88, 1.12)))

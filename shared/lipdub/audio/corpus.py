@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lipdub.face.mesh import FaceMesh
 from lipdub.media.audio import load_audio
+from lipdub.media.video import FrameReader, normalize_video
 
 N_POINTS = 478
 
@@ -74,9 +76,6 @@ class ClipData:
 
 def extract_clip(clip: CorpusClip, max_height: int = 480) -> ClipData:
     """Face mesh on every 25-fps frame (tracking mode), and the clip's speech at 16 kHz."""
-    from lipdub.face.mesh import FaceMesh
-    from lipdub.media.video import FrameReader, normalize_video
-
     with tempfile.TemporaryDirectory(prefix="lipdub-corpus-") as tmp:
         norm = Path(tmp) / "video.mp4"
         width, height, n = normalize_video(clip.video, norm, max_height=max_height)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
@@ -19,6 +19,10 @@ from scipy.ndimage import uniform_filter1d
 from lipdub.audio.features import fbank
 from lipdub.audio.mouth import EnergyMouthModel, MouthTrack
 from lipdub.audio.shape import MouthBasis
+from lipdub.audio.teacher import RidgeHead, TeacherModel, WhisperEncoder
+
+if TYPE_CHECKING:
+    from lipdub.audio.student import StudentModel
 
 MouthModelName = Literal["teacher", "student", "energy"]
 BASIS_FILE, TEACHER_FILE, STUDENT_FILE, CARD_FILE = ("mouth_basis.npz", "teacher_head.npz", "student.pt",
@@ -112,15 +116,14 @@ def basis() -> MouthBasis:
 
 
 @lru_cache(maxsize=4)
-def _teacher(encoder_path: str | None, threads: int) -> object:
-    from lipdub.audio.teacher import RidgeHead, TeacherModel, WhisperEncoder
-
+def _teacher(encoder_path: str | None, threads: int) -> TeacherModel:
     head = RidgeHead.load(weights_dir() / TEACHER_FILE)
     return TeacherModel(head, WhisperEncoder(Path(encoder_path) if encoder_path else None, threads=threads))
 
 
 @lru_cache(maxsize=2)
-def _student() -> object:
+def _student() -> StudentModel:
+    # lazy: torch (2 s); the default teacher and the energy model never need it
     from lipdub.audio.student import StudentModel
 
     return StudentModel.load(weights_dir() / STUDENT_FILE)
@@ -131,17 +134,18 @@ def load_model(name: MouthModelName, encoder_path: Path | None = None, threads: 
     if name == "energy":
         return EnergyModel()
     if name == "teacher":
-        model = _teacher(str(encoder_path) if encoder_path else None, threads)
+        model: CoeffModel = _teacher(str(encoder_path) if encoder_path else None, threads)
     else:
         model = _student()
-    return LearnedMouthModel(model, basis(), gate=gate)  # type: ignore[arg-type]
+    return LearnedMouthModel(model, basis(), gate=gate)
 
 
 def stream_student(pieces: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     """Mouth coefficients [n, K] as 16-kHz pieces arrive (40-200 ms each); the tail is emitted at the end."""
+    # lazy: torch (2 s), as in _student
     from lipdub.audio.student import StudentStream
 
-    stream = StudentStream(_student())  # type: ignore[arg-type]
+    stream = StudentStream(_student())
     for piece in pieces:
         out = stream.push(piece)
         if len(out):

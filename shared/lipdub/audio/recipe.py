@@ -40,10 +40,10 @@ from lipdub.audio.models import (
 )
 from lipdub.audio.mouth import EnergyMouthModel
 from lipdub.audio.shape import MouthBasis
-from lipdub.audio.splits import identity_splits
+from lipdub.audio.splits import held_out_identities, identity_splits
 from lipdub.audio.student import StudentModel
 from lipdub.audio.student_recipe import StudentRecipe
-from lipdub.audio.teacher import TeacherModel, WhisperEncoder
+from lipdub.audio.teacher import RidgeHead, TeacherModel, WhisperEncoder
 from lipdub.audio.training import (
     check_offsets,
     correct_offsets,
@@ -226,9 +226,6 @@ def held_out_metrics(test: list, teacher: TeacherModel, student: StudentModel, b
 def reevaluate(corpus: Path, cache: Path, weights: Path, threads: int = 1) -> dict:
     """Held-out split-0 metrics of the weights in `weights` as the audio stage runs them now (post-processing
     included); the card's split-0 metrics and silence ratios are replaced with them."""
-    from lipdub.audio.splits import held_out_identities
-    from lipdub.audio.teacher import RidgeHead
-
     encoder = WhisperEncoder(None, threads=threads)
     held = held_out_identities()
     test = [p for p in load_paired(corpus, cache, encoder) if p.clip.identity in held]

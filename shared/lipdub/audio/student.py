@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lipdub import SAMPLE_RATE, SAMPLES_PER_FRAME
-from lipdub.audio.features import N_MELS, fbank_options, lifter, n_video_frames
+from lipdub.audio.features import N_MELS, fbank, fbank_options, lifter, n_video_frames
 from lipdub.audio.student_recipe import LOOKAHEAD
 
 HIDDEN = 192
@@ -59,8 +59,6 @@ class Audio2Feature(nn.Module):
 
 def silence_row() -> np.ndarray:
     """The fbank row of digital silence (Kaldi's log floor), fed as padding after the audio ends."""
-    from lipdub.audio.features import fbank
-
     return fbank(np.zeros(SAMPLES_PER_FRAME * 4, np.float32))[2]
 
 
@@ -101,8 +99,6 @@ class StudentModel:
         return torch.cat(outs)[self.lookahead:].numpy()
 
     def coeffs(self, samples: np.ndarray) -> np.ndarray:
-        from lipdub.audio.features import fbank
-
         return self.coeffs_from_fbank(fbank(samples))
 
 

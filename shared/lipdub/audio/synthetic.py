@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lipdub import SAMPLES_PER_FRAME
 from lipdub.media.audio import load_audio
 
 SENTENCES = {
@@ -93,8 +94,6 @@ def synthetic_utterances(n: int, seed: int = 0) -> list[tuple[str, np.ndarray, i
                 espeak(text, lang, rate, pitch, wav)
             samples = load_audio(wav)
             pre, post = int(rng.integers(3, 30)), int(rng.integers(3, 30))  # frames of silence (0.12-1.2 s)
-            from lipdub import SAMPLES_PER_FRAME
-
             padded = np.concatenate([np.zeros(pre * SAMPLES_PER_FRAME, np.float32), samples,
                                      np.zeros(post * SAMPLES_PER_FRAME, np.float32)])
             out.append((f"espeak {voice} s{rate} p{pitch}", padded, pre, post))

@@ -1,5 +1,5 @@
 """Prep once per source: tracks are cached under the SHA-256 of the source bytes plus the prep version, which
-covers the prep code (PREP_VERSION) and the settings that change what prep decides (`prep_version`).
+covers the prep code (PREP_VERSION) and the settings that change what prep decides (`prep.track.prep_version`).
 
 Catalog dubbing sends one source many times (a job per language); every job after the first gets the
 stored track at the cost of hashing the file. A rejected source is cached too (its gate verdict), so a
@@ -30,24 +30,11 @@ from lipdub.config import Settings
 from lipdub.digest import sha256_file
 from lipdub.errors import ErrorCode, InputError
 from lipdub.prep.source import prepare_source
-from lipdub.prep.track import PREP_VERSION, SourceTrack
+from lipdub.prep.track import SourceTrack, prep_version
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 
 IN_USE_S = 3600.0  # entries used this recently are never evicted (a render chunk is far shorter)
-
-# The settings that change what prep makes or decides. A source rejected under one value (say
-# min_face_coverage) must be judged again under another: the error message tells users to change them.
-PREP_SETTINGS = ("prep_analysis_height", "max_height", "face_track_gap_s", "face_dominance", "min_video_frames",
-                 "min_face_coverage", "min_face_px", "max_yaw_deg", "max_pitch_deg")
-
-
-def prep_version(settings: Settings) -> str:
-    """The version part of every prep cache key (local entries, object-store keys, Redis pointers): the prep
-    code's PREP_VERSION and a digest of PREP_SETTINGS."""
-    values = json.dumps({name: getattr(settings, name) for name in PREP_SETTINGS}, sort_keys=True)
-    return f"{PREP_VERSION}.{hashlib.sha256(values.encode()).hexdigest()[:8]}"
-
 
 def cache_root(settings: Settings) -> Path:
     return settings.data_dir / "prep"

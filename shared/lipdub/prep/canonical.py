@@ -8,19 +8,20 @@ with `python -m lipdub.prep.canonical /path/to/corpus` (about a minute on 2 core
 from __future__ import annotations
 
 import csv
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from lipdub.errors import ErrorCode
+from lipdub.face.mesh import FaceMesh
+from lipdub.media.ffmpeg import run_ffmpeg
+from lipdub.media.probe import probe
 from lipdub.prep.pose import CANONICAL_FILE, generalized_procrustes
 
 
 def sample_frames(video: Path, count: int, size: int = 512) -> list[np.ndarray]:
     """`count` RGB frames spread over the clip (scaled to fit `size`)."""
-    from lipdub.media.probe import probe
-
     info = probe(video)
     assert info.video is not None
     duration = max(info.video.duration, info.duration, 0.1)
@@ -30,9 +31,9 @@ def sample_frames(video: Path, count: int, size: int = 512) -> list[np.ndarray]:
     frames = []
     for i in range(count):
         t = duration * (i + 0.5) / count
-        raw = subprocess.run(["ffmpeg", "-v", "error", "-ss", f"{t:.3f}", "-i", str(video), "-frames:v", "1",
-                              "-vf", f"scale={sw}:{sh}", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-                             capture_output=True, check=True).stdout
+        raw = run_ffmpeg(["-ss", f"{t:.3f}", "-i", str(video), "-frames:v", "1", "-vf", f"scale={sw}:{sh}",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"], code=ErrorCode.input_unreadable,
+                         what=f"{video.name}: ffmpeg could not decode a frame").stdout
         if len(raw) == sw * sh * 3:
             frames.append(np.frombuffer(raw, np.uint8).reshape(sh, sw, 3))
     return frames
@@ -40,8 +41,6 @@ def sample_frames(video: Path, count: int, size: int = 512) -> list[np.ndarray]:
 
 def corpus_shapes(corpus: Path, frames_per_clip: int = 12, max_yaw: float = 12.0) -> np.ndarray:
     """Face meshes [M, 478, 3] from the near-frontal face clips of the corpus manifest, one identity each."""
-    from lipdub.face.mesh import FaceMesh
-
     seen: set[str] = set()
     shapes = []
     with open(corpus / "manifest.csv", newline="") as f, FaceMesh(tracking=False) as mesh:

@@ -12,7 +12,6 @@ source only once.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +22,13 @@ from lipdub import FPS
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, InputError
 from lipdub.face import landmarks as L
-from lipdub.media.probe import MediaInfo, PacketTimes, packet_times, probe
+from lipdub.media.probe import MediaInfo, packet_times, probe
 from lipdub.media.video import Normalization, NormalizingStream, plan_normalization, source_timeline
 from lipdub.prep import gate, speaker
 from lipdub.prep.analysis import FaceAnalysis, analyze_faces
 from lipdub.prep.pose import Pose, fit_pose
 from lipdub.prep.shots import person_distance, shot_ids
-from lipdub.prep.smoothing import smooth_landmarks
+from lipdub.prep.smoothing import _smooth, runs, smooth_landmarks
 from lipdub.prep.speaker import soundtrack, speech_opening
 from lipdub.prep.track import NATIVE_VIDEO, PREP_VERSION, VIDEO, SourceTrack, TrackSummary
 from lipdub.prep.tracking import Target, candidate_tracks, pick_by_target, track_score
@@ -51,14 +50,6 @@ class Assembled:
     arrays: dict[str, np.ndarray]
 
 
-def read_packets(video: Path) -> PacketTimes:
-    try:
-        return packet_times(video)
-    except subprocess.CalledProcessError as exc:
-        raise InputError(ErrorCode.unsupported_video, f"{video.name}: ffprobe could not read the video packets "
-                                                      f"({(exc.stderr or '').strip()[-200:]})") from exc
-
-
 def check_length(info: MediaInfo, settings: Settings) -> None:
     """Fail fast (before decoding) when the source is obviously too short."""
     duration = max(info.video.duration if info.video else 0.0, info.duration)
@@ -73,7 +64,7 @@ def prepare_source(video: Path, out_dir: Path, settings: Settings, progress: Pro
     out_dir.mkdir(parents=True, exist_ok=True)
     info = probe(video)
     check_length(info, settings)
-    packets = read_packets(video)
+    packets = packet_times(video)  # raises unsupported_video when ffprobe can't read them
     plan = plan_normalization(info, settings.max_height, settings.prep_analysis_height, packets)
     estimate = max(1, round(max(info.duration, info.video.duration if info.video else 0) * FPS))
     stream = NormalizingStream(video, out_dir / (NATIVE_VIDEO if plan.native_rate else VIDEO), plan)
@@ -247,8 +238,6 @@ def crop_boxes(landmarks: np.ndarray, present: np.ndarray, width: int, height: i
     """Square face box per frame (x0, y0, x1, y1), clipped to the frame: centred on the face oval, side
     CROP_MARGIN · its larger side, centre and side smoothed over time (within a shot) so the crop never
     shakes."""
-    from lipdub.prep.smoothing import _smooth, runs
-
     boxes = np.zeros((len(landmarks), 4), np.int32)
     oval = landmarks[:, L.FACE_OVAL, :2]
     lo, hi = oval.min(1), oval.max(1)

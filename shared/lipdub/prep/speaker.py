@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from lipdub import FPS
+from lipdub.audio.models import load_model
 from lipdub.errors import InputError
 from lipdub.eval.signals import nan_median3
 from lipdub.eval.sync import lagged_correlation
@@ -73,8 +74,6 @@ class SpeakerVote:
 
 @cache
 def _student() -> object:
-    from lipdub.audio.models import load_model
-
     return load_model("student")
 
 

@@ -6,6 +6,7 @@ format changes, and every old cache entry is ignored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lipdub import FPS
+from lipdub.config import Settings
 from lipdub.media.video import FrameReader, RetimedReader
 
 VIDEO = "video.mp4"  # the normalised source of a 25-fps source
@@ -24,6 +26,19 @@ PREP_VERSION = 7  # 3: shot cuts (never smoothed across; references, neutral fac
 # told apart by the source's own speech (prep.speaker), so cached multiple_faces rejections are judged again;
 # 6: a source not at 25 fps is kept at its own rate (native.mp4, analysed at 25 fps), so the output can keep it;
 # 7: faces that take turns talking (a dialogue) are not told apart by the speaker vote; other_speaker
+
+# The settings that change what prep makes or decides. A source rejected under one value (say
+# min_face_coverage) must be judged again under another: the error message tells users to change them.
+PREP_SETTINGS = ("prep_analysis_height", "max_height", "face_track_gap_s", "face_dominance", "min_video_frames",
+                 "min_face_coverage", "min_face_px", "max_yaw_deg", "max_pitch_deg")
+
+
+def prep_version(settings: Settings) -> str:
+    """The version part of every prep cache key (local entries, object-store keys, Redis pointers): the prep
+    code's PREP_VERSION and a digest of PREP_SETTINGS."""
+    values = json.dumps({name: getattr(settings, name) for name in PREP_SETTINGS}, sort_keys=True)
+    return f"{PREP_VERSION}.{hashlib.sha256(values.encode()).hexdigest()[:8]}"
+
 
 ARRAYS = ("landmarks", "valid", "present", "frame_flags", "rotation", "translation", "scale", "angles", "crop",
           "mouth_opening", "reference_frames", "neutral_shape", "shot", "shot_rest_opening", "source_index",

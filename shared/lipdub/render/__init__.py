@@ -11,6 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lipdub.digest import sha256_file
+from lipdub.render.warp import WarpRenderer
+
 if TYPE_CHECKING:
     from lipdub.config import Settings
     from lipdub.prep.track import SourceTrack
@@ -37,18 +40,15 @@ def current_enrolment(track_dir: Path, weights: Path) -> Path | None:
         return None
     import torch
 
-    from lipdub.digest import sha256_file
-
     extra = torch.load(enrolled, map_location="cpu", weights_only=True).get("extra", {})
     return enrolled if extra.get("base_sha256") == sha256_file(weights) else None
 
 
 def make_renderer(track: SourceTrack, settings: Settings, device: str = "cpu") -> Renderer:
     """The renderer the settings ask for; DINet without weights falls back to the warp renderer."""
-    from lipdub.render.warp import WarpRenderer
-
     if settings.renderer == "warp":
         return WarpRenderer()
+    # lazy: torch (2 s); a deployment on the warp renderer never loads it
     from lipdub.render.dinet_renderer import DinetRenderer
 
     weights = generic_weights(settings)

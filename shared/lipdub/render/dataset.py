@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,7 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from lipdub import FPS
+from lipdub.errors import ErrorCode
 from lipdub.face import landmarks as L
+from lipdub.face.mesh import FaceMesh
+from lipdub.media.ffmpeg import FfmpegProcess
+from lipdub.media.probe import probe
 from lipdub.render import prompt, window
 
 MAX_HEIGHT = 480  # decode height: the audio model's corpus cache uses the same, so its landmarks fit
@@ -71,26 +74,28 @@ def corpus_videos(corpus: Path) -> list[CorpusVideo]:
 def decode_frames(path: Path, keep: set[int] | None = None) -> tuple[list[np.ndarray], int]:
     """25-fps RGB frames scaled to at most MAX_HEIGHT (the `normalize_video` mapping); only indices in `keep`
     are returned (all if None) with the total frame count."""
-    from lipdub.media.probe import probe
-
     info = probe(path)
     assert info.video is not None
     w, h = info.video.display_size
     oh = min(MAX_HEIGHT, h - h % 2)
     ow = round(oh * w / (h * 2)) * 2
     vf = f"fps={FPS},scale=w={ow}:h={oh}:flags=bicubic,setsar=1"
-    proc = subprocess.Popen(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf", vf,
-                             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"], stdout=subprocess.PIPE)
-    assert proc.stdout is not None
+    proc = FfmpegProcess(["-i", str(path), "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24",
+                          "pipe:1"], code=ErrorCode.input_unreadable, what=f"{path.name}: ffmpeg could not decode",
+                         stdout=True)
     frames, n, size = [], 0, ow * oh * 3
-    while True:
-        buf = proc.stdout.read(size)
-        if len(buf) < size:
-            break
-        if keep is None or n in keep:
-            frames.append(np.frombuffer(buf, np.uint8).reshape(oh, ow, 3))
-        n += 1
-    proc.wait()
+    try:
+        while True:
+            buf = proc.stdout.read(size)
+            if len(buf) < size:
+                break
+            if keep is None or n in keep:
+                frames.append(np.frombuffer(buf, np.uint8).reshape(oh, ow, 3))
+            n += 1
+    finally:
+        # Unchecked exit: a clip that fails part-way keeps the frames it gave (cut_clip skips it when short).
+        proc.kill()
+        proc.close()
     return frames, n
 
 
@@ -109,8 +114,6 @@ def cut_clip(video: CorpusVideo, size: int, margin: int, max_frames: int,
             return None
         points = [marks[i] for i in pick]
     else:
-        from lipdub.face.mesh import FaceMesh
-
         _, n = decode_frames(video.path, set())
         want = np.unique(np.linspace(0, n - 1, min(max_frames, n)).round().astype(int))
         frames_all, _ = decode_frames(video.path, set(want.tolist()))

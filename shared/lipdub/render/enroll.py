@@ -16,6 +16,7 @@ import numpy as np
 from lipdub.config import Settings
 from lipdub.digest import sha256_file
 from lipdub.face import landmarks as L
+from lipdub.prep.cache import prepare_cached
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
 from lipdub.render import ENROLLED, generic_weights, window
@@ -80,8 +81,6 @@ def enroll_source(video: Path, settings: Settings, steps: int | None = None, tar
                   progress: Progress = SILENT, log: bool = False) -> Path:
     """Prepare `video` through the prep cache (as `lipdub dub` does) and fine-tune the generic weights on it;
     the result lands in the source's cache entry, where `make_renderer` finds it."""
-    from lipdub.prep.cache import prepare_cached
-
     weights = generic_weights(settings)
     if not weights.is_file():
         raise FileNotFoundError(f"no DINet weights at {weights}")

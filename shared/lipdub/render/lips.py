@@ -19,8 +19,11 @@ from typing import cast
 
 import numpy as np
 
+from lipdub.audio.models import basis
 from lipdub.audio.mouth import MouthTrack
+from lipdub.audio.shape import ALIGN_POINTS, similarity
 from lipdub.face import landmarks as L
+from lipdub.prep.pose import canonical_face
 
 
 class LipTargets:
@@ -35,10 +38,6 @@ class LipTargets:
     def for_track(cls, track: object, mouth: MouthTrack) -> LipTargets | None:
         """Targets for a prepared source and a learned model's mouth track; None when either lacks what is
         needed (the energy model has no lip shape, old tracks no pose or neutral face)."""
-        from lipdub.audio.models import basis
-        from lipdub.audio.shape import ALIGN_POINTS, similarity
-        from lipdub.prep.pose import canonical_face
-
         names = ("neutral_shape", "rotation", "translation", "scale")
         needed = [getattr(track, name, None) for name in names]
         if mouth.lips is None or any(x is None for x in needed):

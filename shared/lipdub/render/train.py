@@ -25,8 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipdub.render.dataset import ClipWindows, WindowSampler
-from lipdub.render.dinet import CONFIGS, DinetConfig, DinetGenerator, PatchDiscriminator, save_checkpoint
+from lipdub.render.dataset import ClipWindows, WindowSampler, build_cache, load_clips
+from lipdub.render.dinet import (
+    CONFIGS,
+    DinetConfig,
+    DinetGenerator,
+    PatchDiscriminator,
+    blend_mask,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -67,8 +75,6 @@ def gradient_l1(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tens
 
 def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                         grad_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
-    from lipdub.render.dinet import blend_mask
-
     w = blend_mask(mask)
     l1 = masked_l1(out, target, w)
     g = gradient_l1(out, target, w)
@@ -141,8 +147,6 @@ def train(run_dir: Path, train_clips: list[ClipWindows], eval_clips: list[ClipWi
 
     gen = DinetGenerator(config).to(device)
     if opts.init:
-        from lipdub.render.dinet import load_checkpoint
-
         base, _ = load_checkpoint(Path(opts.init))
         if base.config != config:
             raise ValueError(f"{opts.init} is a {base.config.name} checkpoint, not {config.name}")
@@ -248,8 +252,6 @@ def train(run_dir: Path, train_clips: list[ClipWindows], eval_clips: list[ClipWi
 def train_from_corpus(corpus: Path, data_dir: Path, run_dir: Path, opts: TrainOptions,
                       max_frames: int = 80) -> Path:
     """Cut (or reuse) the corpus windows, hold out the eval identities, and train."""
-    from lipdub.render.dataset import build_cache, load_clips
-
     config = CONFIGS[opts.config]
     marks = data_dir / "audio_model" / "corpus"  # the audio model's landmark cache, reused when present
     paths = build_cache(corpus, data_dir / "render" / f"windows{config.size}", config.size,

@@ -17,6 +17,7 @@ import redis
 
 from lipdub.config import Settings
 from lipdub.errors import ErrorCode, TransientError
+from lipdub.prep.track import prep_version
 from lipdub.service import redis_keys
 from lipdub.service.indexes import Cursor, due, newest_first, now, pair
 
@@ -174,7 +175,7 @@ class AssetStore:
     # --- prep cache pointers ----------------------------------------------------------------------
     def prep_pointer(self, source: str) -> dict[str, Any] | None:
         """`source`: lipdub.prep.cache.source_key (the video's SHA-256, plus the face choice if any), under
-        this deployment's prep version (code and prep settings: lipdub.prep.cache.prep_version)."""
+        this deployment's prep version (code and prep settings: lipdub.prep.track.prep_version)."""
         raw = self.r.get(self._prep_key(source))
         return json.loads(raw) if raw else None
 
@@ -192,6 +193,4 @@ class AssetStore:
         self.r.delete(*self.r.smembers(index), index)
 
     def _prep_key(self, source: str) -> str:
-        from lipdub.prep.cache import prep_version
-
         return redis_keys.prep_pointer(source, prep_version(self.settings))

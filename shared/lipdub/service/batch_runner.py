@@ -19,17 +19,10 @@ from typing import Any
 from lipdub.jobs import InputRef, JobSpec, JobStatus, PrepVerdict
 from lipdub.service import redis_keys, webhooks
 from lipdub.service.assets_store import Asset
-from lipdub.service.batches import (
-    BatchStatus,
-    BatchStore,
-    Item,
-    LineError,
-    OptionsCheck,
-    jsonl_lines,
-    validate_manifest,
-)
+from lipdub.service.batches import BatchStatus, BatchStore
 from lipdub.service.inputs import InputRefused, check_input, fetch_asset
 from lipdub.service.limits import BATCH_PRIORITY
+from lipdub.service.manifest import Item, LineError, jsonl_lines, validate_manifest
 from lipdub.service.status import JobState, JobStore
 from lipdub.service.storage import Storage, keys
 from lipdub.service.webhooks import EventType
@@ -50,7 +43,7 @@ class BatchRunner:
         self.batches = BatchStore(store)
 
     # --- expansion -------------------------------------------------------------------------------------
-    def expand(self, batch_id: str, check_options: OptionsCheck, queue_prep: QueuePrep) -> None:
+    def expand(self, batch_id: str, queue_prep: QueuePrep) -> None:
         """Validate the whole manifest, download its URL inputs, then queue its items: those whose source is
         prepared are ready, the others wait for one prep per source (queue_prep)."""
         batches = self.batches
@@ -62,10 +55,8 @@ class BatchRunner:
             self.settle(batch_id)
             return
         try:
-            defaults = state.defaults.get("options", {})
             items, errors = validate_manifest(jsonl_lines(self.storage.stream(state.manifest)), state.tenant,
-                                              self.store, self.store.settings,
-                                              lambda options: check_options({**defaults, **options}))
+                                              self.store, self.store.settings, state.defaults.get("options"))
         except Exception as exc:  # storage down, or a bug: fail the batch visibly rather than leave it validating
             log.exception("batch %s: validation failed", batch_id)
             errors = [LineError(0, "internal", f"the manifest could not be validated: {exc}")]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 
+from lipdub.service.celery_app import app
 from lipdub.service.processes import WEBHOOKS_QUEUE
 
 log = logging.getLogger(__name__)
 
 
 def _send(name: str, *args: str) -> None:
-    from lipdub.service.celery_app import app  # lazily: JobStore imports this module
-
     # No publish retries: a broker that is down fails fast instead of stalling the caller.
     app.send_task(name, args=args, queue=WEBHOOKS_QUEUE, retry=False)
 

@@ -1,5 +1,5 @@
 """The prep cache of the service: prep artifacts stored once per source content (SHA-256) and prep version
-(the prep code's and the prep settings': lipdub.prep.cache.prep_version).
+(the prep code's and the prep settings': lipdub.prep.track.prep_version).
 
 Two levels: object storage holds every prepared source under `prep/{source}-v{prep_version}/` for all
 workers (the source key is the SHA-256 of the bytes, plus a hash of the user's face choice when the job
@@ -31,14 +31,15 @@ from lipdub.prep.cache import (
     evict,
     mark_used,
     max_bytes,
-    prep_version,
     publish,
     published,
     source_key,
 )
 from lipdub.prep.cache import prepare_cached as prepare_on_host
+from lipdub.prep.track import SourceTrack, prep_version
 from lipdub.prep.tracking import Target
 from lipdub.progress import SILENT, Progress
+from lipdub.render import ENROLLED, current_enrolment, generic_weights
 from lipdub.service.indexes import now
 from lipdub.service.status import JobStore
 from lipdub.service.storage import MissingObject, Storage, keys
@@ -126,8 +127,7 @@ def enroll_cached(source: str, store: JobStore, storage: Storage, settings: Sett
     """Make sure source `source` has a renderer fine-tuned on it (the job option `enroll`), stored with its
     prep artifacts so every render worker's copy of the entry carries it; tuned once per source and generic
     weights. Returns False when there is nothing to tune (warp renderer, no DINet weights)."""
-    from lipdub.prep.track import SourceTrack
-    from lipdub.render import ENROLLED, current_enrolment, generic_weights
+    # lazy: torch (2.5 s); the prep and audio workers import this module and never enrol
     from lipdub.render.enroll import enroll
 
     weights = generic_weights(settings)

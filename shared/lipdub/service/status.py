@@ -22,7 +22,7 @@ import redis
 from lipdub.config import Settings, get_settings
 from lipdub.errors import ErrorCode, TransientError
 from lipdub.jobs import InputRef, JobSpec, JobStatus, Stage
-from lipdub.service import events, redis_keys
+from lipdub.service import chains, events, redis_keys
 from lipdub.service.assets_store import AssetStore
 from lipdub.service.idempotency import Idempotency
 from lipdub.service.indexes import Cursor, due, newest_first, now, pair
@@ -183,9 +183,7 @@ class JobStore:
         """Queue the job's pipeline (raises when the broker refuses). Its `start` hand-off, owed since
         create, is settled only once the chain is published: a caller that dies in between leaves it for
         the janitor, so a created job is never left queued forever."""
-        from lipdub import pipeline  # lazily: the pipeline module imports the stages
-
-        pipeline.start_job(job_id, priority)
+        chains.start_job(job_id, priority)
         self.r.zrem(redis_keys.OUTBOX, pair(START, job_id))
 
     def get(self, job_id: str) -> JobState | None:

@@ -24,13 +24,15 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from starlette.responses import Response
 
+from lipdub.jobs import JobOptions
 from lipdub.service import events, redis_keys
-from lipdub.service.batches import BatchState, BatchStatus, BatchStore, ManifestLine
+from lipdub.service.batches import BatchState, BatchStatus, BatchStore
+from lipdub.service.manifest import ManifestLine
 from lipdub.service.storage import Storage, keys
 from lipdub.service.urls import UrlRejected, check_url
 from lipdub_api.deps import BaseUrlDep, SettingsDep, StorageDep, StoreDep, TenantDep, idempotency_body_hash
 from lipdub_api.errors import ApiError, check_cursor, not_found
-from lipdub_api.schemas import ApiErrorCode, ErrorResponse, JobOptions
+from lipdub_api.schemas import ApiErrorCode, ErrorResponse
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"],
                    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
@@ -199,6 +201,7 @@ def _start_batch(body: BatchCreate, tenant: str, batch_id: str, webhook_url: str
             path.write_text("".join(item.model_dump_json(exclude_defaults=True) + "\n"
                                     for item in body.items or []))
             storage.put_file(key, path, "application/jsonl")
+    # Only the options given: the rest are the items' defaults, made when the manifest is validated (batches.expand).
     defaults = {"options": body.options.model_dump(mode="json", exclude_unset=True)} if body.options else {}
     state = batches.create(tenant, key, webhook_url, body.metadata, defaults, batch_id=batch_id,
                            idempotency_key=idempotency_key)
