@@ -2,8 +2,8 @@
 hold up the others):
 
   webhooks.deliver        one signed delivery attempt (lipdub.service.webhooks)
-  events.job_finished     a job reached succeeded/failed/canceled: its webhook, its batch's bookkeeping,
-                          and the release of the tenant's next batch items
+  events.job_finished     a job reached succeeded/failed/canceled: its delivery, its webhook, its batch's
+                          bookkeeping and the release of the tenant's next batch items (lipdub.service.job_end)
   batches.expand          validate a batch manifest, fetch URL inputs, group items by source, queue one
                           dub.prep_source per unprepared source
   batches.source_ready    a source's prep finished: release (or fail) the items waiting for it
@@ -14,7 +14,7 @@ hold up the others):
                           worker embeds (processes.webhooks)
 
 Each task looks up what it needs, calls one function and lets Celery record the outcome: the batch steps
-are lipdub.service.batch_runner's (tested without Celery). Payloads carry the job or batch exactly as the
+are lipdub.service.batch_runner's and a job's end lipdub.service.job_end's (tested without Celery). Payloads carry the job or batch exactly as the
 API returns it (lipdub.service.public.JobPublic, BatchStore.public).
 """
 
@@ -26,18 +26,15 @@ from typing import Any
 import redis
 
 from lipdub.errors import TransientError
-from lipdub.jobs import JobStatus
 from lipdub.service import janitor, webhooks
 from lipdub.service.batch_runner import BatchRunner
 from lipdub.service.celery_app import app
-from lipdub.service.delivery import deliver
+from lipdub.service.job_end import job_ended
 from lipdub.service.limits import BATCH_PRIORITY
 from lipdub.service.manifest import Item
 from lipdub.service.processes import WEBHOOKS_QUEUE
-from lipdub.service.public import JobPublic
-from lipdub.service.status import JobState, get_store
+from lipdub.service.status import get_store
 from lipdub.service.storage import get_storage
-from lipdub.service.webhooks import EventType
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +45,6 @@ __all__ = ["app", "webhooks"]
 _TASK: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True,
                          "autoretry_for": (TransientError, ConnectionError, redis.RedisError),
                          "retry_backoff": 2, "retry_backoff_max": 120, "max_retries": 8}
-_JOB_EVENTS = {JobStatus.succeeded: EventType.job_succeeded, JobStatus.failed: EventType.job_failed,
-               JobStatus.canceled: EventType.job_canceled}
-
-
-def job_public(job: JobState) -> dict[str, Any]:
-    return JobPublic.of(job, get_store().settings.api_url).model_dump(mode="json")
 
 
 def runner() -> BatchRunner:
@@ -63,25 +54,8 @@ def runner() -> BatchRunner:
 # --- job events --------------------------------------------------------------------------------------
 @app.task(name="events.job_finished", **_TASK)
 def job_finished(job_id: str) -> None:
-    """Everything that follows a job's final state. Safe to run twice (redelivery): the webhook has a
-    stable id and is stored once, the batch counts each job once."""
-    store = get_store()
-    job = store.get(job_id)
-    if job is None or not job.status.is_final:
-        return
-    if job.status == JobStatus.succeeded and job.spec.delivery_url and job.delivery is None:
-        # Before the webhook, which then says whether the file is in the customer's storage.
-        store.set_delivery(job.id, deliver(job, store, get_storage()))
-        job = store.get(job_id)
-        if job is None:
-            return
-    public = job_public(job)
-    url = job.spec.webhook_url
-    if url:
-        webhooks.emit(store, job.tenant, job.id, _JOB_EVENTS[job.status], url, public,
-                      msg_id=f"msg_{job.id.removeprefix('job_')}_{job.status}")
-    if job.batch:
-        runner().job_ended(job)
+    """Everything that follows a job's final state (lipdub.service.job_end)."""
+    job_ended(job_id, get_store(), get_storage())
 
 
 # --- batches -----------------------------------------------------------------------------------------
