@@ -43,6 +43,25 @@ def test_reader_serves_any_order_identically(tmp_path: Path) -> None:
     assert jumps == [50, 3, 40, 41, 7]
 
 
+@pytest.mark.parametrize("pattern", ["bounce", "loop", "retimed bounce"])
+def test_reader_starts_few_decoders_whatever_the_timeline(tmp_path: Path, pattern: str) -> None:
+    """A bounce (forward, reverse, forward) or a loop reads every frame right and starts about one ffmpeg
+    per keyframe block in reverse and one per restart: never one per frame."""
+    video = _ramp_video(tmp_path / "ramp.mp4", n=60)  # the writer's keyframe interval is 25 frames
+    reader = FrameReader(video, 64, 48, 60, block=25)
+    if pattern == "bounce":
+        order = [*range(60), *reversed(range(60)), *range(60)]
+    elif pattern == "loop":
+        order = [*range(60)] * 3
+    else:  # a faster source read at 25 fps: steps of 1 and 2 frames (as RetimedReader's indices go)
+        order = [*range(0, 60, 2), *reversed(range(1, 60, 3)), *range(0, 60, 2)]
+    seen = [round(float(reader[i][8:40, 8:56].mean()) / 4) for i in order]
+    reader.close()
+    assert seen == order
+    expected = {"bounce": 1 + 3 + 1, "loop": 3, "retimed bounce": 1 + 3 + 1}[pattern]  # blocks 0-24, 25-49, 50-59
+    assert reader.decoders <= expected, f"{reader.decoders} ffmpeg processes for {len(order)} reads"
+
+
 def test_writer_keeps_colours(tmp_path: Path) -> None:
     # A channel mix-up or a range error on the way to YUV 4:2:0 and back would show here.
     colours = [(200, 30, 40), (20, 180, 60), (30, 50, 210), (240, 240, 240)]

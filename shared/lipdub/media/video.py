@@ -121,9 +121,11 @@ class Decoder:
 class FrameReader:
     """Random access to the RGB frames of a constant-frame-rate video (25 fps unless told), in constant memory.
 
-    Sequential reads stream from one ffmpeg process (decoding a few frames ahead); a jump backwards (the
-    reverse half of `bounce`) decodes the block of `block` frames ending at the wanted index once and serves
-    it from a cache.
+    Sequential reads stream from one ffmpeg process (decoding a few frames ahead). Reading in reverse (the
+    reverse half of `bounce`) decodes the block of frames from the keyframe at or before the wanted index
+    (`block` is the file's keyframe interval, so blocks are keyframe-aligned and every frame is decoded
+    once) and serves the following reads from a cache. Any other jump back (a loop's restart, the forward
+    half after a bounce) restarts the stream there: one process, not one per frame.
     """
 
     def __init__(self, path: Path, width: int, height: int, n_frames: int, block: int = FPS,
@@ -133,12 +135,15 @@ class FrameReader:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._stream: Decoder | None = None
         self._next = 0  # index the running stream yields next
+        self._last: int | None = None  # the index asked for last
+        self.decoders = 0  # ffmpeg processes started (tests and benchmarks count them)
 
     def _start(self, index: int, count: int | None = None) -> Decoder:
         args = ["-ss", f"{index / self.fps:.6f}", "-i", str(self.path)]
         if count is not None:
             args += ["-frames:v", str(count)]
         args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+        self.decoders += 1
         return Decoder(args, (self.height, self.width, 3), f"{self.path.name}: ffmpeg could not decode the video")
 
     def _remember(self, index: int, frame: np.ndarray) -> None:
@@ -150,6 +155,10 @@ class FrameReader:
     def __getitem__(self, index: int) -> np.ndarray:
         if not 0 <= index < self.n_frames:
             raise IndexError(index)
+        # A short step back is reading in reverse (1 frame at a time, or 2-3 through a RetimedReader of a
+        # faster source); a longer jump back is a restart.
+        reverse = self._last is not None and 0 < self._last - index < self.block
+        self._last = index
         if index in self._cache:
             return self._cache[index]
         if self._stream is not None and self._next <= index < self._next + self.block:
@@ -161,9 +170,9 @@ class FrameReader:
                 self._next += 1
             if index in self._cache:
                 return self._cache[index]
-        if self._stream is not None and index < self._next:
-            # Backwards: decode the block that ends at `index` and serve the following reads from it.
-            start = max(0, index - self.block + 1)
+        if reverse:
+            # Decode from the keyframe at or before `index` up to it; the next reads in reverse come from it.
+            start = index - index % self.block
             block = self._start(start, index - start + 1)
             for i in range(start, index + 1):
                 frame = block.next()
