@@ -60,7 +60,7 @@ from lipdub.timeline import Timeline
 
 CLIPS_FILE = Path(__file__).with_name("eval_clips.json")
 # Settings that change what the pipeline outputs: recorded in the report so numbers can be traced.
-PIPELINE_SETTINGS = {"renderer", "audio_model", "sync_mode", "video_crf", "device"}
+PIPELINE_SETTINGS = {"renderer", "audio_model", "sync_mode", "video_crf", "video_tune", "device"}
 SPLIT_MIN_FRAMES = 13  # half a second: a shorter half leaves the sync and landmark metrics nothing to use
 LIP_BASELINE_S = 2.0  # the lip-colour baseline: the same person's lips this far apart
 

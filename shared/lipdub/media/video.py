@@ -246,13 +246,13 @@ class VideoWriter:
     frames wait. Frames are copied when queued, so the caller may reuse its arrays.
     """
 
-    def __init__(self, path: Path, width: int, height: int, crf: int = 18, preset: str = "veryfast",
-                 queue: int = 4, rate: str = str(FPS)) -> None:
+    def __init__(self, path: Path, width: int, height: int, crf: int = 16, preset: str = "veryfast",
+                 queue: int = 4, rate: str = str(FPS), tune: str = "film") -> None:
         self.path = path
         self._tmp = path.with_suffix(".tmp" + path.suffix)
         args = ["-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
                 "-r", rate, "-i", "pipe:0", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
-                "-pix_fmt", "yuv420p", "-r", rate, "-movflags", "+faststart", str(self._tmp)]
+                *(["-tune", tune] if tune != "none" else []), "-pix_fmt", "yuv420p", "-r", rate, "-movflags", "+faststart", str(self._tmp)]
         self._proc = FfmpegProcess(args, code=ErrorCode.internal, what=f"ffmpeg encoder failed: {path.name}",
                                    stdin=True)
         widen_pipe(self._proc.stdin)

@@ -55,7 +55,7 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
     # decoder and encoder beside it (720p DINet: 35 -> 18 ms of CPU a frame).
     with threadpool_limits(limits=1, user_api="blas"), track.reader_at(timeline.rate) as reader, \
             VideoWriter(out, s.width, s.height, settings.video_crf, settings.video_preset,
-                        rate=timeline.rate) as writer, \
+                        rate=timeline.rate, tune=settings.video_tune) as writer, \
             progress.stage("render", len(frames)) as advance, \
             ThreadPoolExecutor(1, thread_name_prefix="render-finish") as pool:
         inflight: tuple[Future[None], int] | None = None
