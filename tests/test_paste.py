@@ -93,3 +93,48 @@ def test_colour_cast_generator_leaves_no_seam(face_frame: tuple[np.ndarray, np.n
     # The same generator without colour matching: the test above would fail (the check can fail).
     raw = np.abs(cast - truth).mean()
     assert raw > 15
+
+
+def test_colour_match_moves_the_light_and_keeps_the_lips_distance_from_the_skin() -> None:
+    """The generated window's skin (the ring) takes the real skin's mean; its lips keep their own distance
+    from that skin. A match that also scaled by the ring's spread made a flat generated skin's lips too
+    saturated (the lip-chroma gain of issue 32)."""
+    rng = np.random.default_rng(1)
+    ring = np.zeros((32, 32), np.float32)
+    ring[:, :8] = 1.0
+    real = np.empty((32, 32, 3), np.float32)
+    real[:] = (200.0, 150.0, 130.0)
+    real[:, :8] += rng.normal(0.0, 12.0, (32, 8, 3))  # real skin: textured
+    generated = np.empty_like(real)
+    generated[:] = (180.0, 140.0, 125.0)  # darker, flat skin
+    generated[:, 16:] = (150.0, 80.0, 90.0)  # lips
+    out = paste.match_colour(generated, real, ring)
+    skin_real = real[:, :8].reshape(-1, 3).mean(0)
+    assert np.allclose(out[:, :8].reshape(-1, 3).mean(0), skin_real, atol=1e-3)
+    assert np.allclose(out[0, 20] - out[0, 0], generated[0, 20] - generated[0, 0], atol=1e-3)
+
+
+def test_drawn_lips_take_the_frame_own_lip_colour() -> None:
+    """Lips drawn paler and pinker than the person's (the generator's habit, issue 32) get the input frame's
+    own mean lip colour back; the skin beyond the feathered lip edge is left as it is."""
+    def ellipse(n: int, rx: float, ry: float) -> np.ndarray:
+        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        return np.stack([32 + rx * np.cos(t), 32 + ry * np.sin(t)], 1)
+
+    points = np.zeros((478, 2), np.float32)
+    points[L.LIPS_OUTER] = ellipse(len(L.LIPS_OUTER), 20, 9)
+    points[L.LIPS_INNER] = ellipse(len(L.LIPS_INNER), 12, 1.5)
+    box = (0, 0, 64, 64)
+    band = paste.lip_band(points, box, 0.0)
+    own = np.full((64, 64, 3), (205, 160, 140), np.uint8)
+    own[band > 0] = (150, 70, 80)
+    drawn = own.copy()
+    drawn[band > 0] = (200, 120, 140)
+    want = paste.lip_lab(own, paste.lip_band(points, box, -paste.LIP_ERODE))
+    assert want is not None
+    before = paste.lip_lab(drawn, paste.lip_band(points, box, -paste.LIP_ERODE))
+    assert before is not None and np.linalg.norm(before - want) > 10
+    paste.keep_lip_colour(drawn, points, box, want)
+    after = paste.lip_lab(drawn, paste.lip_band(points, box, -paste.LIP_ERODE))
+    assert after is not None and np.linalg.norm(after - want) < 1.5
+    assert (drawn[:4] == own[:4]).all() and (drawn[-4:] == own[-4:]).all()  # skin far from the lips

@@ -209,7 +209,9 @@ class DinetRenderer:
         moved = warp_target[MOVABLE, :2].astype(np.float64)
         map_x, map_y = self.warp.backward_map(points, np.array(MOVABLE), moved, box, step,
                                               (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0))
-        warped = cv2.remap(frame[y0:y1, x0:x1], map_x, map_y, cv2.INTER_LINEAR,
+        # Cubic: a bilinear remap at fractional offsets takes the skin's fine detail (half its Laplacian
+        # variance at half-pixel shifts).
+        warped = cv2.remap(frame[y0:y1, x0:x1], map_x, map_y, cv2.INTER_CUBIC,
                            borderMode=cv2.BORDER_REPLICATE)
         out = frame.copy()
         # warped · face + real · (1 − face), rounded to uint8 in one pass.
@@ -220,7 +222,10 @@ class DinetRenderer:
         source = prompt.source_input(win, tw)
         a_work = a.copy()
         a_work[:, 2] += a[:, :2] @ np.array([bx0, by0], np.float32)
-        return {"out": out, "work": work, "face": face, "affine": a_work, "source": source, "target": tw}
+        # The person's own lip colour in this light: the input frame's lips, before anything is drawn.
+        own = paste.lip_lab(frame[by0:by1, bx0:bx1], paste.lip_band(points, work, -paste.LIP_ERODE))
+        return {"out": out, "work": work, "face": face, "affine": a_work, "source": source, "target": tw,
+                "target_px": target[:, :2], "own_lips": own}
 
     def _finish(self, job: dict, raw: np.ndarray, blend: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = job["work"]
@@ -232,6 +237,8 @@ class DinetRenderer:
         if patch is not None:
             (px0, py0, px1, py1), pixels = patch
             region[py0:py1, px0:px1] = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+        if job["own_lips"] is not None:
+            paste.keep_lip_colour(region, job["target_px"], job["work"], job["own_lips"])
         if self.detail > 0:
             self.lip_detail.add(region, job["affine"], job["target"], self.detail)
         return out

@@ -16,7 +16,6 @@ import numpy as np
 from lipdub.face import landmarks as L
 from lipdub.render import window
 
-MAX_GAIN = 1.25  # colour-match spread ratio limits: a flat ring must not blow up the generated texture
 RING_MIN, RING_MAX = 0.02, 0.98  # ring = where the generated mouth fades into the real skin
 
 
@@ -54,19 +53,21 @@ def lower_face_bounds(points: np.ndarray, feather_px: float) -> tuple[int, int, 
 
 
 def match_colour(generated: np.ndarray, real: np.ndarray, ring: np.ndarray) -> np.ndarray:
-    """Shift/scale each channel of `generated` so its statistics on `ring` equal `real`'s there."""
+    """Shift each channel of `generated` so its mean on `ring` (skin around the mouth) equals `real`'s there.
+
+    Means only: the ring is skin, and scaling by the ring's spread as well stretched the lips' distance
+    from the skin colour with it (the generator's skin is flatter than the real one, so its lips came out
+    too saturated; on the tuning clips lip ΔE2000 3.8 -> 3.3 and lip chroma 1.035 -> 1.003 without it).
+    """
     w = ring.astype(np.float32)
     total = float(w.sum())
-    if total < 8:
-        return generated.astype(np.float32)
     out = generated.astype(np.float32).copy()
+    if total < 8:
+        return out
     for c in range(3):
-        g, r = generated[..., c].astype(np.float32), real[..., c].astype(np.float32)
-        mg, mr = (g * w).sum() / total, (r * w).sum() / total
-        sg = np.sqrt(((g - mg) ** 2 * w).sum() / total)
-        sr = np.sqrt(((r - mr) ** 2 * w).sum() / total)
-        gain = float(np.clip(sr / max(sg, 1e-3), 1 / MAX_GAIN, MAX_GAIN))
-        out[..., c] = (g - mg) * gain + mr
+        mg = float((out[..., c] * w).sum()) / total
+        mr = float((real[..., c].astype(np.float32) * w).sum()) / total
+        out[..., c] += mr - mg
     return out
 
 
@@ -136,3 +137,52 @@ def window_box(affine: np.ndarray, side: int, shape: tuple[int, ...]) -> tuple[i
     x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
     x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (shape[1], shape[0]))
     return int(x0), int(y0), int(x1), int(y1)
+
+
+def lip_band(points: np.ndarray, box: tuple[int, int, int, int], grow: float) -> np.ndarray:
+    """[h, w] uint8 mask in `box` of the lips themselves (outer minus inner contour), eroded (`grow` < 0)
+    or grown by |grow| × the mouth width."""
+    x0, y0, x1, y1 = box
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [(points[L.LIPS_OUTER, :2] - (x0, y0)).astype(np.int32)], 1)
+    cv2.fillPoly(mask, [(points[L.LIPS_INNER, :2] - (x0, y0)).astype(np.int32)], 0)
+    k = round(abs(grow) * float(np.ptp(points[L.LIPS_OUTER, 0])))
+    if k == 0:
+        return mask
+    kernel = np.ones((2 * k + 1, 2 * k + 1), np.uint8)
+    return cv2.erode(mask, kernel) if grow < 0 else cv2.dilate(mask, kernel)
+
+
+def lip_lab(image: np.ndarray, band: np.ndarray) -> np.ndarray | None:
+    """Mean CIELAB colour [3] of an RGB uint8 `image` over `band`; None when too few pixels."""
+    if int(band.sum()) < 20:
+        return None
+    x, y, w, h = cv2.boundingRect(band)
+    lab = cv2.cvtColor(image[y:y + h, x:x + w].astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    return lab[band[y:y + h, x:x + w] > 0].mean(0)
+
+
+def keep_lip_colour(region: np.ndarray, points: np.ndarray, box: tuple[int, int, int, int],
+                    lips: np.ndarray) -> None:
+    """Shift the colour of the lips drawn in `region` (RGB uint8, frame box `box`, in place; their contours
+    at `points`) so their mean CIELAB colour is `lips`, feathered over the lip edges. The generator draws
+    lips of roughly the right colour but not the person's own (held-out clips: ΔE2000 3.6 against the
+    source's, while the same lips 2 s apart differ by 1.7); `lips` is the input frame's own (a source frame,
+    never the truth)."""
+    drawn = lip_lab(region, lip_band(points, box, -LIP_ERODE))
+    if drawn is None:
+        return
+    soft = cv2.GaussianBlur(lip_band(points, box, LIP_GROW).astype(np.float32), (0, 0),
+                            max(1.0, LIP_GROW * float(np.ptp(points[L.LIPS_OUTER, 0]))))
+    ys, xs = np.nonzero(soft > 1e-3)
+    if ys.size == 0:
+        return
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    patch = cv2.cvtColor(region[y0:y1, x0:x1].astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    patch += (lips - drawn).astype(np.float32) * soft[y0:y1, x0:x1, None]
+    rgb = cv2.cvtColor(patch, cv2.COLOR_Lab2RGB) * 255.0
+    region[y0:y1, x0:x1] = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+LIP_ERODE = 0.03  # × mouth width: the band the drawn colour is measured on keeps clear of skin and cavity
+LIP_GROW = 0.04  # × mouth width: the correction reaches this far past the lip contours, feathered
