@@ -19,6 +19,7 @@ from lipdub.render.dinet import (
     load_checkpoint,
     save_checkpoint,
 )
+from lipdub.render.protocols import Rendered
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def test_dinet_renderer_inside_render_video(demo_track, mini_checkpoint: Path, t
     timeline = Timeline(demo_track.summary.n_frames, n, "cut_off")
     out = tmp_path / "part.mp4"
     passed = render_video(demo_track, mouth, timeline, out, settings, frames=range(n))
-    assert passed == int((~demo_track.valid[:n]).sum())
+    assert passed == Rendered(int((~demo_track.valid[:n]).sum()))
     assert count_frames(out) == n
     # The same frames through the same encoder untouched: the reference for "outside the face is unchanged".
     class Untouched:
@@ -278,7 +279,7 @@ def test_render_stage_batches_in_order_and_passes_lip_shapes(demo_track, tmp_pat
     passed = render_video(track, mouth, timeline, tmp_path / "o.mp4", Settings(data_dir=tmp_path / "var"),
                           frames=range(n), renderer=r)  # type: ignore[arg-type]
     drawn = int(valid[:n].sum())
-    assert passed == n - drawn and sum(r.calls) == drawn and max(r.calls) <= 3
+    assert passed == Rendered(n - drawn) and sum(r.calls) == drawn and max(r.calls) <= 3
     assert all(x is not None and x.shape == (40, 2) for x in r.lips)
     shift = [float((r.lips[k] - r.lips[0])[:, 1].mean()) for k in range(len(r.lips))]
     iod = float(np.median(np.linalg.norm(track.landmarks[:n, 33, :2] - track.landmarks[:n, 263, :2], axis=1)))
@@ -487,4 +488,4 @@ def test_a_first_shot_without_a_face_passes_through(tmp_path: Path) -> None:
     mouth = MouthTrack(np.linspace(0, 0.4, n).astype(np.float32), np.ones(n, bool))
     out = tmp_path / "o.mp4"
     passed = render_video(track, mouth, Timeline(n, n, "cut_off"), out, settings, frames=range(40, n))
-    assert passed == int((~track.valid[40:]).sum()) and count_frames(out) == n - 40
+    assert passed == Rendered(int((~track.valid[40:]).sum())) and count_frames(out) == n - 40

@@ -121,5 +121,8 @@ def test_both_protocols_are_reported_with_contact_sheets(copy_truth_result: tupl
     assert result.ground_truth["lip_delta_e_2s"] >= 0
     md = (out / "report.md").read_text()
     assert "## Split clip" in md and "split: lipdub" in md and "## Picture" in md
+    assert "judge it on the split clip" not in md
+    write_report([result], out / "exemplar", EvalOptions(max_seconds=SECONDS), 0.0, {"renderer": "exemplar"})
+    assert "judge it on the split clip" in (out / "exemplar" / "report.md").read_text()
     sheet = cv2.imread(str(out / "sheets" / "talking.png"))
     assert sheet is not None and sheet.shape[1] > 16 * 2 * 40  # 16 crops of a ~40-px mouth box at 2x

@@ -65,7 +65,8 @@ def test_the_report_json() -> None:
     job = plan(options(sync_mode="loop", ranges=((0.0, 2.0),)), source, mouth_frames=150, chunk_seconds=2.0)
     made = report(job, source, passed_through=50)
     assert made.to_dict() == {
-        "frames": 150, "frames_passed_through": 50, "frames_outside_ranges": 100, "fps": 25.0, "frame_rate": "25",
+        "frames": 150, "frames_passed_through": 50, "frames_outside_ranges": 100,
+        "frames_without_matching_mouth": 0, "fps": 25.0, "frame_rate": "25",
         "face_coverage": 0.96, "face_px": 140.0, "source_frames": 100, "face_choice": "speaker", "source_faces": 2,
         "source_cuts_s": [2.0],
         "source_shots": [{"start_s": 0.0, "end_s": 2.0, "output_s": [[0.0, 2.0], [4.0, 6.0]], "person_distance": 0.0,
@@ -83,6 +84,7 @@ def test_a_report_without_the_source_summary() -> None:
     opts = options(sync_mode="cut_off", ranges=((0.0, 1.0),))
     made = report(planned(opts, None, 60, "30", 30), None, passed_through=30)
     assert made.to_dict() == {
-        "frames": 60, "frames_passed_through": 30, "frames_outside_ranges": 30, "fps": 30.0, "frame_rate": "30",
+        "frames": 60, "frames_passed_through": 30, "frames_outside_ranges": 30,
+        "frames_without_matching_mouth": 0, "fps": 30.0, "frame_rate": "30",
         "face_coverage": None, "face_px": None, "source_frames": None, "face_choice": None, "source_faces": None,
         "source_cuts_s": [], "source_shots": [], "other_speaker": [], "chunks": 2, "output_seconds": 2.0}

@@ -96,6 +96,10 @@ def dub(
                 f"{result.faces} faces were equally prominent; dubbed the one whose lips follow the video's own "
                 "soundtrack")
         err.print(f"[yellow]note[/] {what}. To dub another, give --face.")
+    if result.unmatched:
+        err.print(f"[yellow]note[/] {result.unmatched} frames asked for mouth shapes the video never shows; "
+                  "they were drawn with the nearest one it has, bent into shape. A longer or more varied source "
+                  "(or LIPDUB_RENDERER=dinet) draws them better.")
     total = result.frames / result.fps
     if result.other_speaker_s:
         spans, hint = leave_out(result.other_speaker_s, total)

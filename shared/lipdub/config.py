@@ -85,11 +85,13 @@ class Settings(BaseSettings):
     audio_threads: int = Field(default=1, ge=1, description="CPU threads of the audio models")
 
     # Render stage (lipdub.render).
-    renderer: Literal["warp", "dinet"] = Field(
+    renderer: Literal["warp", "dinet", "exemplar"] = Field(
         default="dinet", description="Mouth renderer: dinet (the neural mouth: warp of jaw and lips, then the "
         "DINet mini generator re-draws lips, teeth and inner mouth from reference frames; falls back to warp "
-        "without trained weights) or warp (geometric only: sharper, less close to real lip shapes; see "
-        "BENCHMARKS.md)")
+        "without trained weights), warp (geometric only: sharper, less close to real lip shapes; see "
+        "BENCHMARKS.md) or exemplar (every mouth is a real mouth of the same shot, chosen by lip shape and "
+        "pose and bent onto the target lips: the person's own teeth and lips; cross-dub sync below DINet's, "
+        "BENCHMARKS.md 'Renderer picture')")
     dinet_weights: Path | None = Field(default=None,
                                        description="DINet generator checkpoint (default: the packaged mini "
                                                    "weights); its .sha256 sidecar is verified on load")

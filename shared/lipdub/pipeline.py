@@ -39,6 +39,7 @@ class DubResult:
     flags: tuple[str, ...] = ()  # the prep summary's (TrackSummary.flags)
     other_speaker_s: list[tuple[float, float]] = field(default_factory=list)  # output spans (s) where another
     # face talks in the source (TrackSummary.other_speaker): its lines are dubbed onto the chosen face
+    unmatched: int = 0  # frames drawn without a mouth of the target's shape (the exemplar renderer)
 
     @property
     def fps(self) -> float:
@@ -61,9 +62,9 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, options: JobOpt
         job = plan(options, track.summary, len(mouth), settings.chunk_seconds)
         part = work / "render" / "part-0000.mp4"  # one part: the chunks are for the service's workers
         part.parent.mkdir(parents=True, exist_ok=True)
-        passed = render_video(track, mouth, job.timeline, part, settings, progress=progress)
+        rendered = render_video(track, mouth, job.timeline, part, settings, progress=progress)
         mux([part], audio, job.n_frames, out, settings, progress, job.rate)
-    s, made = track.summary, report(job, track.summary, passed)
+    s, made = track.summary, report(job, track.summary, rendered.passed_through, rendered.unmatched)
     return DubResult(out, made.frames, made.passed_through, made.outside_ranges, s.face_coverage,
                      made.other_person_s, torch_device, s.target_source, s.n_faces, made.rate, tuple(s.flags),
-                     made.other_speaker_s)
+                     made.other_speaker_s, made.unmatched)

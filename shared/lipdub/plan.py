@@ -99,6 +99,7 @@ class Report:
     outside_ranges: int
     rate: str
     chunks: int
+    unmatched: int = 0  # re-drawn without a mouth of the target's shape (lipdub.render.protocols.Rendered)
     face_coverage: float | None = None
     face_px: float | None = None
     source_frames: int | None = None  # the source's length in frames at the output's rate (like `frames`)
@@ -131,6 +132,9 @@ class Report:
             "frames": self.frames,
             "frames_passed_through": self.passed_through,
             "frames_outside_ranges": self.outside_ranges,
+            # Frames whose mouth shape the source never shows (the exemplar renderer drew the nearest one it
+            # has, bent onto the target): a source with few mouth shapes, worth a look in review.
+            "frames_without_matching_mouth": self.unmatched,
             "fps": round(self.fps, 3),  # the output's frame rate: the source's own, or 25
             "frame_rate": self.rate,  # the same, exactly (an ffmpeg rate such as 30000/1001)
             "face_coverage": self.face_coverage,
@@ -156,11 +160,12 @@ class Report:
         }
 
 
-def report(job: Plan, summary: TrackSummary | None, passed_through: int) -> Report:
+def report(job: Plan, summary: TrackSummary | None, passed_through: int, unmatched: int = 0) -> Report:
     """The report of a dub made by `job` from the source `summary` describes, with `passed_through` frames
-    left as the source's."""
+    left as the source's and `unmatched` drawn without a mouth of the target's shape."""
     timeline = job.timeline
-    made = Report(job.n_frames, passed_through, timeline.frames_outside_ranges(), job.rate, len(job.chunks))
+    made = Report(job.n_frames, passed_through, timeline.frames_outside_ranges(), job.rate, len(job.chunks),
+                  unmatched)
     if summary is None:
         return made
     s = summary

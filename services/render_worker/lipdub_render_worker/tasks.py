@@ -93,9 +93,9 @@ def render_task(job_id: str, index: int) -> None:
             job = planned(state.spec.options, track.summary, frames_at(len(mouth), state.rate), state.rate,
                           state.chunk_frames)
             out = run.scratch / f"part-{index:04d}.mp4"
-            passed = render_video(track, mouth, job.timeline, out, run.settings, frames=job.chunks[index],
-                                  progress=run.progress)
-            run.store.chunk_rendered(job_id, index, passed)
+            rendered = render_video(track, mouth, job.timeline, out, run.settings, frames=job.chunks[index],
+                                    progress=run.progress)
+            run.store.chunk_rendered(job_id, index, rendered.passed_through, rendered.unmatched)
             run.storage.put_file(part_key, out, "video/mp4")
         if run.store.mark_chunk(job_id, index) >= n:
             run.store.stage_finished(job_id, Stage.render)
@@ -148,7 +148,7 @@ def finalize_task(job_id: str) -> None:
     pointer = store.assets.prep_pointer(job_source_key(state.spec)) or {}
     summary = TrackSummary.from_dict(pointer["summary"]) if pointer.get("summary") else None
     job = planned(state.spec.options, summary, state.n_frames, state.rate, state.chunk_frames)
-    made = {**report(job, summary, state.passed_through).to_dict(),
+    made = {**report(job, summary, state.passed_through, state.unmatched).to_dict(),
             "durations": state.timings,
             "sync": store.sync(job_id)}  # null when settings.sync_estimate is off
     if store.succeed(job_id, {"video": keys.result(job_id)}, made):

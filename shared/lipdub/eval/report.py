@@ -98,6 +98,10 @@ def medians(rows: list[dict]) -> dict[str, float]:
     return out
 
 
+# Renderers whose output pixels come from other source frames (lipdub.render.exemplar).
+REUSES_SOURCE = {"exemplar"}
+
+
 def _fmt(v: object, fmt: str = "{:.3f}") -> str:
     return fmt.format(v) if _num(v) else "–"
 
@@ -110,6 +114,9 @@ def markdown(results: list[ClipResult], summary: dict[str, dict[str, float]], me
              + (", ".join(f"{k}={v}" for k, v in sorted(meta["pipeline"].items())) or "defaults") + ".",
              "Definitions: quality_metrics.md §3.4 and lipdub/eval/*.py. Medians over clips; "
              "`–` = not applicable.",
+             *([f"Renderer `{meta['pipeline']['renderer']}` draws with the source's own frames: judge it on "
+                "the split clip; on a reversed source the truth frame is among those it may copy."]
+               if meta["pipeline"].get("renderer") in REUSES_SOURCE else []),
              "", "## Medians", "",
              "| metric | better | " + " | ".join(label for label, _ in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]

@@ -45,9 +45,15 @@ def current_enrolment(track_dir: Path, weights: Path) -> Path | None:
 
 
 def make_renderer(track: SourceTrack, settings: Settings, device: str = "cpu") -> Renderer:
-    """The renderer the settings ask for; DINet without weights falls back to the warp renderer."""
+    """The renderer the settings ask for; DINet without weights falls back to the warp renderer. The exemplar
+    renderer reads the shot's frames once to build its mouth library."""
     if settings.renderer == "warp":
         return WarpRenderer()
+    if settings.renderer == "exemplar":
+        # lazy: scipy's RBF; no weights, the shot's own frames are its mouths
+        from lipdub.render.exemplar import ExemplarRenderer
+
+        return ExemplarRenderer.for_track(track)
     # lazy: torch (2 s); a deployment on the warp renderer never loads it
     from lipdub.render.dinet_renderer import DinetRenderer
 

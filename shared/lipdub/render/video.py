@@ -28,15 +28,16 @@ from lipdub.prep.track import SourceTrack
 from lipdub.progress import SILENT, Progress
 from lipdub.render import make_renderer
 from lipdub.render.lips import LipTargets
-from lipdub.render.protocols import BatchRenderer, Renderer
+from lipdub.render.protocols import BatchRenderer, CountsUnmatched, Rendered, Renderer
 from lipdub.timeline import Timeline
 
 
 def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out: Path, settings: Settings,
                  frames: range | None = None, renderer: Renderer | None = None,
-                 progress: Progress = SILENT) -> int:
-    """Encode output frames `frames` (default: all) to a silent H.264 file; returns frames passed through
-    (the source's own: no usable face, or outside the timeline's dub ranges).
+                 progress: Progress = SILENT) -> Rendered:
+    """Encode output frames `frames` (default: all) to a silent H.264 file; returns the frames passed through
+    (the source's own: no usable face, or outside the timeline's dub ranges) and those drawn without a
+    mouth of the target's shape.
 
     Each shot of the source (lipdub.prep.shots) gets its own renderer, built from that shot's references,
     neutral face and rest opening (`SourceTrack.for_shot`); `renderer`, when given, serves every shot."""
@@ -128,7 +129,7 @@ def render_video(track: SourceTrack, mouth: MouthTrack, timeline: Timeline, out:
                 jobs = 0
         flush()
         wait()
-    return passed
+    return Rendered(passed, shots.unmatched())
 
 
 PASS_THROUGH_BATCH = 16  # frames written at a time while none is re-drawn
@@ -156,17 +157,24 @@ class ShotRenderers:
     def __init__(self, track: SourceTrack, mouth: MouthTrack, make: Callable[[SourceTrack], Renderer]) -> None:
         self.track, self.mouth, self.make = track, mouth, make
         self.made: dict[int, tuple[Renderer, LipTargets | None, float]] = {}
+        self.dropped_unmatched = 0  # `unmatched` of the renderers let go
 
     def get(self, shot: int) -> tuple[Renderer, LipTargets | None, float]:
         """The shot's renderer, lip targets (batch renderers) and rest opening."""
         if shot not in self.made:
             if len(self.made) >= self.KEEP:
-                self.made.pop(next(iter(self.made)))
+                dropped = self.made.pop(next(iter(self.made)))[0]
+                self.dropped_unmatched += dropped.unmatched if isinstance(dropped, CountsUnmatched) else 0
             view = self.track.for_shot(shot)
             renderer = self.make(view)
             lips = LipTargets.for_track(view, self.mouth) if isinstance(renderer, BatchRenderer) else None
             self.made[shot] = (renderer, lips, view.summary.rest_opening)
         return self.made[shot]
+
+    def unmatched(self) -> int:
+        """Frames the shots' renderers drew without a mouth of the target's shape, so far."""
+        return self.dropped_unmatched + sum(r.unmatched for r, _, _ in self.made.values()
+                                            if isinstance(r, CountsUnmatched))
 
     def rest_opening(self, shot: int) -> float:
         return self.get(shot)[2]

@@ -92,6 +92,7 @@ class JobState:
     passed_through: int
     version: int
     batch: str | None = None
+    unmatched: int = 0  # frames drawn without a mouth of the target's shape (all chunks)
     rate: str = "25"  # the output's frame rate, fixed by the plan (the source's own, or 25)
     delivery: dict[str, Any] | None = None  # the upload to the job's delivery_url (lipdub.service.delivery)
     attempts: dict[str, int] = field(default_factory=dict)
@@ -126,6 +127,7 @@ class JobState:
             chunks_done=int(raw.get("chunks_done", 0)),
             chunk_frames=int(raw["chunk_frames"]) if raw.get("chunk_frames") else None,
             passed_through=sum(int(v) for k, v in raw.items() if k.startswith("passed:")),
+            unmatched=sum(int(v) for k, v in raw.items() if k.startswith("unmatched:")),
             version=int(raw.get("version", 0)),
             batch=raw.get("batch") or None,
             rate=raw.get("rate") or "25",
@@ -269,10 +271,11 @@ class JobStore:
     def mark_render_queued(self, job_id: str) -> None:
         self._apply(job_id, None, {"render_queued": 1})
 
-    def chunk_rendered(self, job_id: str, index: int, passed_through: int) -> None:
-        """Record how many frames render chunk `index` passed through (no usable face), before its part is
-        stored: a redelivered chunk that finds the part stored renders nothing and keeps this count."""
-        self._apply(job_id, None, {f"passed:{index}": passed_through})
+    def chunk_rendered(self, job_id: str, index: int, passed_through: int, unmatched: int = 0) -> None:
+        """Record how many frames render chunk `index` passed through (no usable face) and drew without a
+        mouth of the target's shape, before its part is stored: a redelivered chunk that finds the part
+        stored renders nothing and keeps these counts."""
+        self._apply(job_id, None, {f"passed:{index}": passed_through, f"unmatched:{index}": unmatched})
 
     def mark_chunk(self, job_id: str, index: int) -> int:
         """Count render chunk `index` as done (a re-run chunk counts once); returns chunks done."""
