@@ -1,4 +1,4 @@
-"""Render-stage speed whatever the timeline does (issue 31, goal 1): forward only, `bounce` and `loop`.
+"""Render-stage speed whatever the timeline does (issue 31, goal 1): forward only, `bounce`, `loop`, ranges.
 
 A real 720p talking clip (the corpus's 1280x720, 30-fps Wav2Lip test clip), its first `--seconds` prepared
 as `lipdub dub` prepares it (kept at its own 30 fps), and a `--dub-seconds` espeak-ng speech track through
@@ -9,9 +9,10 @@ the default audio model. Per sync mode, the plan `lipdub dub` would make (lipdub
 - the whole render stage (`render_video`: decode, DINet, x264 encode): frames/s.
 
 Forward only is the dub as long as the source (`cut_off`); `bounce` and `loop` are the long dub over the
-short source, which reads source frames backwards (bounce) or again from the start (loop).
+short source, which reads source frames backwards (bounce) or again from the start (loop); `ranges` is the
+bounce dubbed only inside RANGES (the frames between are written as decoded).
 
-Run: `python -m bench.bench_timeline [--seconds 14] [--dub-seconds 60]`; prints JSON. Needs ../shared/corpus
+Run: `python -m bench.bench_timeline [--seconds 14] [--dub-seconds 60] [--renderer exemplar]`; prints JSON. Needs ../shared/corpus
 (or LIPDUB_CORPUS); exits 0 with a note when absent.
 """
 
@@ -41,6 +42,9 @@ TEXT = ("The quick brown fox jumps over the lazy dog while the studio records an
         "Every language needs its own voice, and every voice its own mouth. ")
 
 
+RANGES = ((5.0, 20.0), (30.0, 50.0))  # the `ranges` mode dubs these seconds of the output, bouncing
+
+
 def speech(path: Path, seconds: float) -> Path:
     """`seconds` of espeak-ng speech (the text repeated, then cut)."""
     raw = path.with_suffix(".raw.wav")
@@ -54,7 +58,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=14.0, help="source length")
     p.add_argument("--dub-seconds", type=float, default=60.0, help="dub length of bounce and loop")
-    p.add_argument("--modes", default="forward,bounce,loop")
+    p.add_argument("--modes", default="forward,bounce,loop,ranges")
+    p.add_argument("--height", type=int, default=None, help="scale the source to this height (e.g. 1080)")
+    p.add_argument("--renderer", default=None, help="LIPDUB_RENDERER for this run (default: the settings')")
     args = p.parse_args()
     clip = CORPUS / CLIP
     if not clip.is_file():
@@ -63,8 +69,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lipdub-bench-") as tmp:
         d = Path(tmp)
         settings = Settings(data_dir=d / "var")
+        if args.renderer:
+            settings = settings.model_copy(update={"renderer": args.renderer})
         source = d / "source.mp4"
-        run_ffmpeg(["-y", "-i", str(clip), "-t", f"{args.seconds:.3f}", "-c:v", "libx264", "-crf", "16",
+        scale = ["-vf", f"scale=-2:{args.height}:flags=lanczos"] if args.height else []
+        run_ffmpeg(["-y", "-i", str(clip), "-t", f"{args.seconds:.3f}", *scale, "-c:v", "libx264", "-crf", "16",
                     "-an", str(source)], code=ErrorCode.internal, what="could not cut the source")
         track = prepare_cached(source, settings)
         long_mouth = analyze_audio(speech(d / "long.wav", args.dub_seconds), d / "long", settings)
@@ -75,9 +84,9 @@ def main() -> None:
         render_video(track, short_mouth, warm.timeline, d / "warm.mp4", settings, frames=range(25))  # models
         for mode in args.modes.split(","):
             mouth = short_mouth if mode == "forward" else long_mouth
-            sync = "cut_off" if mode == "forward" else mode
-            job = plan(JobOptions.under(settings, sync_mode=sync), track.summary,
-                       len(mouth), settings.chunk_seconds)
+            sync = {"forward": "cut_off", "ranges": "bounce"}.get(mode, mode)
+            job = plan(JobOptions.under(settings, sync_mode=sync, ranges=RANGES if mode == "ranges" else None),
+                       track.summary, len(mouth), settings.chunk_seconds)
             timeline = job.timeline
             with track.reader_at(timeline.rate) as reader:
                 start = time.perf_counter()
