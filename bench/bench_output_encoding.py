@@ -6,7 +6,7 @@ setting below, as the render stage's writer encodes. Per setting: the lower-face
 re-encode against the cut (`lipdub.eval.picture.skin_texture`, on the face mesh of every 5th frame: 1 = all
 fine detail kept), file size against the default's, and encode frames/s (one run each, this machine).
 
-Run: `python -m bench.output_encoding [--seconds 10] [--only ID ...]`; prints a markdown table. Needs
+Run: `python -m bench.bench_output_encoding [--seconds 10] [--only ID ...]`; prints a markdown table. Needs
 ../shared/corpus (or LIPDUB_CORPUS); exits 0 with a note when absent.
 """
 
