@@ -20,7 +20,7 @@ def face_crop(size: int = 200) -> np.ndarray:
 
 
 def write_clip(path: Path, n: int, width: int, height: int, frame: Callable[[int], np.ndarray], crf: int = 18) -> Path:
-    with VideoWriter(path, width, height, crf=crf) as w:
+    with VideoWriter(path, width, height, crf=crf, tune="none") as w:  # the fixtures as they were made
         for i in range(n):
             w.write(frame(i))
     return path

@@ -41,7 +41,7 @@ def moving_face_video(out: Path, seconds: float, image: np.ndarray | None = None
     size = (w // 2 * 2, h // 2 * 2)
     centre = (225.0, 125.0) if image.shape[:2] == (512, 512) else (w / 2, h / 2)  # the astronaut's face
     n = max(1, round(seconds * FPS))
-    with VideoWriter(out, size[0], size[1], crf=16) as writer:
+    with VideoWriter(out, size[0], size[1], crf=16, tune="none") as writer:
         for i in range(n):
             t = i / FPS
             angle = 2.5 * math.sin(2 * math.pi * t / 4.0)
