@@ -182,12 +182,11 @@ class DinetRenderer:
         return out
 
     def _prepare(self, frame: np.ndarray, points: np.ndarray, target: np.ndarray) -> dict | None:
-        box = self.warp.region(points, frame.shape)
-        x0, y0, x1, y1 = box
-        if x1 - x0 < 16 or y1 - y0 < 16:
+        drawable = self.warp.drawable(points, frame.shape)
+        if drawable is None:
             return None
-        face_px = float(np.ptp(points[L.FACE_OVAL, 1]))
-        feather = self.warp.feather * face_px
+        box, face_px, feather = drawable
+        x0, y0, x1, y1 = box
         a = window.window_affine(points, self.size)
         # Only the feathered lower face can change, and the prompt needs the window: work on the box
         # holding both (inside the warp's region box), not on the whole region or frame.

@@ -276,12 +276,11 @@ class ExemplarRenderer:
 
     def _prepare(self, frame: np.ndarray, points: np.ndarray, target: np.ndarray, entry: int, far: bool
                  ) -> dict | None:
-        box = self.warp.region(points, frame.shape)
-        x0, y0, x1, y1 = box
-        if x1 - x0 < 16 or y1 - y0 < 16:
+        drawable = self.warp.drawable(points, frame.shape)
+        if drawable is None:
             return None
-        face_px = float(np.ptp(points[L.FACE_OVAL, 1]))
-        feather = self.warp.feather * face_px
+        box, face_px, feather = drawable
+        x0, y0, x1, y1 = box
         # The warp moves jaw and chin (and the frame's own lips, which the exemplar covers) to the opening
         # rule at the target's opening, as in the DINet renderer: the chosen mouth is placed over that.
         warp_target = target_from_opening(points, float(L.mouth_opening(target)))

@@ -89,6 +89,16 @@ class WarpRenderer:
         y0 = int(xy[L.NOSE_TIP, 1] - 0.1 * (hi[1] - lo[1]))
         return max(x0, 0), max(y0, 0), min(x1, shape[1]), min(y1, shape[0])
 
+    def drawable(self, points: np.ndarray, shape: tuple[int, ...]
+                 ) -> tuple[tuple[int, int, int, int], float, float] | None:
+        """(`region` box, face height px, feather px) of a frame's lower face, or None for a face too small
+        to draw (the renderers that build on this warp start here)."""
+        box = self.region(points, shape)
+        if box[2] - box[0] < 16 or box[3] - box[1] < 16:
+            return None
+        face_px = float(np.ptp(points[L.FACE_OVAL, 1]))
+        return box, face_px, self.feather * face_px
+
     def mask(self, points: np.ndarray, box: tuple[int, int, int, int], scale: float) -> np.ndarray:
         """Feathered weight of the lower face (below the nose, inside the jaw line grown a little)."""
         x0, y0, x1, y1 = box
