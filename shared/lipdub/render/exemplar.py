@@ -11,14 +11,16 @@ every usable frame at frame resolution, with its lip shape and head pose in a ro
    unit-selection speech synthesis and Video Rewrite);
 2. the jaw and chin of the frame move to the target's opening with the warp renderer's field (as DINet's);
 3. the chosen lower face is mapped onto the target lips, the moved jaw and the frame's nose and cheeks by a
-   thin-plate spline at frame resolution;
+   thin-plate spline at frame resolution, smoothed in steps where the exact spline would fold over (still
+   folded: the frame with its jaw warped is drawn instead);
 4. its colour is matched locally to the frame (ratio of local means over the skin around the mouth, so a
    change of light between the two frames is undone and the lips keep their own colour), and it is blended
-   inside the feathered lower-face mask (`paste.lower_face_mask`), the same region the other renderers
-   may change.
+   over the mouth and the skin around it (`mouth_region`, inside the lower-face mask the other renderers
+   may change), its fine detail switched rather than averaged across the feather (`two_band`).
 
 Where no library mouth is near the target (a shape the source never shows), the nearest one is still taken
-and the spline bends it onto the target; such frames are counted (`stats()["fallback_share"]`).
+and the spline bends it onto the target; such frames, and the folded ones, are counted (`unmatched`, which
+the render stage adds up for the job's report).
 """
 
 from __future__ import annotations
