@@ -27,11 +27,11 @@ from lipdub.render.exemplar import (
     mouth_region,
     select_path,
     skin_around,
-    target_from_opening,
     two_band,
 )
 from lipdub.render.protocols import BatchRenderer
 from lipdub.render.video import render_video
+from lipdub.render.warp import target_from_opening
 from lipdub.timeline import Timeline
 
 SIZE = 192  # frame side, px

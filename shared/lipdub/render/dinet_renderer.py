@@ -31,9 +31,8 @@ from lipdub.face import landmarks as L
 from lipdub.render import paste, prompt, window
 from lipdub.render.detail import LipDetail
 from lipdub.render.dinet import ChecksumError, DinetGenerator, expected_sha256, load_checkpoint
-from lipdub.render.warp import GRID_STEP, WarpRenderer, target_points
+from lipdub.render.warp import GRID_STEP, MOVABLE, WarpRenderer, target_from_opening, target_landmarks
 
-MOVABLE = sorted(set(L.LIPS + L.JAW[3:-3]))  # landmarks a target may move (the jaw ends are warp anchors)
 # The generator's mouth is soft: 4,000 CPU training steps on a 96-px window do not draw fine texture. The
 # references' detail above this cut (window px; the generator keeps the lower frequencies) is added on the
 # target lips at frame resolution, times DETAIL (0: off); see `detail.py` for what was measured.
@@ -135,22 +134,8 @@ class DinetRenderer:
     def __call__(self, frame: np.ndarray, points: np.ndarray, opening: float) -> np.ndarray:
         return self.render_batch([frame], [points], [self.target_from_opening(points, opening)])[0]
 
-    @staticmethod
-    def target_from_opening(points: np.ndarray, opening: float) -> np.ndarray:
-        """Full target landmark set [478, 2] for a target mouth opening (lips and jaw moved)."""
-        idx, moved = target_points(points, opening)
-        target = points[:, :2].copy()
-        target[idx] = moved
-        return target
-
-    @classmethod
-    def target(cls, points: np.ndarray, opening: float, lips: np.ndarray | None = None) -> np.ndarray:
-        """Full target landmark set [478, 2]: the jaw follows the opening; the lips are `lips` ([40, 2]
-        frame px, order of `landmarks.LIPS`, the audio model's predicted shape) when given."""
-        target = cls.target_from_opening(points, opening)
-        if lips is not None:
-            target[L.LIPS] = lips
-        return target
+    target_from_opening = staticmethod(target_from_opening)
+    target = staticmethod(target_landmarks)
 
     def render_batch(self, frames: Sequence[np.ndarray], points: Sequence[np.ndarray],
                      targets: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -35,12 +35,11 @@ from scipy.interpolate import RBFInterpolator
 
 from lipdub.face import landmarks as L
 from lipdub.render import paste
-from lipdub.render.warp import GRID_STEP, WarpRenderer, target_points
+from lipdub.render.warp import GRID_STEP, MOVABLE, WarpRenderer, target_from_opening, target_landmarks
 
 if TYPE_CHECKING:
     from lipdub.prep.track import SourceTrack
 
-MOVABLE = sorted(set(L.LIPS + L.JAW[3:-3]))  # what the jaw warp moves (as the DINet renderer's)
 # Rigid points off the stable set: after the stable similarity, what is left of their offsets is yaw/pitch.
 POSE_POINTS = [10, 151, 4, 5, 195, 197, 234, 454, 93, 323, 127, 356, 105, 334]
 # Skin points around the mouth that the spline pins to the frame (nose base, cheeks beside the mouth).
@@ -177,14 +176,6 @@ class MouthLibrary:
         return np.concatenate([runs[i] for i in sorted(set(chosen.tolist()))])
 
 
-def target_from_opening(points: np.ndarray, opening: float) -> np.ndarray:
-    """Full target landmark set [478, 2] for a mouth opening (lips and jaw moved by the opening rule)."""
-    idx, moved = target_points(points, opening)
-    target = points[:, :2].copy()
-    target[idx] = moved
-    return target
-
-
 class ExemplarRenderer:
     name = "exemplar"
 
@@ -216,14 +207,7 @@ class ExemplarRenderer:
                     frames.append(frame)
         return cls(MouthLibrary.build(frames, keep, landmarks[keep]), batch)
 
-    @staticmethod
-    def target(points: np.ndarray, opening: float, lips: np.ndarray | None = None) -> np.ndarray:
-        """Full target landmark set [478, 2]: the jaw follows the opening; the lips are `lips` ([40, 2]
-        frame px, the audio model's predicted shape) when given."""
-        target = target_from_opening(points, opening)
-        if lips is not None:
-            target[L.LIPS] = lips
-        return target
+    target = staticmethod(target_landmarks)
 
     @property
     def unmatched(self) -> int:

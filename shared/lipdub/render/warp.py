@@ -72,6 +72,26 @@ def target_points(points: np.ndarray, opening: float) -> tuple[np.ndarray, np.nd
     return np.array(idx), moved
 
 
+MOVABLE = sorted(set(L.LIPS + L.JAW[3:-3]))  # landmarks a target may move (the jaw ends are warp anchors)
+
+
+def target_from_opening(points: np.ndarray, opening: float) -> np.ndarray:
+    """Full target landmark set [478, 2] for a mouth opening (lips and jaw moved by `target_points`)."""
+    idx, moved = target_points(points, opening)
+    target = points[:, :2].copy()
+    target[idx] = moved
+    return target
+
+
+def target_landmarks(points: np.ndarray, opening: float, lips: np.ndarray | None = None) -> np.ndarray:
+    """Full target landmark set [478, 2]: the jaw follows the opening; the lips are `lips` ([40, 2] frame
+    px, order of `landmarks.LIPS`, the audio model's predicted shape) when given."""
+    target = target_from_opening(points, opening)
+    if lips is not None:
+        target[L.LIPS] = lips
+    return target
+
+
 class WarpRenderer:
     name = "warp"
 
