@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from lipdub.eval.lmd import umeyama
 from lipdub.eval.picture import picture_metrics, summarize
 from lipdub.face import landmarks as L
+from lipdub.face.landmarks import umeyama
 
 MOUTH_CROP = 96  # mouth crops are resized to this square so SSIM/PSNR don't depend on face size
 SSIM_MAX_SIDE = 360  # outside-face SSIM runs on a frame scaled down to this (speed; seams are larger)

@@ -1,4 +1,5 @@
-"""Named index groups of MediaPipe's 478-point face mesh, and measures derived from them."""
+"""Named index groups of MediaPipe's 478-point face mesh, measures derived from them, and the similarity fit
+between two sets of them."""
 
 from __future__ import annotations
 
@@ -37,3 +38,18 @@ def mouth_opening(points: np.ndarray) -> np.ndarray:
 
 def inter_ocular(points: np.ndarray) -> np.ndarray:
     return np.linalg.norm(points[..., 33, :2] - points[..., 263, :2], axis=-1)
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity (scale s, rotation R, translation t): dst ≈ s·R·src + t; [K, 2] points."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    cov = b.T @ a / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1.0  # a reflection is never a valid face alignment
+    rot = u @ sign @ vt
+    var = (a ** 2).sum() / len(src)
+    scale = float(np.trace(np.diag(d) @ sign) / var) if var > 0 else 1.0
+    return scale, rot, mu_d - scale * rot @ mu_s

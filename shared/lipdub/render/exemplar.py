@@ -58,22 +58,6 @@ MOUTH_MARGIN = 0.35  # × mouth width: the skin around the lips that comes with 
 DETAIL_SIGMA = 0.006  # × face height: finer than this is detail, switched rather than blended
 
 
-def similarities(points: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame the 2D similarity (A [N, 2, 2], t [N, 2]) taking `points` [N, K, 2] onto `reference` [K, 2]
-    (least squares, no reflection)."""
-    mu_s, mu_d = points.mean(1), reference.mean(0)
-    a, b = points - mu_s[:, None], reference - mu_d
-    cov = np.einsum("kj,nki->nji", b, a) / points.shape[1]
-    u, d, vt = np.linalg.svd(cov)
-    sign = np.ones((len(points), 2))
-    sign[:, 1] = np.where(np.linalg.det(u) * np.linalg.det(vt) < 0, -1.0, 1.0)
-    rot = u @ (sign[..., None] * vt)
-    var = np.maximum((a**2).sum((1, 2)) / points.shape[1], 1e-12)
-    scale = (d * sign).sum(1) / var
-    affine = scale[:, None, None] * rot
-    return affine, mu_d - np.einsum("nij,nj->ni", affine, mu_s)
-
-
 def reference_face(points: np.ndarray) -> np.ndarray:
     """A face [478, 2] centred on its stable points, inter-ocular distance 100 (distances in LMD units)."""
     xy = points[:, :2].astype(np.float64)
@@ -84,10 +68,11 @@ def describe(points: np.ndarray, lips: np.ndarray, reference: np.ndarray) -> tup
     """(lip shape [N, 40, 2], pose [N, P, 2]) of frames `points` [N, 478, 2+] whose lips are `lips`
     [N, 40, 2], in the reference's roll- and scale-free frame."""
     xy = points[..., :2].astype(np.float64)
-    a, t = similarities(xy[:, L.STABLE], reference[L.STABLE])
-    lips_n = np.einsum("nij,nkj->nki", a, lips.astype(np.float64)) + t[:, None]
-    pose = np.einsum("nij,nkj->nki", a, xy[:, POSE_POINTS]) + t[:, None]
-    return lips_n.astype(np.float32), pose.astype(np.float32)
+    lips_n, pose = np.empty(lips.shape, np.float32), np.empty((len(xy), len(POSE_POINTS), 2), np.float32)
+    for n, (p, q) in enumerate(zip(xy, lips.astype(np.float64), strict=True)):
+        s, rot, t = L.umeyama(p[L.STABLE], reference[L.STABLE])
+        lips_n[n], pose[n] = s * q @ rot.T + t, s * p[POSE_POINTS] @ rot.T + t
+    return lips_n, pose
 
 
 def costs(lib_lips: np.ndarray, lib_pose: np.ndarray, lips: np.ndarray, pose: np.ndarray
