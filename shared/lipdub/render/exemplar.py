@@ -65,8 +65,8 @@ def reference_face(points: np.ndarray) -> np.ndarray:
 
 
 def describe(points: np.ndarray, lips: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lip shape [N, 40, 2], pose [N, P, 2]) of frames `points` [N, 478, 2+] whose lips are `lips`
-    [N, 40, 2], in the reference's roll- and scale-free frame."""
+    """(lip shape [N, K, 2], pose [N, P, 2]) of frames `points` [N, 478, 2+] whose lips are `lips`
+    [N, K, 2] (K = 40, or several lip sets side by side), in the reference's roll- and scale-free frame."""
     xy = points[..., :2].astype(np.float64)
     lips_n, pose = np.empty(lips.shape, np.float32), np.empty((len(xy), len(POSE_POINTS), 2), np.float32)
     for n, (p, q) in enumerate(zip(xy, lips.astype(np.float64), strict=True)):
@@ -211,10 +211,11 @@ class ExemplarRenderer:
         lib = self.library
         p = np.stack([q[:, :2] for q in points]).astype(np.float32)
         tgt = np.stack([t[L.LIPS, :2] for t in targets]).astype(np.float32)
-        lips, pose = describe(p, tgt, lib.reference)
+        # The target lips and the frames' own (for `stats`) in one fit of each frame's pose.
+        both, pose = describe(p, np.concatenate([tgt, p[:, L.LIPS]], axis=1), lib.reference)
+        lips, own = both[:, :len(L.LIPS)], both[:, len(L.LIPS):]
         unary, lip = costs(lib.lips, lib.pose, lips, pose)
         path = select_path(unary, lib.prev, self.last)
-        own, _ = describe(p, p[:, L.LIPS], lib.reference)
         before = self.last
         for t, k in enumerate(path):
             self.counts["frames"] += 1
