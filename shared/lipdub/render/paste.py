@@ -169,16 +169,15 @@ def keep_lip_colour(region: np.ndarray, points: np.ndarray, box: tuple[int, int,
     lips of roughly the right colour but not the person's own (held-out clips: ΔE2000 3.6 against the
     source's, while the same lips 2 s apart differ by 1.7); `lips` is the input frame's own (a source frame,
     never the truth)."""
-    drawn = lip_lab(region, lip_band(points, box, -LIP_ERODE))
-    if drawn is None:
+    measured = lip_band(points, box, -LIP_ERODE)
+    if int(measured.sum()) < 20:
         return
     soft = cv2.GaussianBlur(lip_band(points, box, LIP_GROW).astype(np.float32), (0, 0),
                             max(1.0, LIP_GROW * float(np.ptp(points[L.LIPS_OUTER, 0]))))
     ys, xs = np.nonzero(soft > 1e-3)
-    if ys.size == 0:
-        return
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # holds the measured band
     patch = cv2.cvtColor(region[y0:y1, x0:x1].astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    drawn = patch[measured[y0:y1, x0:x1] > 0].mean(0)
     patch += (lips - drawn).astype(np.float32) * soft[y0:y1, x0:x1, None]
     rgb = cv2.cvtColor(patch, cv2.COLOR_Lab2RGB) * 255.0
     region[y0:y1, x0:x1] = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
