@@ -7,12 +7,14 @@ lipdub.service.chains in the same order.
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 from lipdub import FPS
 from lipdub.audio.analyze import analyze_audio
+from lipdub.audio.mouth import MouthTrack
 from lipdub.config import Settings
 from lipdub.device import resolve_device
 from lipdub.jobs import JobOptions
@@ -51,14 +53,21 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, options: JobOpt
     """Dub `video` with `audio` into `out`, all in this process, as `options` say (default: JobOptions
     with `settings`' defaults), on `settings.device`."""
     options = options or JobOptions.under(settings)
-    torch_device = resolve_device(settings.device)
-    # The stages read the device from settings: "auto" resolved once, so every model runs on the same one.
-    settings = settings.model_copy(update={"device": torch_device})
     probe_inputs(video, audio, settings)
-    with tempfile.TemporaryDirectory(prefix="lipdub-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="lipdub-") as scratch, \
+            ThreadPoolExecutor(1, thread_name_prefix="audio") as beside:
         work = workdir or Path(scratch)
-        track = prepare_cached(video, settings, progress, options.target)  # once per source bytes, under data_dir
-        mouth = analyze_audio(audio, work / "audio", settings, progress)
+        # Prep (MediaPipe, ffmpeg) needs neither torch nor the audio: the device (torch's import, 2 s) and the
+        # audio model run on a second thread meanwhile, as the service runs them on other workers.
+        heard = beside.submit(listen, audio, work / "audio", settings, progress)
+        try:
+            track = prepare_cached(video, settings, progress, options.target)  # once per source, under data_dir
+        except BaseException:
+            heard.cancel()
+            raise
+        torch_device, mouth = heard.result()
+        # The stages read the device from settings: "auto" resolved once, so every model runs on the same one.
+        settings = settings.model_copy(update={"device": torch_device})
         job = plan(options, track.summary, len(mouth), settings.chunk_seconds)
         part = work / "render" / "part-0000.mp4"  # one part: the chunks are for the service's workers
         part.parent.mkdir(parents=True, exist_ok=True)
@@ -68,3 +77,8 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, options: JobOpt
     return DubResult(out, made.frames, made.passed_through, made.outside_ranges, s.face_coverage,
                      made.other_person_s, torch_device, s.target_source, s.n_faces, made.rate, tuple(s.flags),
                      made.other_speaker_s, made.unmatched)
+
+
+def listen(audio: Path, out_dir: Path, settings: Settings, progress: Progress) -> tuple[str, MouthTrack]:
+    """The torch device the settings ask for ("auto" resolved) and the dub's mouth track."""
+    return resolve_device(settings.device), analyze_audio(audio, out_dir, settings, progress)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Advance(Protocol):
@@ -24,11 +25,17 @@ def ignore(n: int = 1) -> None:
 
 
 class ConsoleProgress:
-    """Bars when stderr is a TTY; otherwise a single summary line per stage (logs stay readable)."""
+    """Bars when stderr is a TTY; otherwise a single summary line per stage (logs stay readable).
+
+    Stages may run at once (`lipdub dub` analyses the audio while prep runs): their bars share one display,
+    which lives while any of them runs (rich allows one live display at a time)."""
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
+        self._lock = threading.Lock()
+        self._bar: Any = None  # rich.progress.Progress while a stage runs on a TTY
+        self._running = 0
 
     @contextmanager
     def stage(self, name: str, total: int) -> Iterator[Advance]:
@@ -36,21 +43,35 @@ class ConsoleProgress:
         if self.quiet:
             yield ignore
             return
-        if self.tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
-            from rich.progress import Progress as Bar
-
-            with Bar(f"[bold]{name:<7}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                     transient=False) as bar:
-                task = bar.add_task(name, total=total)
-
-                def advance(n: int = 1) -> None:
-                    bar.advance(task, n)
-
-                yield advance
-        else:
+        if not self.tty:
             yield ignore
             print(f"{name}: {total} done in {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
+            return
+        bar = self._open()
+        task = bar.add_task(name, total=total)
+        try:
+            yield lambda n=1: bar.advance(task, n)
+        finally:
+            self._close()
+
+    def _open(self) -> Any:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        with self._lock:
+            if self._bar is None:
+                self._bar = Bar(TextColumn("[bold]{task.description:<7}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn())
+                self._bar.start()
+            self._running += 1
+            return self._bar
+
+    def _close(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                self._bar.stop()
+                self._bar = None
 
 
 class CallbackProgress:
