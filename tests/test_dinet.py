@@ -198,6 +198,50 @@ def test_batched_fp16_cuda_matches_cpu(demo_track, mini_checkpoint: Path) -> Non
         assert np.abs(x.astype(int) - y.astype(int)).mean() < 1.0
 
 
+@pytest.mark.gpu
+def test_render_stage_on_cuda_writes_the_frames_of_the_cpu_path(demo_track, mini_checkpoint: Path,
+                                                                 tmp_path: Path) -> None:
+    """LIPDUB_DEVICE=cuda: the render stage runs the generator on the GPU (fp16 autocast, BATCH[1] frames a
+    call) and writes the frames the CPU path writes, to within fp16's rounding and the encoder's."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from lipdub.audio.mouth import MouthTrack
+    from lipdub.config import Settings
+    from lipdub.face import landmarks as L
+    from lipdub.media.video import FrameReader
+    from lipdub.render import make_renderer
+    from lipdub.render.dinet_renderer import BATCH
+    from lipdub.render.paste import lower_face_mask
+    from lipdub.render.video import render_video
+    from lipdub.render.warp import WarpRenderer
+    from lipdub.timeline import Timeline
+
+    n = 40
+    mouth = MouthTrack((0.25 + 0.25 * np.sin(np.arange(n) / 3)).astype(np.float32), np.ones(n, bool))
+    timeline = Timeline(demo_track.summary.n_frames, n, "bounce")
+    outputs = {}
+    for device in ("cpu", "cuda"):
+        settings = Settings(data_dir=tmp_path / "var", renderer="dinet", dinet_weights=mini_checkpoint,
+                            device=device)
+        assert make_renderer(demo_track, settings, device).batch == BATCH[device == "cuda"]
+        torch.cuda.reset_peak_memory_stats()
+        outputs[device] = tmp_path / f"{device}.mp4"
+        render_video(demo_track, mouth, timeline, outputs[device], settings)
+        used = torch.cuda.max_memory_allocated()
+        assert (used > 0) == (device == "cuda")  # the generator ran on the GPU, and only when asked to
+    s = demo_track.summary
+    with FrameReader(outputs["cpu"], s.width, s.height, n) as a, FrameReader(outputs["cuda"], s.width, s.height,
+                                                                               n) as b:
+        for t in range(n):
+            diff = np.abs(a[t].astype(np.int16) - b[t].astype(np.int16))
+            k = timeline.source_index(t)
+            points = demo_track.landmarks[k]
+            feather = WarpRenderer().feather * float(np.ptp(points[L.FACE_OVAL, 1]))
+            face = lower_face_mask(points, (0, 0, s.width, s.height), feather) > 0.5
+            assert diff.mean() < 1.0, t
+            assert not demo_track.valid[k] or diff[face].mean() < 4.0, t
+
+
 def test_packaged_mini_weights_verify_and_load() -> None:
     from lipdub.digest import sha256_file
     from lipdub.render import packaged_weights

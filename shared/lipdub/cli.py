@@ -16,6 +16,7 @@ from lipdub.demo import make_demo_inputs
 from lipdub.errors import LipdubError
 from lipdub.jobs import FaceTarget, JobOptions
 from lipdub.media.mux import OUTPUT_SUFFIXES
+from lipdub.memory import one_malloc_arena
 from lipdub.prep.tracking import Target
 from lipdub.progress import ConsoleProgress
 from lipdub.timeline import dub_ranges
@@ -35,6 +36,7 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def main(ctx: typer.Context, version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True, help="Print lipdub's version and exit")] = False) -> None:
+    one_malloc_arena()  # before any stage starts its threads (lipdub.memory)
     ctx.with_resource(native_stderr.filtered())  # for the whole command: MediaPipe starts in any of them
 
 

@@ -31,6 +31,7 @@ def free_port() -> int:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
     cfg = StackConfig(root=tmp_path_factory.mktemp("stack"), api_port=free_port(), redis_port=free_port(),
                       s3_port=free_port(), bucket="lipdub-test",
+                      render_workers=2,  # as deployed: the chunks of one job are shared between workers
                       extra_env={
                           # Render in 1-s chunks, so a 3-s job runs a real chord of several chunks.
                           "LIPDUB_CHUNK_SECONDS": "1.0",

@@ -97,6 +97,21 @@ def test_same_source_reuses_prep(api: httpx.Client, assets: dict[str, dict[str, 
     assert redis_client.keys(f"prep:{assets['face2']['sha256']}:v*")
 
 
+def test_two_render_workers_share_one_jobs_chunks(api: httpx.Client, assets: dict[str, dict[str, Any]],
+                                                  stack: StackConfig) -> None:
+    """Nine 1-s chunks, two render workers: both render some of them, and the result is whole."""
+    logs = sorted(stack.root.glob("render_worker*.log"))
+    assert len(logs) == 2
+    before = {log: log.stat().st_size for log in logs}
+    job = wait_for(api, create_job(api, assets["face"], assets["long_speech"])["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["chunks"]["total"] >= 6 and job["chunks"]["done"] == job["chunks"]["total"]
+    rendered = {log.stem: sum(b"dub.render[" in line and b"succeeded" in line
+                              for line in log.read_bytes()[before[log]:].splitlines()) for log in logs}
+    assert all(n > 0 for n in rendered.values()), rendered
+    assert sum(rendered.values()) >= job["chunks"]["total"]
+
+
 def test_ranges_option_reanimates_only_those_stretches(api: httpx.Client,
                                                       assets: dict[str, dict[str, Any]]) -> None:
     """Across render chunks (1 s each here): output frames 10..39 are re-drawn, every other one is the

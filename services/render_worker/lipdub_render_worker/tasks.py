@@ -16,6 +16,7 @@ from celery.signals import worker_process_init
 from lipdub.audio.mouth import MouthTrack
 from lipdub.config import get_settings
 from lipdub.media.mux import mux
+from lipdub.memory import one_malloc_arena
 from lipdub.plan import plan, planned, report
 from lipdub.prep.track import SourceTrack, TrackSummary
 from lipdub.render import generic_weights
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 @worker_process_init.connect
 def _load_models(**_: object) -> None:
+    one_malloc_arena()  # frames cross threads in the render stage (lipdub.memory)
     settings = get_settings()
     if settings.renderer == "dinet":
         weights = generic_weights(settings)

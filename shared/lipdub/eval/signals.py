@@ -9,7 +9,6 @@ import warnings
 
 import numpy as np
 from scipy.ndimage import binary_closing, binary_opening
-from scipy.signal import butter, sosfiltfilt
 
 from lipdub import FPS, SAMPLE_RATE
 from lipdub.face import landmarks as L
@@ -60,6 +59,9 @@ def audio_envelope(samples: np.ndarray, n_frames: int | None = None, sample_rate
     """
     x = np.asarray(samples, np.float64)
     if band is not None and x.size > 64:
+        # lazy: scipy.signal takes 0.45 s to import, and prep (nan_median3) is on every dub's start-up path
+        from scipy.signal import butter, sosfiltfilt
+
         sos = butter(4, [band[0], band[1]], btype="bandpass", fs=sample_rate, output="sos")
         x = sosfiltfilt(sos, x)
     hop = sample_rate // fps

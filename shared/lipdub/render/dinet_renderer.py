@@ -38,6 +38,10 @@ from lipdub.render.warp import GRID_STEP, MOVABLE, WarpRenderer, target_from_ope
 # target lips at frame resolution, times DETAIL (0: off); see `detail.py` for what was measured.
 DETAIL_SIGMA = 3.0
 DETAIL = 1.0
+# Frames per generator call (CPU, CUDA). On CPU the stage prepares the next batch while the last one is
+# generated, so a small batch keeps both halves busy and memory low; a GPU wants enough frames per call to
+# fill it, while the CPU halves (warp, paste-back) bound the stage anyway (bench/bench_gpu.py sweeps it).
+BATCH = (4, 16)
 MODEL_CACHE = 4  # generators kept per process (the generic weights plus a few enrolled fine-tunes)
 _models: OrderedDict[tuple[str, str, str], DinetGenerator] = OrderedDict()
 _models_lock = threading.Lock()
@@ -79,10 +83,10 @@ class DinetRenderer:
     name = "dinet"
 
     def __init__(self, model: DinetGenerator, references: Sequence[tuple[np.ndarray, np.ndarray]],
-                 device: str = "cpu", threads: int | None = None, batch: int = 4,
+                 device: str = "cpu", threads: int | None = None, batch: int | None = None,
                  detail: float = DETAIL) -> None:
         """`references`: K (frame, landmarks) pairs of the source video (see `prompt.select_references`);
-        `batch`: frames per generator call in the render stage; `detail`: strength of the references' lip
+        `batch`: frames per generator call in the render stage (default BATCH of the device); `detail`: strength of the references' lip
         detail (DETAIL; 0: off); `threads`: torch intra-op threads (process-wide; default 1 on CPU)."""
         cfg = model.config
         if len(references) != cfg.refs:
@@ -99,7 +103,7 @@ class DinetRenderer:
         self.fp16 = self.device.type == "cuda"
         self.layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.size = cfg.size
-        self.batch = batch
+        self.batch = batch or BATCH[self.device.type == "cuda"]
         self.detail = detail
         self.warp = WarpRenderer()
         refs = []
@@ -114,7 +118,7 @@ class DinetRenderer:
 
     @classmethod
     def for_track(cls, track: object, checkpoint: Path, device: str = "cpu", sha256: str | None = None,
-                  threads: int | None = None) -> DinetRenderer:
+                  threads: int | None = None, batch: int | None = None) -> DinetRenderer:
         """Renderer for a prepared source (`SourceTrack`): references from its most open frames."""
         model = cached_model(checkpoint, device, sha256)
         landmarks: np.ndarray = track.landmarks  # type: ignore[attr-defined]
@@ -129,7 +133,7 @@ class DinetRenderer:
             idx = prompt.select_references(opening, valid, k)
         with track.reader() as reader:  # type: ignore[attr-defined]
             refs = [(reader[i], landmarks[i]) for i in idx]
-        return cls(model, refs, device, threads)
+        return cls(model, refs, device, threads, batch)
 
     def __call__(self, frame: np.ndarray, points: np.ndarray, opening: float) -> np.ndarray:
         return self.render_batch([frame], [points], [self.target_from_opening(points, opening)])[0]

@@ -58,8 +58,10 @@ def audio_worker() -> Process:
     return celery_worker("audio_worker", "lipdub_audio_worker.tasks", (AUDIO_QUEUE,))
 
 
-def render_worker() -> Process:
-    return celery_worker("render_worker", "lipdub_render_worker.tasks", (RENDER_QUEUE, MUX_QUEUE))
+def render_worker(index: int = 1) -> Process:
+    """The render worker; index 2, 3, ... are more of them (one process each, e.g. one per GPU)."""
+    name = "render_worker" if index == 1 else f"render_worker_{index}"
+    return celery_worker(name, "lipdub_render_worker.tasks", (RENDER_QUEUE, MUX_QUEUE))
 
 
 def webhooks() -> Process:
@@ -88,7 +90,7 @@ def s3_server(host: str = "127.0.0.1", port: int = 9000) -> Process:
 
 
 def stack(api_port: int = 8000, redis_port: int = 6379, s3_port: int = 9000,
-          data_dir: str = ".") -> list[Process]:
+          data_dir: str = ".", render_workers: int = 1) -> list[Process]:
     """Everything `make stack` runs, in start order (infrastructure first)."""
     return [redis_server(redis_port, data_dir), s3_server(port=s3_port), api("127.0.0.1", api_port),
-            prep_worker(), audio_worker(), render_worker(), webhooks()]
+            prep_worker(), audio_worker(), *(render_worker(k) for k in range(1, render_workers + 1)), webhooks()]

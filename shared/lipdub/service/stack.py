@@ -43,6 +43,7 @@ class StackConfig:
     s3_port: int = 9000
     bucket: str = "lipdub"
     extra_env: dict[str, str] = field(default_factory=dict)  # more LIPDUB_* settings for every process
+    render_workers: int = 1  # render worker processes (they share the render and mux queues)
 
     @property
     def api_url(self) -> str:
@@ -70,7 +71,7 @@ class StackConfig:
 
     def processes(self) -> list[Process]:
         return processes.stack(self.api_port, self.redis_port, self.s3_port,
-                               str((self.root / "redis").resolve()))
+                               str((self.root / "redis").resolve()), self.render_workers)
 
 
 def _argv(proc: Process) -> list[str]:
@@ -193,7 +194,8 @@ def _alive(pid_file: Path) -> int | None:
 def stop(root: Path, timeout: float = 20.0) -> list[str]:
     """Stop the processes recorded under `root`: the API and workers together (each finishes its running
     task: Celery's warm shutdown), then S3 and Redis. Returns the names of the processes stopped."""
-    names = [p.name for p in processes.stack()]
+    # The recorded ones: a stack may run more render workers than the default one.
+    names = [p.stem for p in sorted(root.glob("*.pid"))]
     infrastructure = {processes.redis_server().name, processes.s3_server().name}
     stopped = _stop_together(root, [n for n in names if n not in infrastructure], timeout)
     return stopped + _stop_together(root, [n for n in names if n in infrastructure], timeout)
