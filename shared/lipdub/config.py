@@ -155,8 +155,9 @@ class Settings(BaseSettings):
                                           description="How long POST /v1/preflight waits for the prep stage")
     sync_estimate: bool = Field(default=True,
                                 description="Put a sync estimate (offset, peak correlation, confidence) in each "
-                                            "job's report: the mux task runs the face mesh over the result, "
-                                            "about 15 ms per output frame on a 2-core CPU")
+                                            "job's report: the mux task runs the face mesh over the middle "
+                                            "20 s of the result (about 6 s on a 2-core CPU, whatever its "
+                                            "length)")
 
     # Webhooks, batches, tenancy limits and outbound URLs (lipdub.service.webhooks/batches/limits/urls).
     webhook_timeout: float = Field(default=10.0, gt=0,
