@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from lipdub.audio.mouth import MouthTrack
-from lipdub.config import Settings
+from lipdub.config import Device, Settings
 from lipdub.errors import ErrorCode
 from lipdub.jobs import JobOptions
 from lipdub.media.ffmpeg import run_ffmpeg
@@ -68,7 +68,9 @@ def pack(out: Path, seconds: float, dub_seconds: float) -> None:
     print(f"packed {out} ({size:.1f} MB): run `python -m bench.bench_gpu --from {out}` on the GPU", file=sys.stderr)
 
 
-def measure(packed: Path, batches: list[int], compare: int) -> dict[str, object]:
+def measure(packed: Path, batches: list[int], compare: int, device: Device = "cuda",
+            frames: int | None = None) -> dict[str, object]:
+    """`device` cpu runs the same steps without a GPU (a check of this script, not a measurement)."""
     import torch
 
     from lipdub.render import generic_weights
@@ -77,50 +79,56 @@ def measure(packed: Path, batches: list[int], compare: int) -> dict[str, object]
 
     track = SourceTrack.load(packed)
     mouth = MouthTrack.load(packed / "mouth.npz")
-    settings = Settings(data_dir=packed / "var", device="cuda")
+    settings = Settings(data_dir=packed / "var", device=device)
+    cuda = device == "cuda"
     job = plan(JobOptions.under(settings, sync_mode="bounce"), track.summary, len(mouth), settings.chunk_seconds)
     timeline = job.timeline
     view = track.for_shot(0)
     weights = generic_weights(settings)
-    results: dict[str, object] = {"gpu": torch.cuda.get_device_name(), "width": track.summary.width,
-                                  "height": track.summary.height, "frames": timeline.n_out}
+    todo = range(min(frames or timeline.n_out, timeline.n_out))
+    results: dict[str, object] = {"gpu": torch.cuda.get_device_name() if cuda else None,
+                                  "width": track.summary.width,
+                                  "height": track.summary.height, "frames": len(todo)}
     with tempfile.TemporaryDirectory(prefix="lipdub-bench-") as tmp:
         d = Path(tmp)
         stage = {}
         for batch in batches:
-            renderer = DinetRenderer.for_track(view, weights, "cuda", batch=batch)
+            renderer = DinetRenderer.for_track(view, weights, device, batch=batch)
             render_video(track, mouth, timeline, d / "warm.mp4", settings, frames=range(2 * batch),
                          renderer=renderer)
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
-            render_video(track, mouth, timeline, d / f"cuda{batch}.mp4", settings, renderer=renderer)
+            render_video(track, mouth, timeline, d / f"stage{batch}.mp4", settings, frames=todo, renderer=renderer)
             seconds = time.perf_counter() - start
-            stage[batch] = {"fps": round(timeline.n_out / seconds, 1),
-                            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20)}
+            stage[batch] = {"fps": round(len(todo) / seconds, 1),
+                            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None}
             print("render stage, batch", batch, stage[batch], file=sys.stderr, flush=True)
         results["render_stage"] = stage
         # The generator alone: what the GPU could do if the CPU halves kept up.
-        renderer = DinetRenderer.for_track(view, weights, "cuda", batch=max(batches))
+        renderer = DinetRenderer.for_track(view, weights, device, batch=max(batches))
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
         generator = {}
         for batch in batches:
-            src = torch.rand(batch, SOURCE_CHANNELS, renderer.size, renderer.size, device="cuda")
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+            src = torch.rand(batch, SOURCE_CHANNELS, renderer.size, renderer.size, device=device)
+            with torch.no_grad(), torch.autocast(device, dtype=torch.float16, enabled=cuda):
                 for _ in range(3):
                     renderer.model.generate(src, ref_feat=renderer.ref_feat)
-                torch.cuda.synchronize()
+                sync()
                 start = time.perf_counter()
                 for _ in range(20):
                     renderer.model.generate(src, ref_feat=renderer.ref_feat)
-                torch.cuda.synchronize()
+                sync()
             generator[batch] = round(20 * batch / (time.perf_counter() - start), 1)
         results["generator_fps"] = generator
         cpu = Settings(data_dir=packed / "var", device="cpu")
-        render_video(track, mouth, timeline, d / "cpu.mp4", cpu, frames=range(compare))
+        compare = min(compare, len(todo))
+        render_video(track, mouth, timeline, d / "cpu.mp4", cpu, frames=range(compare))  # fresh renderer, CPU
         s = track.summary
         worst_mean, worst_p99 = 0.0, 0.0
         with FrameReader(d / "cpu.mp4", s.width, s.height, compare) as a, \
-                FrameReader(d / f"cuda{batches[0]}.mp4", s.width, s.height, timeline.n_out) as b:
+                FrameReader(d / f"stage{batches[0]}.mp4", s.width, s.height, len(todo)) as b:
             for t in range(compare):
                 diff = np.abs(a[t].astype(np.int16) - b[t].astype(np.int16))
                 worst_mean = max(worst_mean, float(diff.mean()))
@@ -139,16 +147,20 @@ def main() -> None:
     p.add_argument("--dub-seconds", type=float, default=60.0, help="dub length to pack")
     p.add_argument("--batches", default="4,8,16,32", help="generator batch sizes to time")
     p.add_argument("--compare", type=int, default=50, help="frames rendered on the CPU too, to compare")
+    p.add_argument("--frames", type=int, default=None, help="render only the first N output frames")
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
+                   help="cpu: run the steps without a GPU, to check the script")
     args = p.parse_args()
     if args.pack:
         pack(args.pack, args.seconds, args.dub_seconds)
         return
     import torch
 
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing to measure", file=sys.stderr)
         return
-    print(json.dumps(measure(args.packed, [int(b) for b in args.batches.split(",")], args.compare), indent=1))
+    print(json.dumps(measure(args.packed, [int(b) for b in args.batches.split(",")], args.compare, args.device,
+                             args.frames), indent=1))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Forward only is the dub as long as the source (`cut_off`); `bounce` and `loop` a
 short source, which reads source frames backwards (bounce) or again from the start (loop); `ranges` is the
 bounce dubbed only inside RANGES (the frames between are written as decoded).
 
-Run: `python -m bench.bench_timeline [--seconds 14] [--dub-seconds 60] [--renderer exemplar]`; prints JSON. Needs ../shared/corpus
+Run: `python -m bench.bench_timeline [--seconds 14] [--dub-seconds 60] [--renderer exemplar] [--shots 2]`; prints JSON. Needs ../shared/corpus
 (or LIPDUB_CORPUS); exits 0 with a note when absent.
 """
 
@@ -43,6 +43,9 @@ TEXT = ("The quick brown fox jumps over the lazy dog while the studio records an
 
 
 RANGES = ((5.0, 20.0), (30.0, 50.0))  # the `ranges` mode dubs these seconds of the output, bouncing
+# `--shots 2`: the source's second half is another person (scaled and padded into the same frame), so prep
+# finds a cut and the render stage switches between two shots' renderers as the bounce crosses it.
+SECOND_SHOT = "talking/OpenTalker_SadTalker__WDA_AlexandriaOcasioCortez_000.mp4"
 
 
 def speech(path: Path, seconds: float) -> Path:
@@ -61,6 +64,7 @@ def main() -> None:
     p.add_argument("--modes", default="forward,bounce,loop,ranges")
     p.add_argument("--height", type=int, default=None, help="scale the source to this height (e.g. 1080)")
     p.add_argument("--renderer", default=None, help="LIPDUB_RENDERER for this run (default: the settings')")
+    p.add_argument("--shots", type=int, choices=(1, 2), default=1, help="2: the second half is another shot")
     args = p.parse_args()
     clip = CORPUS / CLIP
     if not clip.is_file():
@@ -73,8 +77,18 @@ def main() -> None:
             settings = settings.model_copy(update={"renderer": args.renderer})
         source = d / "source.mp4"
         scale = ["-vf", f"scale=-2:{args.height}:flags=lanczos"] if args.height else []
-        run_ffmpeg(["-y", "-i", str(clip), "-t", f"{args.seconds:.3f}", *scale, "-c:v", "libx264", "-crf", "16",
-                    "-an", str(source)], code=ErrorCode.internal, what="could not cut the source")
+        if args.shots == 1:
+            run_ffmpeg(["-y", "-i", str(clip), "-t", f"{args.seconds:.3f}", *scale, "-c:v", "libx264", "-crf",
+                        "16", "-an", str(source)], code=ErrorCode.internal, what="could not cut the source")
+        else:
+            half, h = args.seconds / 2, args.height or 720
+            w = h * 16 // 9
+            fit = f"scale=-2:{h}:flags=lanczos,pad={w}:{h}:(ow-iw)/2:0,setsar=1,fps=30"
+            graph = (f"[0:v]trim=duration={half:.3f},{fit},setpts=PTS-STARTPTS[a];"
+                     f"[1:v]trim=duration={half:.3f},{fit},setpts=PTS-STARTPTS[b];[a][b]concat=n=2:v=1[v]")
+            run_ffmpeg(["-y", "-i", str(clip), "-stream_loop", "-1", "-i", str(CORPUS / SECOND_SHOT),
+                        "-filter_complex", graph, "-map", "[v]", "-c:v", "libx264", "-crf", "16", str(source)],
+                       code=ErrorCode.internal, what="could not join the two shots")
         track = prepare_cached(source, settings)
         long_mouth = analyze_audio(speech(d / "long.wav", args.dub_seconds), d / "long", settings)
         short_mouth = analyze_audio(speech(d / "short.wav", args.seconds), d / "short", settings)
@@ -106,7 +120,8 @@ def main() -> None:
         if forward:
             for mode, row in results.items():
                 row["render_vs_forward"] = round(float(row["render_fps"] or 0) / float(forward), 2)
-        print(json.dumps({"clip": CLIP, "source_s": args.seconds, "width": track.summary.width,
+        print(json.dumps({"clip": CLIP, "source_s": args.seconds, "shots": track.n_shots,
+                          "width": track.summary.width,
                           "height": track.summary.height, "modes": results}, indent=1))
 
 

@@ -1,3 +1,4 @@
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,22 @@ def test_writer_keeps_colours(tmp_path: Path) -> None:
         back = reader[0].astype(int)
     for k, c in enumerate(colours):
         assert np.abs(back[8:40, k * 16 + 4:(k + 1) * 16 - 4].mean((0, 1)) - c).max() < 4
+
+
+def test_odd_sized_frames_cross_the_pipe_as_rgb_and_the_writer_refuses_them(tmp_path: Path) -> None:
+    # Even sizes cross as 4:2:0 (PipeFormat); 4:2:0 has no odd sizes, so those are read as ffmpeg's RGB.
+    frame = np.zeros((47, 63, 3), np.uint8)
+    frame[:, :21], frame[:, 21:42], frame[:, 42:] = (200, 30, 40), (20, 180, 60), (30, 50, 210)
+    path = tmp_path / "odd.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "63x47", "-i", "pipe:0",
+                    "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p", str(path)], input=frame.tobytes(), check=True)
+    with FrameReader(path, 63, 47, 1) as reader:
+        back = reader[0].astype(int)
+    assert back.shape == (47, 63, 3)
+    for x0, colour in ((0, (200, 30, 40)), (21, (20, 180, 60)), (42, (30, 50, 210))):
+        assert np.abs(back[4:43, x0 + 4:x0 + 17].mean((0, 1)) - colour).max() < 4
+    with pytest.raises(ValueError, match="even"):
+        VideoWriter(tmp_path / "odd-out.mp4", 63, 47)
 
 
 def test_audio_roundtrip_resamples_to_16k_mono(tmp_path: Path) -> None:
