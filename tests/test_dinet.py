@@ -210,7 +210,7 @@ def test_render_stage_on_cuda_writes_the_frames_of_the_cpu_path(demo_track, mini
     from lipdub.face import landmarks as L
     from lipdub.media.video import FrameReader
     from lipdub.render import make_renderer
-    from lipdub.render.dinet_renderer import BATCH
+    from lipdub.render.dinet_renderer import BATCH, DinetRenderer
     from lipdub.render.paste import lower_face_mask
     from lipdub.render.video import render_video
     from lipdub.render.warp import WarpRenderer
@@ -223,7 +223,8 @@ def test_render_stage_on_cuda_writes_the_frames_of_the_cpu_path(demo_track, mini
     for device in ("cpu", "cuda"):
         settings = Settings(data_dir=tmp_path / "var", renderer="dinet", dinet_weights=mini_checkpoint,
                             device=device)
-        assert make_renderer(demo_track, settings, device).batch == BATCH[device == "cuda"]
+        renderer = make_renderer(demo_track, settings, device)
+        assert isinstance(renderer, DinetRenderer) and renderer.batch == BATCH[device == "cuda"]
         torch.cuda.reset_peak_memory_stats()
         outputs[device] = tmp_path / f"{device}.mp4"
         render_video(demo_track, mouth, timeline, outputs[device], settings)
