@@ -201,7 +201,7 @@ def test_batched_fp16_cuda_matches_cpu(demo_track, mini_checkpoint: Path) -> Non
 @pytest.mark.gpu
 def test_render_stage_on_cuda_writes_the_frames_of_the_cpu_path(demo_track, mini_checkpoint: Path,
                                                                  tmp_path: Path) -> None:
-    """LIPDUB_DEVICE=cuda: the render stage runs the generator on the GPU (fp16 autocast, BATCH[1] frames a
+    """LIPDUB_DEVICE=cuda: the render stage runs the generator on the GPU (fp16 autocast, BATCH["cuda"] frames a
     call) and writes the frames the CPU path writes, to within fp16's rounding and the encoder's."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
@@ -224,7 +224,7 @@ def test_render_stage_on_cuda_writes_the_frames_of_the_cpu_path(demo_track, mini
         settings = Settings(data_dir=tmp_path / "var", renderer="dinet", dinet_weights=mini_checkpoint,
                             device=device)
         renderer = make_renderer(demo_track, settings, device)
-        assert isinstance(renderer, DinetRenderer) and renderer.batch == BATCH[device == "cuda"]
+        assert isinstance(renderer, DinetRenderer) and renderer.batch == BATCH[device]
         torch.cuda.reset_peak_memory_stats()
         outputs[device] = tmp_path / f"{device}.mp4"
         render_video(demo_track, mouth, timeline, outputs[device], settings)

@@ -11,7 +11,6 @@ on malloc's lock.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -22,11 +21,11 @@ M_ARENA_MAX = -8  # mallopt parameter (glibc's malloc.h)
 def one_malloc_arena() -> bool:
     """Limit glibc to one malloc arena; True when it took. Call it before the process starts threads (threads
     that already have an arena keep it). Elsewhere than glibc, nothing happens."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # no libc found, or a libc without mallopt (musl)
+        # The process's own symbols (dlopen(NULL)) include libc's; ctypes.util.find_library would run a
+        # subprocess to find the file, at every start of the CLI.
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no dynamic loader, or a libc without mallopt (musl)
         return False
     done = bool(mallopt(M_ARENA_MAX, 1))
     if not done:

@@ -60,11 +60,7 @@ def dub(video: Path, audio: Path, out: Path, settings: Settings, options: JobOpt
         # Prep (MediaPipe, ffmpeg) needs neither torch nor the audio: the device (torch's import, 2 s) and the
         # audio model run on a second thread meanwhile, as the service runs them on other workers.
         heard = beside.submit(listen, audio, work / "audio", settings, progress)
-        try:
-            track = prepare_cached(video, settings, progress, options.target)  # once per source, under data_dir
-        except BaseException:
-            heard.cancel()
-            raise
+        track = prepare_cached(video, settings, progress, options.target)  # once per source, under data_dir
         torch_device, mouth = heard.result()
         # The stages read the device from settings: "auto" resolved once, so every model runs on the same one.
         settings = settings.model_copy(update={"device": torch_device})

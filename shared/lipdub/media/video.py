@@ -118,7 +118,7 @@ class Decoder:
     """
 
     def __init__(self, args: list[str], shape: tuple[int, int, int], what: str, ahead: int = 3) -> None:
-        self.shape, self._format = shape, PipeFormat(shape[1], shape[0])
+        self._format = PipeFormat(shape[1], shape[0])
         args = [*args, *self._format.args]
         # Never raises on close: the reader kills it once it has its frames, and a stream that ends early
         # shows as a short read (FrameReader repeats the last frame).

@@ -38,10 +38,10 @@ from lipdub.render.warp import GRID_STEP, MOVABLE, WarpRenderer, target_from_ope
 # target lips at frame resolution, times DETAIL (0: off); see `detail.py` for what was measured.
 DETAIL_SIGMA = 3.0
 DETAIL = 1.0
-# Frames per generator call (CPU, CUDA). On CPU the stage prepares the next batch while the last one is
+# Frames per generator call, by device type. On CPU the stage prepares the next batch while the last one is
 # generated, so a small batch keeps both halves busy and memory low; a GPU wants enough frames per call to
 # fill it, while the CPU halves (warp, paste-back) bound the stage anyway (bench/bench_gpu.py sweeps it).
-BATCH = (4, 16)
+BATCH = {"cpu": 4, "cuda": 16}
 MODEL_CACHE = 4  # generators kept per process (the generic weights plus a few enrolled fine-tunes)
 _models: OrderedDict[tuple[str, str, str], DinetGenerator] = OrderedDict()
 _models_lock = threading.Lock()
@@ -86,8 +86,8 @@ class DinetRenderer:
                  device: str = "cpu", threads: int | None = None, batch: int | None = None,
                  detail: float = DETAIL) -> None:
         """`references`: K (frame, landmarks) pairs of the source video (see `prompt.select_references`);
-        `batch`: frames per generator call in the render stage (default BATCH of the device); `detail`: strength of the references' lip
-        detail (DETAIL; 0: off); `threads`: torch intra-op threads (process-wide; default 1 on CPU)."""
+        `batch`: frames per generator call in the render stage (default: BATCH of the device); `detail`:
+        strength of the references' lip detail (DETAIL; 0: off); `threads`: torch intra-op threads (process-wide; default 1 on CPU)."""
         cfg = model.config
         if len(references) != cfg.refs:
             raise ValueError(f"{cfg.name} needs {cfg.refs} references, got {len(references)}")
@@ -103,7 +103,7 @@ class DinetRenderer:
         self.fp16 = self.device.type == "cuda"
         self.layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.size = cfg.size
-        self.batch = batch or BATCH[self.device.type == "cuda"]
+        self.batch = batch or BATCH.get(self.device.type, BATCH["cpu"])
         self.detail = detail
         self.warp = WarpRenderer()
         refs = []

@@ -158,9 +158,10 @@ class WarpRenderer:
         Other renderers (the DINet renderer's prompt) reuse this geometric step; `grid_step` is the spacing
         of the field's evaluation grid (the field is smooth, so large faces can use a coarser grid).
         """
-        x0, y0, x1, y1 = box = self.region(points, frame.shape)
-        if x1 - x0 < 16 or y1 - y0 < 16:
+        drawable = self.drawable(points, frame.shape)
+        if drawable is None:
             return None
+        x0, y0, x1, y1 = box = drawable[0]
         crop = frame[y0:y1, x0:x1]
         map_x, map_y = self.backward_map(points, moved_idx, moved_frame, box, grid_step)
         # Cubic: bilinear at fractional offsets blurs the skin (half its Laplacian variance at half a pixel).
